@@ -1,0 +1,132 @@
+"""The source catalogue: one entry per origin, kept as data in ``manifests/sources.toml``.
+
+An entry says what the origin is (name, homepage, citation), under which licence it is
+published, where to download it, and how its native defect names map onto the eight
+DAAD classes. Native names that fit none of the classes map to ``unmapped``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daad.errors import DaadError
+from daad.licences import check_licence
+from daad.taxonomy import UNMAPPED, Source, check_class
+
+FILENAME = "sources.toml"
+
+
+class CatalogueError(DaadError):
+    """The catalogue file is malformed, or an origin is not in it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """An archive published at a stable URL, and where the data sits inside it."""
+
+    url: str
+    subpath: str = ""
+    sha256: str | None = None
+    """Archive checksum, only where the publisher's archive is byte-stable."""
+    size: int | None = None
+    format: str = "zip"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceEntry:
+    """One origin of the catalogue."""
+
+    id: str
+    name: str
+    homepage: str
+    licence: str
+    licence_url: str
+    citation: str
+    source: Source = Source.EXISTING_DATASET
+    classes: dict[str, str] = field(default_factory=dict)
+    """Native defect name -> DAAD class or ``unmapped``."""
+    download: Download | None = None
+    manual_download: str | None = None
+    """How to get the data where the authors require accepting terms on a website."""
+    derived_from: tuple[str, ...] = ()
+    """Origins this one re-publishes (for leakage rules)."""
+    in_daad_paper: bool = False
+    """Listed in the DAAD authors' ``Existing_datasets`` sheet."""
+    notes: str = ""
+
+    def map_class(self, native: str) -> str:
+        """The DAAD class of a native defect name; ``unmapped`` when the catalogue says so.
+
+        A native name absent from the map raises ``CatalogueError``: every name must be
+        decided in the catalogue, never silently dropped.
+        """
+        try:
+            return self.classes[native]
+        except KeyError:
+            raise CatalogueError(
+                f"origin {self.id!r}: native defect {native!r} has no entry in {FILENAME} "
+                f"(map it to a DAAD class or to {UNMAPPED!r})"
+            ) from None
+
+    @property
+    def unmapped(self) -> tuple[str, ...]:
+        return tuple(sorted(k for k, v in self.classes.items() if v == UNMAPPED))
+
+
+class Catalogue:
+    """All source entries, by origin id."""
+
+    def __init__(self, entries: dict[str, SourceEntry]) -> None:
+        self.entries = dict(sorted(entries.items()))
+
+    @classmethod
+    def load(cls, manifests_dir: Path) -> Catalogue:
+        path = Path(manifests_dir) / FILENAME
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise CatalogueError(f"no source catalogue at {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CatalogueError(f"{path}: {exc}") from None
+        entries = {}
+        for origin, value in raw.items():
+            try:
+                entries[origin] = _parse_entry(origin, value)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CatalogueError(f"{path}: source {origin!r}: {exc}") from None
+        return cls(entries)
+
+    def __getitem__(self, origin: str) -> SourceEntry:
+        try:
+            return self.entries[origin]
+        except KeyError:
+            raise CatalogueError(f"origin {origin!r} is not in the source catalogue ({FILENAME})") from None
+
+    def __contains__(self, origin: str) -> bool:
+        return origin in self.entries
+
+    def __iter__(self):
+        return iter(self.entries.values())
+
+
+def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
+    download = value.get("download")
+    classes = {str(k): check_class(str(v)) for k, v in value.get("classes", {}).items()}
+    return SourceEntry(
+        id=origin,
+        name=value["name"],
+        homepage=value["homepage"],
+        licence=check_licence(value["licence"]),
+        licence_url=value.get("licence_url", ""),
+        citation=value.get("citation", "").strip(),
+        source=Source(value.get("source", Source.EXISTING_DATASET)),
+        classes=classes,
+        download=Download(**download) if download else None,
+        manual_download=value.get("manual_download"),
+        derived_from=tuple(value.get("derived_from", ())),
+        in_daad_paper=bool(value.get("in_daad_paper", False)),
+        notes=value.get("notes", "").strip(),
+    )

@@ -1,0 +1,89 @@
+"""Manifests: ``manifests/<origin>.jsonl``, one record per line, sorted by id.
+
+Lines are written with a fixed key order and separators, so that a git diff of a
+manifest reads like a change log. Reading checks every line and fails with the file,
+the line number and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from daad.errors import ManifestError
+from daad.record import Record
+
+SUFFIX = ".jsonl"
+
+
+def dumps(record: Record) -> str:
+    """One manifest line (no newline)."""
+    return json.dumps(record.to_json(), ensure_ascii=False, separators=(", ", ": "))
+
+
+def read_manifest(path: Path) -> Iterator[Record]:
+    """Stream the records of one manifest, checking order, uniqueness and every field."""
+    path = Path(path)
+    previous: str | None = None
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                raise ManifestError(path, lineno, "blank line")
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ManifestError(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+            try:
+                record = Record.from_json(obj)
+            except ValueError as exc:
+                rid = obj.get("id") if isinstance(obj, dict) else None
+                raise ManifestError(path, lineno, f"{rid or 'record'}: {exc}") from None
+            if previous is not None:
+                if record.id == previous:
+                    raise ManifestError(path, lineno, f"duplicate id {record.id!r}")
+                if record.id < previous:
+                    raise ManifestError(
+                        path, lineno, f"id {record.id!r} is out of order (after {previous!r}); manifests are sorted by id"
+                    )
+            previous = record.id
+            yield record
+
+
+def write_manifest(path: Path, records: Iterable[Record]) -> int:
+    """Write ``records`` sorted by id, atomically (temp file + rename). Returns the count.
+
+    Raises ``ValueError`` on duplicate ids: nothing is written then.
+    """
+    path = Path(path)
+    ordered = sorted(records, key=lambda r: r.id)
+    for a, b in zip(ordered, ordered[1:]):
+        if a.id == b.id:
+            raise ValueError(f"duplicate id {a.id!r}; nothing written to {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            for record in ordered:
+                f.write(dumps(record))
+                f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return len(ordered)
+
+
+def manifest_paths(manifests_dir: Path) -> list[Path]:
+    """Every origin manifest in ``manifests_dir``, sorted by name."""
+    return sorted(p for p in Path(manifests_dir).glob(f"*{SUFFIX}") if not p.name.startswith("."))
+
+
+def default_manifests_dir() -> Path:
+    """``$DAAD_MANIFESTS``, else the ``manifests/`` folder of the checkout daad runs from."""
+    env = os.environ.get("DAAD_MANIFESTS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent / "manifests"

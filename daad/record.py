@@ -1,0 +1,172 @@
+"""The registry record: one real anomaly (image + binary mask + provenance).
+
+A record is what one line of ``manifests/<origin>.jsonl`` holds. ``to_json`` gives the
+stable key order that manifests are written in; ``from_json`` checks every field and
+raises ``ValueError`` with a reason that the manifest reader turns into a
+``ManifestError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from daad.licences import check_licence
+from daad.masks import RLE
+from daad.taxonomy import Source, Status, check_class
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PHASH = re.compile(r"^[0-9a-f]{16}$")
+_ID = re.compile(r"^[a-z0-9_]+/[^\s]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRef:
+    """Where a record's image bytes are: a path under its origin's root, and/or a URL.
+
+    ``sha256`` pins the bytes; for a URL record it is set on the first successful fetch.
+    """
+
+    path: str | None = None
+    url: str | None = None
+    sha256: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "url": self.url, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, value: object) -> ImageRef:
+        if not isinstance(value, dict) or set(value) - {"path", "url", "sha256"}:
+            raise ValueError("image must be an object with keys path, url, sha256")
+        ref = cls(value.get("path"), value.get("url"), value.get("sha256"))
+        if ref.path is None and ref.url is None:
+            raise ValueError("image needs a path or a url")
+        if ref.sha256 is not None and not _SHA256.match(ref.sha256):
+            raise ValueError(f"image sha256 {ref.sha256!r} is not 64 lowercase hex digits")
+        return ref
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One real anomaly of the registry (see DESIGN.md, "The record")."""
+
+    id: str
+    anomaly_class: str
+    source: Source
+    origin: str
+    native_label: str
+    licence: str
+    image: ImageRef
+    mask: RLE | None = None
+    width: int | None = None
+    height: int | None = None
+    bbox: tuple[int, int, int, int] | None = None
+    area: int | None = None
+    phash: str | None = None
+    status: Status = Status.ACCEPTED
+    reason: str | None = None
+    split: str | None = None
+    """The origin's own split (``train``/``test``...), when it publishes one."""
+    page_url: str | None = None
+    note: str | None = None
+    curated: tuple[str, ...] = field(default=())
+    """Fields set by a curator (``status``, ``anomaly_class``, ``mask``); re-ingest keeps them."""
+
+    @property
+    def native_id(self) -> str:
+        return self.id.split("/", 1)[1]
+
+    def with_mask(self, mask: RLE) -> Record:
+        """A copy with ``mask`` and the geometry derived from it."""
+        return replace(self, mask=mask, width=mask.width, height=mask.height, bbox=mask.bbox(), area=mask.area())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "anomaly_class": self.anomaly_class,
+            "source": str(self.source),
+            "origin": self.origin,
+            "native_label": self.native_label,
+            "licence": self.licence,
+            "status": str(self.status),
+            "reason": self.reason,
+            "split": self.split,
+            "image": self.image.to_json(),
+            "width": self.width,
+            "height": self.height,
+            "bbox": list(self.bbox) if self.bbox is not None else None,
+            "area": self.area,
+            "phash": self.phash,
+            "page_url": self.page_url,
+            "note": self.note,
+            "curated": list(self.curated),
+            "mask": self.mask.to_json() if self.mask is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, obj: object) -> Record:
+        """Build and check a record; raises ``ValueError`` naming the offending field."""
+        if not isinstance(obj, dict):
+            raise ValueError("a record must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = set(obj) - known
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+        for key in ("id", "anomaly_class", "source", "origin", "native_label", "licence", "image"):
+            if obj.get(key) is None:
+                raise ValueError(f"missing required field {key!r}")
+        rid = obj["id"]
+        if not isinstance(rid, str) or not _ID.match(rid):
+            raise ValueError(f"id {rid!r} must look like '<origin>/<native id>'")
+        if rid.split("/", 1)[0] != obj["origin"]:
+            raise ValueError(f"id {rid!r} does not start with its origin {obj['origin']!r}")
+        try:
+            source = Source(obj["source"])
+        except ValueError:
+            raise ValueError(f"unknown source {obj['source']!r}; expected one of {', '.join(Source)}") from None
+        try:
+            status = Status(obj.get("status") or Status.ACCEPTED)
+        except ValueError:
+            raise ValueError(f"unknown status {obj['status']!r}; expected one of {', '.join(Status)}") from None
+        mask = RLE.from_json(obj["mask"]) if obj.get("mask") is not None else None
+        record = cls(
+            id=rid,
+            anomaly_class=check_class(obj["anomaly_class"]),
+            source=source,
+            origin=obj["origin"],
+            native_label=str(obj["native_label"]),
+            licence=check_licence(obj["licence"]),
+            image=ImageRef.from_json(obj["image"]),
+            mask=mask,
+            width=obj.get("width"),
+            height=obj.get("height"),
+            bbox=tuple(obj["bbox"]) if obj.get("bbox") is not None else None,
+            area=obj.get("area"),
+            phash=obj.get("phash"),
+            status=status,
+            reason=obj.get("reason"),
+            split=obj.get("split"),
+            page_url=obj.get("page_url"),
+            note=obj.get("note"),
+            curated=tuple(obj.get("curated") or ()),
+        )
+        record._check_geometry()
+        if record.phash is not None and not _PHASH.match(record.phash):
+            raise ValueError(f"phash {record.phash!r} is not 16 hex digits")
+        if status is Status.ACCEPTED and mask is None:
+            raise ValueError("an accepted record needs a mask")
+        return record
+
+    def _check_geometry(self) -> None:
+        if self.mask is None:
+            return
+        if (self.height, self.width) != (self.mask.height, self.mask.width):
+            raise ValueError(
+                f"width/height {self.width}x{self.height} disagree with the mask size "
+                f"{self.mask.width}x{self.mask.height}"
+            )
+        if self.bbox is not None and tuple(self.bbox) != self.mask.bbox():
+            raise ValueError(f"bbox {list(self.bbox)} disagrees with the mask's {list(self.mask.bbox())}")
+        if self.area is not None and self.area != self.mask.area():
+            raise ValueError(f"area {self.area} disagrees with the mask's {self.mask.area()}")

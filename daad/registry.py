@@ -1,0 +1,148 @@
+"""The registry: all records of all manifests, and leak-free views of them.
+
+``Registry(manifests_dir, roots).view(evaluation="mvtec_ad", classes=["crack"])`` gives
+a :class:`RegistryView`: the records a generator may use when its output will be
+evaluated on ``mvtec_ad``. Generators accept views only, never the registry itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from daad.catalogue import Catalogue
+from daad.errors import RecordFileError
+from daad.exclusion import NO_EVALUATION, ExclusionRules
+from daad.images import decode_image, read_verified, to_rgb_array
+from daad.manifest import default_manifests_dir, manifest_paths, read_manifest
+from daad.record import Record
+from daad.roots import Roots, fetched_image_path, resolve_in_root
+from daad.taxonomy import Status, check_class
+
+
+class Registry:
+    """Every record of ``manifests_dir``, with the roots to find their files."""
+
+    def __init__(self, manifests_dir: Path | str | None = None, roots: Roots | None = None) -> None:
+        self.manifests_dir = Path(manifests_dir) if manifests_dir is not None else default_manifests_dir()
+        self.roots = roots or Roots()
+
+    @cached_property
+    def catalogue(self) -> Catalogue:
+        return Catalogue.load(self.manifests_dir)
+
+    @cached_property
+    def rules(self) -> ExclusionRules:
+        return ExclusionRules.load(self.manifests_dir)
+
+    def manifests(self, origins: Iterable[str] | None = None) -> list[Path]:
+        paths = manifest_paths(self.manifests_dir)
+        if origins is not None:
+            wanted = set(origins)
+            paths = [p for p in paths if p.stem in wanted]
+        return paths
+
+    def records(self, origins: Iterable[str] | None = None) -> Iterator[Record]:
+        """Stream every record (all statuses), manifest by manifest, in id order."""
+        for path in self.manifests(origins):
+            yield from read_manifest(path)
+
+    def view(
+        self,
+        *,
+        evaluation: str,
+        classes: Iterable[str] | None = None,
+        licences: Iterable[str] | None = None,
+        origins: Iterable[str] | None = None,
+        sources: Iterable[str] | None = None,
+        statuses: Iterable[str] = (Status.ACCEPTED,),
+    ) -> RegistryView:
+        """Records usable for a generator whose output is evaluated on ``evaluation``.
+
+        ``evaluation`` is required: an evaluation dataset id from the exclusion rules, or
+        ``"none"`` to state explicitly that no evaluation dataset needs guarding.
+        """
+        self.rules.rule(evaluation)  # unknown evaluation datasets fail here, not mid-run
+        return RegistryView(
+            self,
+            evaluation=evaluation,
+            classes=frozenset(check_class(c, allow_unmapped=False) for c in classes) if classes else None,
+            licences=frozenset(licences) if licences else None,
+            origins=frozenset(origins) if origins else None,
+            sources=frozenset(sources) if sources else None,
+            statuses=frozenset(Status(s) for s in statuses),
+        )
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """A filtered, leak-free selection of registry records (iterate it)."""
+
+    registry: Registry
+    evaluation: str
+    classes: frozenset[str] | None = None
+    licences: frozenset[str] | None = None
+    origins: frozenset[str] | None = None
+    sources: frozenset[str] | None = None
+    statuses: frozenset[Status] = frozenset({Status.ACCEPTED})
+
+    @property
+    def guarded(self) -> bool:
+        """True for every view: it states its evaluation target (possibly ``"none"``)."""
+        return True
+
+    def __iter__(self) -> Iterator[Record]:
+        for record, reason in self.decisions():
+            if reason is None:
+                yield record
+
+    def decisions(self) -> Iterator[tuple[Record, str | None]]:
+        """Every record the filters select, with the leakage reason that excludes it (or ``None``)."""
+        for record in self.registry.records(self.origins):
+            if not self._selected(record):
+                continue
+            yield record, self.registry.rules.exclusion_reason(record, self.evaluation)
+
+    def _selected(self, record: Record) -> bool:
+        return (
+            record.status in self.statuses
+            and record.anomaly_class != "unmapped"
+            and (self.classes is None or record.anomaly_class in self.classes)
+            and (self.licences is None or record.licence in self.licences)
+            and (self.sources is None or str(record.source) in self.sources)
+        )
+
+    def image_path(self, record: Record) -> Path:
+        """The local file of ``record``'s image (under its root, or in the fetch cache)."""
+        if record.image.path is not None:
+            return resolve_in_root(self.registry.roots[record.origin], record.image.path, record.id)
+        if record.image.sha256 is None:
+            raise RecordFileError(record.id, record.image.url, "not_fetched", "run `daad fetch` first")
+        return fetched_image_path(record.image.sha256)
+
+    def read_image(self, record: Record) -> np.ndarray:
+        """``H x W x 3`` ``uint8`` RGB, verified against the record's sha256."""
+        path = self.image_path(record)
+        return to_rgb_array(decode_image(read_verified(path, record.image.sha256, record.id), record.id, path))
+
+    @staticmethod
+    def read_mask(record: Record) -> np.ndarray:
+        """``H x W`` ``uint8`` 0/1 anomaly mask."""
+        if record.mask is None:
+            raise RecordFileError(record.id, None, "no_mask", "record has no mask")
+        return record.mask.decode()
+
+    def describe(self) -> str:
+        parts = [f"evaluation={self.evaluation}"]
+        for name in ("classes", "licences", "origins", "sources"):
+            value = getattr(self, name)
+            if value:
+                parts.append(f"{name}={','.join(sorted(value))}")
+        return " ".join(parts)
+
+
+__all__ = ["NO_EVALUATION", "Registry", "RegistryView"]

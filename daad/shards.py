@@ -1,0 +1,185 @@
+"""Writing a dataset folder in the Hugging Face Hub's script-free layout, atomically.
+
+``DatasetFolderWriter`` streams rows into parquet shards inside a temporary sibling of
+the output folder; ``commit`` writes the card and swaps the new folder in with one
+atomic ``renameat2(RENAME_EXCHANGE)``, so a build that fails or is killed (``kill -9``
+included) leaves the previous output as it was. Rows are buffered per shard up to a
+fixed row count and a global byte budget, so memory stays bounded however many rows
+are written; the buffering depends only on the rows, so the same rows give the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+ROWS_PER_GROUP = 128
+BUFFER_BYTES = 64 << 20
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def image_cell(data: bytes, name: str) -> dict[str, Any]:
+    """The storage of a ``datasets.Image`` value: encoded bytes (never re-encoded) and a file name."""
+    return {"bytes": data, "path": name}
+
+
+def card_text(front_matter: dict[str, Any], body: str) -> str:
+    """A dataset card: YAML front matter (``configs``, ``dataset_info`` ...) and Markdown."""
+    header = yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True, width=1000)
+    return f"---\n{header}---\n\n{body.rstrip()}\n"
+
+
+def features_yaml(features: datasets.Features) -> list[dict[str, Any]]:
+    """``features`` as the list the card's ``dataset_info.features`` holds."""
+    return features._to_yaml_list()
+
+
+class DatasetFolderWriter:
+    """Streams rows into ``<out>/<shard>.parquet`` files; nothing is visible until ``commit``."""
+
+    def __init__(
+        self,
+        out: Path,
+        features: datasets.Features,
+        *,
+        rows_per_group: int = ROWS_PER_GROUP,
+        buffer_bytes: int = BUFFER_BYTES,
+    ) -> None:
+        self.out = Path(out).absolute()
+        self.features = features
+        self.schema: pa.Schema = features.arrow_schema
+        self.rows_per_group = rows_per_group
+        self.buffer_bytes = buffer_bytes
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        _recover(self.out)
+        self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.tmp.mkdir()
+        self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._buffer_sizes: dict[str, int] = {}
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self.rows_written: dict[str, int] = {}
+
+    def __enter__(self) -> DatasetFolderWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def write(self, shard: str, row: dict[str, Any], nbytes: int = 0) -> None:
+        """Add ``row`` to shard ``shard`` (a relative path such as ``data/x/crack.parquet``)."""
+        buffer = self._buffers.setdefault(shard, [])
+        buffer.append(row)
+        self._buffer_sizes[shard] = self._buffer_sizes.get(shard, 0) + nbytes
+        self.rows_written[shard] = self.rows_written.get(shard, 0) + 1
+        if len(buffer) >= self.rows_per_group:
+            self._flush(shard)
+        elif sum(self._buffer_sizes.values()) > self.buffer_bytes:
+            self._flush(max(self._buffer_sizes, key=lambda s: (self._buffer_sizes[s], s)))
+
+    def close_shard(self, shard: str) -> None:
+        """Flush and close one shard (e.g. when its origin is done), freeing its buffer."""
+        self._flush(shard)
+        writer = self._writers.pop(shard, None)
+        if writer is not None:
+            writer.close()
+
+    def write_file(self, relpath: str, data: bytes | str) -> None:
+        """Write an extra file (card, checksums) into the new folder."""
+        path = self.tmp / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        path.write_bytes(data)
+
+    def commit(self) -> Path:
+        """Close every shard and swap the new folder in place of ``out``."""
+        for shard in sorted(set(self._buffers) | set(self._writers)):
+            self.close_shard(shard)
+        _fsync_tree(self.tmp)
+        if self.out.exists():
+            _exchange(self.tmp, self.out)  # tmp now holds the previous output
+            shutil.rmtree(self.tmp)
+        else:
+            os.rename(self.tmp, self.out)
+        return self.out
+
+    def abort(self) -> None:
+        """Drop everything written so far; the previous output stays untouched."""
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        self._buffers.clear()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _flush(self, shard: str) -> None:
+        rows = self._buffers.get(shard)
+        if not rows:
+            return
+        table = pa.Table.from_pylist(rows, schema=self.schema)
+        writer = self._writers.get(shard)
+        if writer is None:
+            path = self.tmp / shard
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(path, self.schema, compression="zstd", use_dictionary=False, write_statistics=False)
+            self._writers[shard] = writer
+        writer.write_table(table, row_group_size=len(rows))
+        self._buffers[shard] = []
+        self._buffer_sizes[shard] = 0
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Atomically swap two paths (Linux ``renameat2``); a two-step rename where unsupported."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None:
+        rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), str(b))
+    old = b.parent / f".{b.name}.old-{os.getpid()}"
+    os.rename(b, old)
+    os.rename(a, b)
+    os.rename(old, a)
+
+
+def _recover(out: Path) -> None:
+    """Undo what an interrupted two-step swap left, and remove temp folders of dead writers."""
+    for stale in out.parent.glob(f".{out.name}.*-*"):
+        kind, _, rest = stale.name[len(out.name) + 2 :].partition("-")
+        pid = rest.split("-", 1)[0]
+        if kind == "old" and not out.exists():
+            os.rename(stale, out)
+        elif kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_tree(root: Path) -> None:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())

@@ -1,0 +1,1 @@
+"""Generators of pseudo-anomalies: CAI, classic baselines, CDM and DualAnoDiff."""
