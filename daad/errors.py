@@ -33,6 +33,8 @@ class RecordFileError(DaadError):
 class PathEscapeError(DaadError):
     """A record path points outside its origin's root."""
 
+    reason = "path_escape"
+
     def __init__(self, record_id: str, path: str, root: Path) -> None:
         self.record_id, self.path, self.root = record_id, path, root
         super().__init__(f"{record_id}: path {path!r} escapes its root {root}")
@@ -40,6 +42,8 @@ class PathEscapeError(DaadError):
 
 class RootNotFoundError(DaadError):
     """No root directory is configured for an origin."""
+
+    reason = "no_root"
 
 
 class MaskMismatchError(DaadError):

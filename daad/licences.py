@@ -14,3 +14,18 @@ def check_licence(value: object) -> str:
     if isinstance(value, str) and (value == UNKNOWN or _LICENSE_REF.match(value) or _SPDX_ID.match(value)):
         return value
     raise ValueError(f"licence {value!r} is not an SPDX id, a LicenseRef-... or {UNKNOWN!r}")
+
+
+class LicencePolicy:
+    """Which licences a build (or generator output) may ship."""
+
+    def __init__(self, name: str, allowed: frozenset[str] | None) -> None:
+        self.name = name
+        self._allowed = allowed
+
+    @classmethod
+    def everything(cls) -> LicencePolicy:
+        return cls("all", None)
+
+    def allows(self, licence: str) -> bool:
+        return self._allowed is None or licence in self._allowed

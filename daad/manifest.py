@@ -69,6 +69,9 @@ def write_manifest(path: Path, records: Iterable[Record]) -> int:
             for record in ordered:
                 f.write(dumps(record))
                 f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

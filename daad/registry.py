@@ -51,6 +51,14 @@ class Registry:
         for path in self.manifests(origins):
             yield from read_manifest(path)
 
+    def image_path(self, record: Record) -> Path:
+        """The local file of ``record``'s image (under its root, or in the fetch cache)."""
+        if record.image.path is not None:
+            return resolve_in_root(self.roots[record.origin], record.image.path, record.id)
+        if record.image.sha256 is None:
+            raise RecordFileError(record.id, record.image.url, "not_fetched", "run `daad fetch` first")
+        return fetched_image_path(record.image.sha256)
+
     def view(
         self,
         *,
@@ -117,12 +125,7 @@ class RegistryView:
         )
 
     def image_path(self, record: Record) -> Path:
-        """The local file of ``record``'s image (under its root, or in the fetch cache)."""
-        if record.image.path is not None:
-            return resolve_in_root(self.registry.roots[record.origin], record.image.path, record.id)
-        if record.image.sha256 is None:
-            raise RecordFileError(record.id, record.image.url, "not_fetched", "run `daad fetch` first")
-        return fetched_image_path(record.image.sha256)
+        return self.registry.image_path(record)
 
     def read_image(self, record: Record) -> np.ndarray:
         """``H x W x 3`` ``uint8`` RGB, verified against the record's sha256."""

@@ -1,0 +1,1 @@
+from daad.cli import main; main()

@@ -1,0 +1,145 @@
+"""Registry commands: ingest, validate, build, stats, sources."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console, open_registry
+
+
+@app.command()
+def ingest(
+    origin: Annotated[str, typer.Argument(help="Origin id, e.g. sd_saliency_900.")],
+    root: Annotated[Path, typer.Option("--root", help="The origin's folder as its authors publish it.")],
+    manifests: ManifestsOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Read a source with its loader and write manifests/<origin>.jsonl (curation kept)."""
+    from daad.catalogue import Catalogue
+    from daad.ingest import ingest as run_ingest
+    from daad.loaders import get_loader
+
+    registry = open_registry(manifests, None)
+    entry = Catalogue.load(registry.manifests_dir)[origin]
+    report = run_ingest(
+        get_loader(origin).iter_records(root, entry), registry.manifests_dir / f"{origin}.jsonl"
+    )
+    if as_json:
+        console.print_json(json.dumps(report.to_json()))
+        return
+    table = Table(title=f"ingest {origin}")
+    for col in ("records", "added", "removed", "changed", "unchanged"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(report.to_json()[c]) for c in ("records", "added", "removed", "changed", "unchanged")))
+    console.print(table)
+    for reason, n in sorted(report.skipped.items()):
+        console.print(f"skipped {n}: {reason}")
+    for label, n in sorted(report.unmapped.items()):
+        console.print(f"unmapped native class {label!r}: {n} record(s) (kept in the manifest, not built)")
+    console.print("manifest written" if report.written else "manifest unchanged")
+
+
+@app.command()
+def validate(
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Check every record against its file; exit 1 when anything is rejected."""
+    from daad.validate import validate as run_validate
+
+    report = run_validate(open_registry(manifests, root), origin, progress=not (quiet or as_json))
+    if as_json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        table = Table(title="validate")
+        table.add_column("result")
+        table.add_column("reason")
+        table.add_column("records", justify="right")
+        table.add_row("accepted", "", str(report.accepted))
+        for reason, n in sorted(report.rejected.items()):
+            table.add_row("rejected", reason, str(n))
+        for reason, n in sorted(report.skipped.items()):
+            table.add_row("skipped", reason, str(n))
+        console.print(table)
+        for error in report.errors[:50]:
+            console.print(f"[red]{error['message']}[/]", highlight=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def build(
+    out: Annotated[Path, typer.Option("--out", help="Output folder (load it with load_dataset(path)).")] = Path("daad"),
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Build the Hugging Face dataset folder from the manifests, deterministically and atomically."""
+    from daad.build import build as run_build
+
+    registry = open_registry(manifests, root)
+    package = Path(__file__).resolve().parents[1]
+    if out.resolve().is_relative_to(package):
+        raise typer.BadParameter(f"refusing to write into the daad package folder {package}", param_hint="--out")
+    summary = run_build(registry, out, origins=origin, progress=not quiet)
+    console.print(f"{summary.line()} -> {out}")
+
+
+@app.command()
+def stats(
+    manifests: ManifestsOption = None,
+    status: Annotated[str, typer.Option(help="Count records with this status ('all' for every status).")] = "accepted",
+    as_json: JsonOption = False,
+) -> None:
+    """Counts of records per class x source x licence."""
+    registry = open_registry(manifests, None)
+    counts: Counter = Counter()
+    for record in registry.records():
+        if status == "all" or record.status == status:
+            counts[(record.anomaly_class, str(record.source), record.licence)] += 1
+    rows = [{"anomaly_class": c, "source": s, "licence": lic, "records": n} for (c, s, lic), n in sorted(counts.items())]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"records ({status})")
+    for col in ("class", "source", "licence", "records"):
+        table.add_column(col, justify="right" if col == "records" else "left")
+    for row in rows:
+        table.add_row(row["anomaly_class"], row["source"], row["licence"], str(row["records"]))
+    table.add_section()
+    table.add_row("total", "", "", str(sum(counts.values())))
+    console.print(table)
+
+
+@app.command()
+def sources(manifests: ManifestsOption = None, as_json: JsonOption = False) -> None:
+    """The source catalogue: every origin, its licence and class map."""
+    from daad.catalogue import Catalogue
+
+    catalogue = Catalogue.load(open_registry(manifests, None).manifests_dir)
+    if as_json:
+        print(json.dumps([
+            {"id": e.id, "name": e.name, "licence": e.licence, "homepage": e.homepage,
+             "classes": e.classes, "download": e.download.url if e.download else None}
+            for e in catalogue
+        ], indent=2))
+        return
+    table = Table(title="sources")
+    for col in ("origin", "name", "licence", "classes", "unmapped", "download"):
+        table.add_column(col)
+    for e in catalogue:
+        mapped = sorted({c for c in e.classes.values() if c != "unmapped"})
+        table.add_row(
+            e.id, e.name, e.licence, ", ".join(mapped), str(len(e.unmapped)),
+            "yes" if e.download else ("manual" if e.manual_download else "-"),
+        )
+    console.print(table)

@@ -1,0 +1,193 @@
+"""The dataset every generator writes: shards in the registry's layout plus a card.
+
+Columns: ``id``, ``image`` (PNG), ``mask`` (0/255 PNG), ``anomaly_class``, ``generator``,
+``target_id``, ``source_ids`` (the real anomalies used, for ``daad audit``), ``seed``
+and ``details`` (JSON of the row's generator facts). The card records the generator's
+parameters, the evaluation dataset the output is leak-free for, and the licences the
+output inherits from the real anomalies and target images it used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import datasets
+import numpy as np
+from tqdm.auto import tqdm
+
+from daad.licences import UNKNOWN
+from daad.masks import encode_png
+from daad.shards import DatasetFolderWriter, card_text, features_yaml, image_cell
+from daad.synthesis.base import Synthesis
+from daad.taxonomy import ANOMALY_CLASSES
+
+GENERATED_FEATURES = datasets.Features(
+    {
+        "id": datasets.Value("string"),
+        "image": datasets.Image(),
+        "mask": datasets.Image(),
+        "anomaly_class": datasets.ClassLabel(names=list(ANOMALY_CLASSES)),
+        "generator": datasets.Value("string"),
+        "target_id": datasets.Value("string"),
+        "source_ids": datasets.List(datasets.Value("string")),
+        "seed": datasets.Value("int64"),
+        "details": datasets.Value("string"),
+    }
+)
+ROWS_PER_SHARD = 1000
+PARAMS_FILE = "generator.json"
+
+
+@dataclass
+class GeneratedSummary:
+    rows: int = 0
+    classes: Counter = field(default_factory=Counter)
+    licences: Counter = field(default_factory=Counter)
+    """Licence -> rows whose inputs carry it."""
+    sources_used: set[str] = field(default_factory=set)
+
+
+def encode_image_png(image: np.ndarray) -> bytes:
+    """RGB (or grey) ``uint8`` array as a lossless PNG, deterministic."""
+    array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise ValueError("could not encode image as PNG")
+    return buf.tobytes()
+
+
+def write_generated(
+    out: Path,
+    rows: Iterable[Synthesis],
+    *,
+    generator: str,
+    params: Mapping[str, Any],
+    seed: int,
+    evaluation: str,
+    input_licences: Mapping[str, str] | None = None,
+    progress: bool = True,
+    total: int | None = None,
+) -> GeneratedSummary:
+    """Write ``rows`` as a dataset folder at ``out`` (atomically) and return its summary.
+
+    ``input_licences`` maps the ids of source records and target images to their
+    licence; ids it does not know count as ``unknown``.
+    """
+    licences = input_licences or {}
+    summary = GeneratedSummary()
+    with DatasetFolderWriter(out, GENERATED_FEATURES) as writer:
+        for index, row in enumerate(tqdm(rows, total=total, desc=generator, unit="img", disable=not progress)):
+            image_png = encode_image_png(row.image)
+            mask_png = encode_png(row.mask)
+            rid = f"{generator}/{index:07d}"
+            writer.write(
+                f"data/train-{index // ROWS_PER_SHARD:05d}.parquet",
+                {
+                    "id": rid,
+                    "image": image_cell(image_png, f"{index:07d}.png"),
+                    "mask": image_cell(mask_png, f"{index:07d}_mask.png"),
+                    "anomaly_class": ANOMALY_CLASSES.index(row.anomaly_class) if row.anomaly_class else None,
+                    "generator": generator,
+                    "target_id": row.target_id,
+                    "source_ids": list(row.source_ids),
+                    "seed": seed,
+                    "details": json.dumps(row.details, sort_keys=True, default=_jsonable),
+                },
+                len(image_png) + len(mask_png),
+            )
+            if (index + 1) % ROWS_PER_SHARD == 0:
+                writer.close_shard(f"data/train-{index // ROWS_PER_SHARD:05d}.parquet")
+            summary.rows += 1
+            summary.classes[row.anomaly_class or "none"] += 1
+            summary.sources_used.update(row.source_ids)
+            for lic in sorted({licences.get(i, UNKNOWN) for i in (row.target_id, *row.source_ids)}):
+                summary.licences[lic] += 1
+        files = sorted(writer.rows_written)
+        info = {
+            "generator": generator,
+            "params": dict(params),
+            "seed": seed,
+            "evaluation": evaluation,
+            "rows": summary.rows,
+            "classes": dict(sorted(summary.classes.items())),
+            "licences": dict(sorted(summary.licences.items())),
+        }
+        writer.write_file(PARAMS_FILE, json.dumps(info, indent=2, sort_keys=True, default=_jsonable) + "\n")
+        writer.write_file("README.md", _card(info, files))
+        writer.commit()
+    return summary
+
+
+def read_generated(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a generated dataset folder, with ``image`` (RGB) and ``mask`` (0/1) as arrays."""
+    ds = datasets.load_dataset(str(path), split="train")
+    for row in ds:
+        yield row | {
+            "image": np.asarray(row["image"].convert("RGB")),
+            "mask": (np.asarray(row["mask"].convert("L")) > 127).astype(np.uint8),
+            "anomaly_class": ANOMALY_CLASSES[row["anomaly_class"]] if row["anomaly_class"] is not None else None,
+            "details": json.loads(row["details"]),
+        }
+
+
+def generator_info(path: Path) -> dict[str, Any]:
+    """The generator, parameters, seed and evaluation target recorded with a generated dataset."""
+    return json.loads((Path(path) / PARAMS_FILE).read_text(encoding="utf-8"))
+
+
+def _card(info: dict[str, Any], files: list[str]) -> str:
+    front = {
+        "license": "other",
+        "tags": ["anomaly-detection", "synthetic", info["generator"]],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": files}]}],
+        "dataset_info": [{"config_name": "default", "features": features_yaml(GENERATED_FEATURES)}],
+    }
+    restrictive = [lic for lic in info["licences"] if lic == UNKNOWN or "NC" in lic or "SA" in lic or lic.startswith("LicenseRef-")]
+    lines = [
+        f"# Pseudo-anomalies from `{info['generator']}`",
+        "",
+        f"{info['rows']} rows, seed {info['seed']}, leak-free for evaluation on `{info['evaluation']}`.",
+        "",
+        "## Parameters",
+        "",
+        "```json",
+        json.dumps(info["params"], indent=2, sort_keys=True, default=_jsonable),
+        "```",
+        "",
+        "## Classes",
+        "",
+        "| class | rows |",
+        "|---|---|",
+        *[f"| {c} | {n} |" for c, n in info["classes"].items()],
+        "",
+        "## Inherited licences",
+        "",
+        "Each row inherits the licences of the real anomalies and the target image it was made from.",
+        "",
+        "| licence | rows |",
+        "|---|---|",
+        *[f"| {lic} | {n} |" for lic, n in info["licences"].items()],
+    ]
+    if restrictive:
+        lines += [
+            "",
+            f"**Restricted:** rows carry {', '.join(f'`{x}`' for x in restrictive)}: non-commercial, "
+            "share-alike, custom or unknown terms apply to those rows; check them before redistribution.",
+        ]
+    return card_text(front, "\n".join(lines))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
