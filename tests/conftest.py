@@ -1,0 +1,45 @@
+"""Shared fixtures: the real data beside the checkout, and scratch copies of the manifests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
+SD_ROOT = SHARED_DATA / "sd-saliency-900"
+CATALOGUE_FILES = ("sources.toml", "exclusions.toml", "licences.toml", "downloads.toml")
+
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="daad-test-hf-"))
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """No test reads or writes the user's daad cache or data dir."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("DAAD_CACHE_DIR", str(base / "daad-cache"))
+    monkeypatch.setenv("DAAD_DATA_DIR", str(base / "daad-data"))
+
+
+def copy_manifests(dest: Path, *origins: str) -> Path:
+    """A scratch manifests folder with the catalogue files and the given origins' manifests."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in CATALOGUE_FILES:
+        if (REPO / "manifests" / name).exists():
+            shutil.copy(REPO / "manifests" / name, dest / name)
+    for origin in origins:
+        shutil.copy(REPO / "manifests" / f"{origin}.jsonl", dest / f"{origin}.jsonl")
+    return dest
+
+
+@pytest.fixture
+def sd_manifests(tmp_path) -> Path:
+    """Scratch manifests holding the real SD-saliency-900 manifest."""
+    return copy_manifests(tmp_path / "manifests", "sd_saliency_900")

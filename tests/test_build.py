@@ -1,0 +1,151 @@
+"""daad build on the real SD-saliency-900 source: loadable, deterministic, atomic."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+
+from conftest import REPO, SD_ROOT
+from daad.build import build
+from daad.manifest import read_manifest, write_manifest
+from daad.registry import Registry
+from daad.roots import Roots
+from daad.taxonomy import ANOMALY_CLASSES
+
+
+def _registry(manifests: Path) -> Registry:
+    return Registry(manifests, Roots({"sd_saliency_900": SD_ROOT}))
+
+
+def test_real_build_loads_with_datasets(sd_manifests, tmp_path):
+    out = tmp_path / "daad"
+    summary = build(_registry(sd_manifests), out, progress=False)
+    assert summary.accepted == 900 and not summary.rejected
+
+    ds = datasets.load_dataset(str(out), split="train")
+    assert ds.num_rows == 900
+    assert ds.features["anomaly_class"].names == list(ANOMALY_CLASSES)
+    assert isinstance(ds.features["image"], datasets.Image) and isinstance(ds.features["mask"], datasets.Image)
+    classes = {ds.features["anomaly_class"].int2str(c) for c in ds["anomaly_class"]}
+    assert classes == {"impurity", "stain", "scratch"}
+
+    row = ds[0]
+    mask = np.asarray(row["mask"])
+    assert set(np.unique(mask)) == {0, 255}
+    assert row["mask"].size == row["image"].size
+    # Image bytes are stored as published (BMP), not re-encoded.
+    assert row["image"].format == "BMP"
+    raw = (SD_ROOT / "Source Images" / f"{row['id'].split('/')[1]}.bmp").read_bytes()
+    table = ds.with_format("arrow")[0:1]
+    assert table.column("image")[0]["bytes"].as_py() == raw
+
+    scratch = datasets.load_dataset(str(out), "scratch", split="train")
+    assert scratch.num_rows == 300
+    assert set(scratch["native_label"]) == {"Sc"}
+
+    # Mask pixels equal the published ground truth.
+    from PIL import Image
+
+    sample = scratch[5]
+    truth = np.asarray(Image.open(SD_ROOT / "Ground truth" / f"{sample['id'].split('/')[1]}.png").convert("L")) > 127
+    assert np.array_equal(np.asarray(sample["mask"]) > 0, truth)
+
+    card = (out / "README.md").read_text()
+    assert "configs:" in card and "dataset_info:" in card
+    assert "| scratch | existing_dataset | LicenseRef-SD-saliency-900-research | 300 |" in card
+    assert "@article{song2020saliency" in card
+
+
+def test_rebuild_is_byte_identical(sd_manifests, tmp_path):
+    a, b = tmp_path / "a" / "daad", tmp_path / "b" / "daad"
+    build(_registry(sd_manifests), a, progress=False)
+    build(_registry(sd_manifests), b, progress=False)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b and len(files_a) >= 5
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_rebuild_in_place_replaces_output(sd_manifests, tmp_path):
+    out = tmp_path / "daad"
+    build(_registry(sd_manifests), out, progress=False)
+    records = list(read_manifest(sd_manifests / "sd_saliency_900.jsonl"))
+    write_manifest(sd_manifests / "sd_saliency_900.jsonl", [r for r in records if r.native_label != "Pa"])
+    build(_registry(sd_manifests), out, progress=False)
+    assert datasets.load_dataset(str(out), split="train").num_rows == 600
+    assert not (out / "data" / "sd_saliency_900" / "stain.parquet").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_build_killed_midway_leaves_previous_output(sd_manifests, tmp_path):
+    out = tmp_path / "daad"
+    build(_registry(sd_manifests), out, progress=False)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    # A slower build: 20x the records (same files, new ids), killed with SIGKILL mid-way.
+    records = list(read_manifest(sd_manifests / "sd_saliency_900.jsonl"))
+    from dataclasses import replace
+
+    big = [replace(r, id=f"{r.id}-{k:02d}") for k in range(20) for r in records]
+    write_manifest(sd_manifests / "sd_saliency_900.jsonl", big)
+    script = (
+        "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[4]);"
+        "from daad.build import build; from daad.registry import Registry; from daad.roots import Roots;"
+        "build(Registry(Path(sys.argv[1]), Roots({'sd_saliency_900': Path(sys.argv[2])})), Path(sys.argv[3]), progress=False)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(sd_manifests), str(SD_ROOT), str(out), str(REPO)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        tmp = [p for p in tmp_path.glob(".daad.tmp-*") if any(p.rglob("*.parquet"))]
+        if tmp:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("build never started writing")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert datasets.load_dataset(str(out), split="train").num_rows == 900
+    # The next build cleans the dead build's temp folder and succeeds.
+    write_manifest(sd_manifests / "sd_saliency_900.jsonl", records)
+    build(_registry(sd_manifests), out, progress=False)
+    assert not list(tmp_path.glob(".daad.tmp-*"))
+
+
+def test_cli_build_and_load_from_parent_dir(sd_manifests, tmp_path):
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "daad", "build", "--manifests", str(sd_manifests),
+         "--root", f"sd_saliency_900={SD_ROOT}", "--out", "daad", "-q"],
+        cwd=tmp_path, env=env, capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "built 900 rows" in result.stdout
+    # load_dataset("daad") from the directory that holds the built folder.
+    code = "import datasets; ds = datasets.load_dataset('daad', split='train'); print(ds.num_rows)"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip().splitlines()[-1] == "900"
+
+
+def test_build_refuses_package_folder(sd_manifests):
+    env = os.environ | {"PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "daad", "build", "--manifests", str(sd_manifests), "--out", str(REPO / "daad" / "out")],
+        env=env, capture_output=True, text=True,
+    )
+    assert result.returncode != 0
+    assert "refusing to write into the daad package" in result.stderr + result.stdout
+    assert not (REPO / "daad" / "out").exists()
