@@ -62,7 +62,7 @@ class RLE:
             raise ValueError("mask counts must be an ASCII string (COCO compressed RLE)")
         rle = cls(size[0], size[1], counts)
         # pycocotools does not validate compressed strings; summing the runs does.
-        total = _run_total(counts.encode("ascii"))
+        total = int(_run_lengths(counts.encode("ascii")).sum())
         if total != size[0] * size[1]:
             raise ValueError(f"mask RLE covers {total} pixels, expected {size[0] * size[1]}")
         return rle
@@ -71,31 +71,35 @@ class RLE:
         return {"size": [self.height, self.width], "counts": self.counts.encode("ascii")}
 
 
-def _run_total(counts: bytes) -> int:
-    """Sum of run lengths of a COCO compressed RLE string (the LEB128-like coding of maskApi.c)."""
-    total, i, n = 0, 0, len(counts)
-    runs: list[int] = []
-    while i < n:
-        x, k, more = 0, 0, True
-        while more:
-            if i >= n:
-                raise ValueError("mask RLE ends in the middle of a run length")
-            c = counts[i] - 48
-            if c < 0 or c > 63:
-                raise ValueError(f"invalid character {chr(counts[i])!r} in mask RLE")
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            i += 1
-            k += 1
-            if not more and (c & 0x10):
-                x |= -1 << (5 * k)
-        if len(runs) > 2:
-            x += runs[-2]
-        if x < 0:
-            raise ValueError("negative run length in mask RLE")
-        runs.append(x)
-        total += x
-    return total
+def _run_lengths(counts: bytes) -> np.ndarray:
+    """Decode the run lengths of a COCO compressed RLE string (the coding of maskApi.c's
+    ``rleFrString``), vectorised; raises ``ValueError`` on characters or runs that are invalid."""
+    c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    if c.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if c.min() < 0 or c.max() > 63:
+        raise ValueError("invalid character in mask RLE")
+    more = (c & 0x20) != 0
+    if more[-1]:
+        raise ValueError("mask RLE ends in the middle of a run length")
+    ends = np.flatnonzero(~more)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    group = np.repeat(np.arange(ends.size), ends - starts + 1)
+    k = np.arange(c.size) - starts[group]
+    if k.max() > 11:
+        raise ValueError("run length too long in mask RLE")
+    values = np.zeros(ends.size, dtype=np.int64)
+    np.add.at(values, group, (c & 0x1F) << (5 * k))
+    negative = (c[ends] & 0x10) != 0
+    values[negative] |= -1 << (5 * (ends - starts + 1)[negative])
+    # rleFrString: for m > 2, cnts[m] = x + cnts[m - 2], i.e. running sums along
+    # the odd runs from cnts[1] and along the even runs from cnts[2].
+    runs = values.copy()
+    runs[1::2] = np.cumsum(values[1::2])
+    runs[2::2] = np.cumsum(values[2::2])
+    if (runs < 0).any():
+        raise ValueError("negative run length in mask RLE")
+    return runs
 
 
 def encode_png(mask: np.ndarray) -> bytes:

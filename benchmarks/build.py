@@ -1,0 +1,125 @@
+"""Build throughput on the real sources, next to a plain ``cp -r`` of the same image files,
+and the memory of a build of a synthetic 100k-record manifest.
+
+Run: ``python benchmarks/build.py [--records 100000]``. Prints figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from daad.manifest import manifest_paths, read_manifest, write_manifest  # noqa: E402
+
+SHARED = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
+ROOTS = {
+    "sd_saliency_900": SHARED / "sd-saliency-900",
+    "crackforest": SHARED / "crackforest",
+    "kolektorsdd": SHARED / "kolektorsdd-yolo",
+}
+_BUILD = (
+    "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+    "from daad.build import build; from daad.registry import Registry; from daad.roots import Roots;"
+    "roots = json.loads(sys.argv[3]); t = time.perf_counter();"
+    "s = build(Registry(Path(sys.argv[2]), Roots(roots)), Path(sys.argv[4]), progress=False);"
+    "print(json.dumps({'seconds': time.perf_counter() - t, 'rows': s.accepted, 'bytes': s.image_bytes,"
+    "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+)
+
+
+def run_build(manifests: Path, roots: dict[str, Path], out: Path) -> dict:
+    roots_json = json.dumps({k: str(v) for k, v in roots.items()})
+    result = subprocess.run(
+        [sys.executable, "-c", _BUILD, str(REPO), str(manifests), roots_json, str(out)],
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def scratch_manifests(tmp: Path, origins: list[str]) -> Path:
+    dest = tmp / "manifests"
+    dest.mkdir()
+    for name in ("sources.toml", "exclusions.toml", "licences.toml", "downloads.toml"):
+        if (REPO / "manifests" / name).exists():
+            shutil.copy(REPO / "manifests" / name, dest)
+    for origin in origins:
+        shutil.copy(REPO / "manifests" / f"{origin}.jsonl", dest)
+    return dest
+
+
+def real_sources(tmp: Path) -> None:
+    available = [p.stem for p in manifest_paths(REPO / "manifests") if p.stem in ROOTS and ROOTS[p.stem].is_dir()]
+    manifests = scratch_manifests(tmp, available)
+    files = [
+        ROOTS[r.origin] / r.image.path
+        for origin in available
+        for r in read_manifest(manifests / f"{origin}.jsonl")
+        if r.status == "accepted" and r.anomaly_class != "unmapped"
+    ]
+    staging = tmp / "images"
+    for i, f in enumerate(files):  # the exact image files the build reads, as one tree for cp -r
+        (staging / str(i // 1000)).mkdir(parents=True, exist_ok=True)
+        os.link(f, staging / str(i // 1000) / f"{i}{f.suffix}") if _same_fs(f, staging) else shutil.copy(f, staging / str(i // 1000) / f"{i}{f.suffix}")
+    size = sum(f.stat().st_size for f in files)
+    cp_times, build_times = [], []
+    for k in range(3):
+        target = tmp / f"cp{k}"
+        t = time.perf_counter()
+        subprocess.run(["cp", "-r", str(staging), str(target)], check=True)
+        cp_times.append(time.perf_counter() - t)
+        stats = run_build(manifests, {o: ROOTS[o] for o in available}, tmp / "out" / "daad")
+        build_times.append(stats["seconds"])
+    cp_t, build_t = min(cp_times), min(build_times)
+    print(f"real sources: {', '.join(available)}: {len(files)} records, {size / 1e6:.1f} MB of images")
+    print(f"  cp -r        : {cp_t:.3f} s  {size / 1e6 / cp_t:8.1f} MB/s  {len(files) / cp_t:8.0f} images/s")
+    print(f"  daad build   : {build_t:.3f} s  {size / 1e6 / build_t:8.1f} MB/s  {len(files) / build_t:8.0f} images/s"
+          f"  (peak RSS {stats['rss_mb']:.0f} MB)")
+    print(f"  build / cp rate ratio: {cp_t / build_t:.2f}  (best of 3 each)")
+
+
+def synthetic(tmp: Path, sizes: list[int]) -> None:
+    """Records pointing at a small pool of real files: time and peak RSS as the count grows."""
+    pool = list(read_manifest(REPO / "manifests" / "sd_saliency_900.jsonl"))[:200]
+    print("synthetic manifests (records -> seconds, records/s, peak RSS):")
+    for n in sizes:
+        manifests = tmp / f"syn{n}"
+        manifests.mkdir()
+        for name in ("sources.toml", "exclusions.toml", "licences.toml"):
+            if (REPO / "manifests" / name).exists():
+                shutil.copy(REPO / "manifests" / name, manifests)
+        write_manifest(
+            manifests / "sd_saliency_900.jsonl",
+            (replace(pool[i % len(pool)], id=f"sd_saliency_900/syn{i:07d}") for i in range(n)),
+        )
+        stats = run_build(manifests, {"sd_saliency_900": ROOTS["sd_saliency_900"]}, tmp / f"synout{n}" / "daad")
+        print(f"  {n:>7} records: {stats['seconds']:7.1f} s  {n / stats['seconds']:7.0f} rec/s  peak RSS {stats['rss_mb']:6.0f} MB")
+        shutil.rmtree(tmp / f"synout{n}")
+
+
+def _same_fs(a: Path, b: Path) -> bool:
+    b.mkdir(parents=True, exist_ok=True)
+    return a.stat().st_dev == b.stat().st_dev
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, nargs="*", default=[10_000, 50_000, 100_000])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        real_sources(Path(tmp))
+        synthetic(Path(tmp), args.records)
+
+
+if __name__ == "__main__":
+    main()
