@@ -12,6 +12,8 @@ from types import ModuleType
 from daad.errors import DaadError
 
 LOADERS: dict[str, str] = {
+    "crackforest": "daad.loaders.crackforest",
+    "kolektorsdd": "daad.loaders.kolektorsdd",
     "sd_saliency_900": "daad.loaders.sd_saliency_900",
 }
 

@@ -1,0 +1,1 @@
+"""Mask formats: reading the annotation files that sources publish into binary masks."""
