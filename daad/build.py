@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
 
-from daad.card import registry_card
+from daad.card import DUP_MARK, registry_card
 from daad.errors import DaadError, PathEscapeError, RecordFileError, RootNotFoundError
 from daad.features import REGISTRY_FEATURES
 from daad.images import read_verified, sha256_file
@@ -58,6 +58,7 @@ class BuildSummary:
     """(anomaly_class, source, licence) -> rows."""
     origins: Counter = field(default_factory=Counter)
     image_bytes: int = 0
+    licence_policy: str = "all"
 
     def line(self) -> str:
         rej = sum(self.rejected.values())
@@ -77,9 +78,11 @@ class BuildSummary:
         }
 
 
-def shard_of(record: Record) -> str:
-    """The shard a record's row goes to."""
-    return str(PurePosixPath("data", record.origin, f"{record.anomaly_class}.parquet"))
+def shard_of(record: Record, near_copy_of: list[str] | None = None) -> str:
+    """The shard a record's row goes to: ``data/<origin>/<class>.parquet``, or
+    ``<class>-dup-<E>[-<E2>...].parquet`` for a near copy of evaluation images (left out of ``no-<E>``)."""
+    suffix = f"{DUP_MARK}{'-'.join(near_copy_of)}" if near_copy_of else ""
+    return str(PurePosixPath("data", record.origin, f"{record.anomaly_class}{suffix}.parquet"))
 
 
 def build(
@@ -94,13 +97,14 @@ def build(
 ) -> BuildSummary:
     """Build the registry into ``out``. Raises :class:`BuildError` (output untouched) on bad records."""
     policy = licence_policy or LicencePolicy.everything()
-    summary = BuildSummary()
+    summary = BuildSummary(licence_policy=policy.name)
     manifests = registry.manifests(origins)
     total = sum(_count_lines(p) for p in manifests)
     with DatasetFolderWriter(out, REGISTRY_FEATURES) as writer, ThreadPoolExecutor(workers) as pool:
         bar = tqdm(total=total, unit="rec", desc="build", disable=not progress)
         for manifest in manifests:
             shards: set[str] = set()
+            near_copies = registry.rules.near_duplicate_evaluations(read_manifest(manifest))
             for chunk in _batched(_selected(registry, manifest, policy, statuses, summary, bar), CHUNK):
                 for record, result in zip(chunk, pool.map(lambda r: _row(registry, r), chunk)):
                     bar.update(1)
@@ -109,7 +113,7 @@ def build(
                         summary.errors.append(str(result))
                         continue
                     row, nbytes = result
-                    shard = shard_of(record)
+                    shard = shard_of(record, near_copies.get(record.id))
                     shards.add(shard)
                     writer.write(shard, row, nbytes)
                     summary.accepted += 1

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from daad.catalogue import CatalogueError
 from daad.features import REGISTRY_FEATURES
+from daad.licences import LicenceCatalogue
 from daad.shards import card_text, features_yaml
 from daad.taxonomy import ANOMALY_CLASSES, CLASS_DEFINITIONS
 
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from daad.build import BuildSummary
     from daad.registry import Registry
 
+DUP_MARK = "-dup-"
+"""Shard name mark of near copies of evaluation images (see :func:`daad.build.shard_of`)."""
 LEAK_FREE_PREFIX = "no-"
 """Leak-free config of evaluation dataset ``X`` is ``no-X`` (``load_dataset(path, "no-mvtec_ad")``)."""
 
@@ -24,16 +27,23 @@ def configs_for(registry: Registry, files: list[str]) -> dict[str, list[str]]:
     """Config name -> data files: ``default``, one per class present, one leak-free per evaluation dataset."""
     origin_of = {f: PurePosixPath(f).parts[1] for f in files}
     class_of = {f: PurePosixPath(f).stem.split("-", 1)[0] for f in files}
+    near_copy_of = {f: _near_copy_of(f) for f in files}
     configs = {"default": files}
     for cls in ANOMALY_CLASSES:
         chosen = [f for f in files if class_of[f] == cls]
         if chosen:
             configs[cls] = chosen
     for name, rule in registry.rules.rules.items():
-        chosen = [f for f in files if origin_of[f] not in rule.origins]
+        chosen = [f for f in files if origin_of[f] not in rule.origins and name not in near_copy_of[f]]
         if chosen:
             configs[f"{LEAK_FREE_PREFIX}{name}"] = chosen
     return configs
+
+
+def _near_copy_of(file: str) -> list[str]:
+    """Evaluation datasets a shard's rows are near copies of (from ``<class>-dup-<E>[-<E2>...]``)."""
+    _, _, dups = PurePosixPath(file).stem.partition(DUP_MARK)
+    return dups.split("-") if dups else []
 
 
 def registry_card(registry: Registry, summary: BuildSummary, files: list[str]) -> str:
@@ -76,12 +86,27 @@ def _body(registry: Registry, summary: BuildSummary, configs: dict[str, list[str
     licences: Counter = Counter()
     for (_, _, lic), n in summary.counts.items():
         licences[lic] += n
-    lines += ["", "## Licences", "", "| licence | rows |", "|---|---|"]
-    lines += [f"| {lic} | {n} |" for lic, n in sorted(licences.items())]
+    catalogue = LicenceCatalogue.load(registry.manifests_dir)
+    lines += [
+        "",
+        "## Licences",
+        "",
+        f"Licence policy of this build: `{summary.licence_policy}`.",
+        "",
+        "| licence | rows | commercial use | attribution | share-alike | terms |",
+        "|---|---|---|---|---|---|",
+    ]
+    for lic, n in sorted(licences.items()):
+        terms = catalogue[lic]
+        yes_no = ["yes" if flag else "no" for flag in (terms.commercial, terms.attribution, terms.share_alike)]
+        lines.append(f"| {lic} | {n} | {' | '.join(yes_no)} | {terms.url or terms.name} |")
+    restrictions = catalogue.restrictions(licences)
+    if restrictions:
+        lines += ["", "Restrictions: " + "; ".join(restrictions) + "."]
     if summary.skipped:
         lines += ["", "## Not built", "", "| reason | records |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(summary.skipped.items())]
-    lines += ["", "## Sources and citations", ""]
+    lines += ["", "## Attribution", "", "Every origin in this build, its licence and how to cite it.", ""]
     for origin, n in sorted(summary.origins.items()):
         try:
             entry = registry.catalogue[origin]

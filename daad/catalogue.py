@@ -8,7 +8,7 @@ DAAD classes. Native names that fit none of the classes map to ``unmapped``.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,8 @@ from daad.licences import check_licence
 from daad.taxonomy import UNMAPPED, Source, check_class
 
 FILENAME = "sources.toml"
+DOWNLOADS = "downloads.toml"
+"""Download table (url, subpath, sha256, format per origin), merged into the entries."""
 
 
 class CatalogueError(DaadError):
@@ -55,6 +57,8 @@ class SourceEntry:
     """Origins this one re-publishes (for leakage rules)."""
     in_daad_paper: bool = False
     """Listed in the DAAD authors' ``Existing_datasets`` sheet."""
+    commercial_use: bool | None = None
+    """Whether the licence allows commercial use (``None``: not stated)."""
     notes: str = ""
 
     def map_class(self, native: str) -> str:
@@ -97,6 +101,7 @@ class Catalogue:
                 entries[origin] = _parse_entry(origin, value)
             except (KeyError, TypeError, ValueError) as exc:
                 raise CatalogueError(f"{path}: source {origin!r}: {exc}") from None
+        _merge_downloads(entries, Path(manifests_dir) / DOWNLOADS)
         return cls(entries)
 
     def __getitem__(self, origin: str) -> SourceEntry:
@@ -128,5 +133,25 @@ def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
         manual_download=value.get("manual_download"),
         derived_from=tuple(value.get("derived_from", ())),
         in_daad_paper=bool(value.get("in_daad_paper", False)),
+        commercial_use=value.get("commercial_use"),
         notes=value.get("notes", "").strip(),
     )
+
+
+def _merge_downloads(entries: dict[str, SourceEntry], path: Path) -> None:
+    """Set ``download`` of each entry named in ``downloads.toml`` (absent file: nothing to merge)."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogueError(f"{path}: {exc}") from None
+    for origin, value in raw.items():
+        if origin not in entries:
+            raise CatalogueError(f"{path}: origin {origin!r} is not in {FILENAME}")
+        if entries[origin].download is not None:
+            raise CatalogueError(f"{path}: origin {origin!r} already has a download table in {FILENAME}")
+        try:
+            entries[origin] = replace(entries[origin], download=Download(**value))
+        except TypeError as exc:
+            raise CatalogueError(f"{path}: origin {origin!r}: {exc}") from None

@@ -20,6 +20,7 @@ _CURATED_FIELDS = {
     "status": ("status", "reason"),
     "anomaly_class": ("anomaly_class",),
     "mask": ("mask", "width", "height", "bbox", "area"),
+    "image": ("image", "phash", "width", "height"),  # pinned by `daad fetch`
 }
 
 

@@ -80,8 +80,13 @@ def write_manifest(path: Path, records: Iterable[Record]) -> int:
 
 
 def manifest_paths(manifests_dir: Path) -> list[Path]:
-    """Every origin manifest in ``manifests_dir``, sorted by name."""
-    return sorted(p for p in Path(manifests_dir).glob(f"*{SUFFIX}") if not p.name.startswith("."))
+    """Every origin manifest in ``manifests_dir``, sorted by name (logs such as
+    ``curation.log.jsonl`` are not manifests)."""
+    return sorted(
+        p
+        for p in Path(manifests_dir).glob(f"*{SUFFIX}")
+        if not p.name.startswith(".") and not p.name.endswith(f".log{SUFFIX}")
+    )
 
 
 def default_manifests_dir() -> Path:

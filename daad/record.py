@@ -40,8 +40,6 @@ class ImageRef:
         if not isinstance(value, dict) or set(value) - {"path", "url", "sha256"}:
             raise ValueError("image must be an object with keys path, url, sha256")
         ref = cls(value.get("path"), value.get("url"), value.get("sha256"))
-        if ref.path is None and ref.url is None:
-            raise ValueError("image needs a path or a url")
         if ref.sha256 is not None and not _SHA256.match(ref.sha256):
             raise ValueError(f"image sha256 {ref.sha256!r} is not 64 lowercase hex digits")
         return ref
@@ -156,6 +154,11 @@ class Record:
             raise ValueError(f"phash {record.phash!r} is not 16 hex digits")
         if status is Status.ACCEPTED and mask is None:
             raise ValueError("an accepted record needs a mask")
+        image = record.image
+        if image.path is None and image.url is None and image.sha256 is None and status is not Status.NEEDS_IMAGE:
+            # Only a record still waiting for its image (a page to pick from, an own photo not
+            # yet added) may say nothing of it; an inline image lives in the fetch cache by sha256.
+            raise ValueError("image needs a path, a url or a sha256 (fetch cache)")
         return record
 
     def _check_geometry(self) -> None:

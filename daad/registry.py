@@ -110,10 +110,9 @@ class RegistryView:
 
     def decisions(self) -> Iterator[tuple[Record, str | None]]:
         """Every record the filters select, with the leakage reason that excludes it (or ``None``)."""
-        for record in self.registry.records(self.origins):
-            if not self._selected(record):
-                continue
-            yield record, self.registry.rules.exclusion_reason(record, self.evaluation)
+        for manifest in self.registry.manifests(self.origins):
+            records = [r for r in read_manifest(manifest) if self._selected(r)]
+            yield from zip(records, self.registry.rules.exclusion_reasons(records, self.evaluation))
 
     def _selected(self, record: Record) -> bool:
         return (

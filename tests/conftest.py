@@ -26,6 +26,11 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("DAAD_CACHE_DIR", str(base / "daad-cache"))
     monkeypatch.setenv("DAAD_DATA_DIR", str(base / "daad-data"))
+    # datasets caches a local folder under its *name*: one cache per test, so two outputs
+    # both called e.g. "out" in different tests never share a cache entry.
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf-datasets"))
 
 
 def copy_manifests(dest: Path, *origins: str) -> Path:
@@ -34,6 +39,8 @@ def copy_manifests(dest: Path, *origins: str) -> Path:
     for name in CATALOGUE_FILES:
         if (REPO / "manifests" / name).exists():
             shutil.copy(REPO / "manifests" / name, dest / name)
+    if (REPO / "manifests" / "eval_hashes").is_dir():
+        shutil.copytree(REPO / "manifests" / "eval_hashes", dest / "eval_hashes", dirs_exist_ok=True)
     for origin in origins:
         shutil.copy(REPO / "manifests" / f"{origin}.jsonl", dest / f"{origin}.jsonl")
     return dest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 
 import numpy as np
@@ -13,6 +14,7 @@ from daad.annotations.yolo_seg import rasterise, read_polygons
 from daad.ingest import ingest
 from daad.loaders import crackforest, get_loader, kolektorsdd
 from daad.loaders.base import Skipped
+from daad.roots import fetched_image_path
 
 CF_ROOT = SHARED_DATA / "crackforest"
 KSDD_ROOT = SHARED_DATA / "kolektorsdd-yolo"
@@ -70,7 +72,12 @@ def test_yolo_rasterise_square():
 
 @pytest.mark.parametrize(
     ("origin", "root", "expected"),
-    [("crackforest", CF_ROOT, 118), ("kolektorsdd", KSDD_ROOT, 52), ("sd_saliency_900", SD_ROOT, 900)],
+    [
+        ("crackforest", CF_ROOT, 118),
+        ("kolektorsdd", KSDD_ROOT, 52),
+        ("sd_saliency_900", SD_ROOT, 900),
+        ("daad_online_sources", SHARED_DATA / "daad-online-sources", 1126),
+    ],
 )
 def test_committed_manifests_are_reproducible(tmp_path, origin, root, expected):
     manifest = tmp_path / f"{origin}.jsonl"
@@ -86,3 +93,86 @@ def test_sd_saliency_classes():
     sample = records[0]
     truth = np.asarray(Image.open(SD_ROOT / "Ground truth" / f"{sample.native_id}.png").convert("L")) > 127
     assert np.array_equal(sample.mask.decode().astype(bool), truth)
+
+
+# --- the DAAD authors' online list ---------------------------------------------------
+
+ONLINE_ROOT = SHARED_DATA / "daad-online-sources"
+SHEET_ROWS = {"crack": 221, "scratch": 195, "hole": 201, "orifice": 164, "stain": 163, "pits": 199,
+              "impurity": 101, "abrasion": 137}
+SHEET_NAMES = {"AeBAD": "aebad", "DAGM2007": "dagm2007", "Magnetic_tile": "mtd", "MVTec": "mvtec_ad",
+               "MVtec_LOCO_AD": "mvtec_loco", "RSDDs": "rsdds", "VisA": "visa", "VTADL[BATD]": "btad",
+               "crackForsest": "crackforest"}
+
+
+@pytest.fixture(scope="module")
+def online_items():
+    return list(get_loader("daad_online_sources").iter_records(ONLINE_ROOT))
+
+
+def test_online_list_every_row_accounted_for(online_items):
+    per_class: dict[str, Counter] = {c: Counter() for c in SHEET_ROWS}
+    for item in online_items:
+        kind = item.reason if isinstance(item, Skipped) else "record"
+        per_class[item.id.split("/")[1]][kind] += 1
+    for cls, rows in SHEET_ROWS.items():
+        counts = per_class[cls]
+        assert set(counts) <= {"record", "duplicate_row", "note"}, cls
+        assert counts["record"] + counts["duplicate_row"] + counts["note"] == rows, (cls, counts)
+    assert sum(SHEET_ROWS.values()) == 1381 == len(online_items)
+    # Measured on the published file: 1126 distinct entries, 253 merged rows, 2 title-only notes.
+    assert sum(c["record"] for c in per_class.values()) == 1126
+    assert sum(c["duplicate_row"] for c in per_class.values()) == 253
+    assert sum(c["note"] for c in per_class.values()) == 2
+
+
+def test_online_list_kinds_of_rows(online_items):
+    records = {r.id: r for r in online_items if not isinstance(r, Skipped)}
+    # search-result link -> the image URL of its mediaurl= parameter, percent-decoded
+    first = records["daad_online_sources/crack/0001"]
+    assert first.image.url.startswith("https://ts1.cn.mm.bing.net/th/id/R-C.659702b12d4b0b1d3a5336fd28f8b3c6?")
+    assert first.status == "needs_image" and first.page_url is None
+    # a URL without scheme gets https://
+    assert records["daad_online_sources/pits/0198"].image.url.startswith("https://baidu.com/it/u=1874363591")
+    # a title cell whose hyperlink is the image
+    assert records["daad_online_sources/abrasion/0123"].image.url.startswith("https://img2.baidu.com/it/u=4007332131")
+    # article pages are kept as pages
+    page = records["daad_online_sources/impurity/0001"]
+    assert page.page_url == "https://www.zjrob.com/news/939.html" and page.image.url is None
+    # the authors' own photographs: 18 rows, no URL
+    own = [r for r in records.values() if r.source == "reality_photo"]
+    assert len(own) == 18 and all(r.image.url is None and r.native_label == "crack" and r.note for r in own)
+    # inline data: images are decoded offline into the fetch cache, pinned, and await a mask
+    inline = [r for r in records.values() if r.status == "needs_mask"]
+    assert len(inline) == 16
+    for record in inline:
+        path = fetched_image_path(record.image.sha256)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == record.image.sha256 and record.width > 0
+    # the cell cut at Excel's 32767-character limit is reported, not crashed on
+    assert records["daad_online_sources/orifice/0016"].reason == "inline_corrupt_image"
+    # every extracted URL has a scheme
+    assert all(r.image.url.startswith(("http://", "https://")) for r in records.values() if r.image.url)
+
+
+def test_online_list_existing_datasets_are_the_catalogue_paper_entries():
+    from daad.catalogue import Catalogue
+    from daad.loaders.daad_online_sources import existing_datasets
+
+    names = existing_datasets(ONLINE_ROOT)
+    assert len(names) == 9
+    catalogue = Catalogue.load(REPO / "manifests")
+    assert {SHEET_NAMES[n] for n in names} == {e.id for e in catalogue if e.in_daad_paper}
+
+
+def test_online_classify_cells():
+    from daad.loaders.daad_online_sources import classify
+
+    cell = classify("https://www.google.com/imgres?imgurl=https%3A%2F%2Fwww.ccnta.cn%2Fa%2Fb.jpg&tbnid=x", None)
+    assert (cell.kind, cell.url) == ("image_url", "https://www.ccnta.cn/a/b.jpg")
+    cell = classify("https://image.baidu.com/search/detail?ct=1&objurl=http%3A%2F%2Fimg.x.cn%2F1.png&fromurl=y", None)
+    assert (cell.kind, cell.url) == ("image_url", "http://img.x.cn/1.png")
+    assert classify("new.qq.com/omn/20190712/a.html", None).url == "https://new.qq.com/omn/20190712/a.html"
+    assert classify("new.qq.com/omn/20190712/a.html", None).kind == "page"
+    assert classify("some title (zhihu.com)", "https://zhuanlan.zhihu.com/p/1").url == "https://zhuanlan.zhihu.com/p/1"
+    assert classify("some title (zhihu.com)", None).kind == "note"
+    assert classify("reality ohotographing", None).kind == "reality_photo"

@@ -51,6 +51,8 @@ def read_seg(path: Path) -> Segmentation:
     if runs.size and (row.min() < 0 or row.max() >= height or c0.min() < 0 or c1.max() >= width or (c1 < c0).any()):
         raise SegFormatError(f"{path}: a run lies outside the {width}x{height} image")
     labels = np.zeros((height, width), dtype=np.int32)
+    painted = seg != 0  # segment 0 (most runs, most pixels) is the zero the image starts as
+    seg, row, c0, c1 = seg[painted], row[painted], c0[painted], c1[painted]
     lengths = c1 - c0 + 1
     flat = np.repeat(row * width + c0, lengths) + (np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths))
     labels.reshape(-1)[flat] = np.repeat(seg, lengths)

@@ -11,6 +11,9 @@ import typer
 from rich.table import Table
 
 from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console, open_registry
+from daad.cli.download import (
+    AcceptLicenceOption, BaseUrlOption, DataDirOption, LicencePolicyOption, prepare_sources,
+)
 
 
 @app.command()
@@ -82,15 +85,36 @@ def build(
     root: RootOption = None,
     origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
     quiet: QuietOption = False,
+    fetch: Annotated[bool, typer.Option(
+        "--download/--no-download", help="Download the open sources that have no root first (default), "
+        "and build the origins that are then on disk.")] = True,
+    data_dir: DataDirOption = None,
+    base_url: BaseUrlOption = None,
+    accept_licence: AcceptLicenceOption = None,
+    licence_policy: LicencePolicyOption = "all",
 ) -> None:
     """Build the Hugging Face dataset folder from the manifests, deterministically and atomically."""
     from daad.build import build as run_build
+    from daad.licences import LicenceCatalogue, LicencePolicy
 
-    registry = open_registry(manifests, root)
     package = Path(__file__).resolve().parents[1]
     if out.resolve().is_relative_to(package):
         raise typer.BadParameter(f"refusing to write into the daad package folder {package}", param_hint="--out")
-    summary = run_build(registry, out, origins=origin, progress=not quiet)
+    registry = open_registry(manifests, root)
+    policy = LicencePolicy.parse(licence_policy, LicenceCatalogue.load(registry.manifests_dir))
+    if fetch:
+        wanted = origin or [p.stem for p in registry.manifests()]
+        registry, report = prepare_sources(
+            manifests, root, wanted, data_dir=data_dir, base_url=base_url, accept_licence=accept_licence,
+            policy=policy, quiet=quiet,
+        )
+        if origin and set(origin) - set(report.ready):
+            raise typer.BadParameter(f"not available: {', '.join(sorted(set(origin) - set(report.ready)))}",
+                                     param_hint="--origin")
+        origin = report.ready
+        if not origin:
+            raise typer.BadParameter("nothing to build: every source was skipped (see the table above)")
+    summary = run_build(registry, out, origins=origin, licence_policy=policy, progress=not quiet)
     console.print(f"{summary.line()} -> {out}")
 
 

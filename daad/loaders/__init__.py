@@ -12,9 +12,19 @@ from types import ModuleType
 from daad.errors import DaadError
 
 LOADERS: dict[str, str] = {
+    "btad": "daad.loaders.btad",
     "crackforest": "daad.loaders.crackforest",
+    "daad_online_sources": "daad.loaders.daad_online_sources",
+    "dagm2007": "daad.loaders.dagm2007",
+    "folder": "daad.loaders.folder",
     "kolektorsdd": "daad.loaders.kolektorsdd",
+    "ksdd2": "daad.loaders.ksdd2",
+    "mpdd": "daad.loaders.mpdd",
+    "mtd": "daad.loaders.mtd",
+    "mvtec_ad": "daad.loaders.mvtec_ad",
+    "mvtec_loco": "daad.loaders.mvtec_loco",
     "sd_saliency_900": "daad.loaders.sd_saliency_900",
+    "visa": "daad.loaders.visa",
 }
 
 

@@ -53,13 +53,18 @@ def _original_items(root: Path) -> Iterator[tuple[str, Path, Path, None]]:
         yield f"{image_path.parent.name}/{image_path.stem}", image_path, image_path.with_name(f"{image_path.stem}_label.bmp"), None
 
 
-def _mask(image_path: Path, label_path: Path) -> np.ndarray:
+def _mask(image_path: Path, label_path: Path) -> np.ndarray | None:
+    """The defect mask, or ``None`` for a defect-free image (empty label file, all-zero bitmap)."""
     if label_path.suffix == ".txt":
+        polygons = read_polygons(label_path)
+        if not polygons:
+            return None
         with Image.open(image_path) as image:
             width, height = image.size
-        return rasterise(read_polygons(label_path), width, height)
+        return rasterise(polygons, width, height)
     with Image.open(label_path) as label:
-        return (np.asarray(label.convert("L")) > 0).astype(np.uint8)
+        mask = (np.asarray(label.convert("L")) > 0).astype(np.uint8)
+    return mask if mask.any() else None
 
 
 def _items(root: Path):
@@ -79,7 +84,7 @@ def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Recor
         except YoloFormatError as exc:
             yield Skipped(f"{ORIGIN}/{native_id}", label_path, "bad_annotation", str(exc))
             continue
-        if not mask.any():
+        if mask is None:
             continue  # a defect-free image: see iter_normals
         yield record_or_skip(entry, native_id, NATIVE_LABEL, image_path, root, mask, mask_path=label_path, split=split)
 
@@ -88,5 +93,5 @@ def iter_normals(root: Path) -> Iterator[NormalImage]:
     """Defect-free images: empty YOLO label files, or all-zero label bitmaps."""
     root = Path(root)
     for native_id, image_path, label_path, split in _items(root):
-        if label_path.is_file() and not _mask(image_path, label_path).any():
+        if label_path.is_file() and _mask(image_path, label_path) is None:
             yield NormalImage(f"{ORIGIN}/{native_id}", image_path, split)

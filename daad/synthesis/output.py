@@ -19,6 +19,7 @@ from typing import Any
 import cv2
 import datasets
 import numpy as np
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from daad.licences import UNKNOWN
@@ -125,15 +126,21 @@ def write_generated(
 
 
 def read_generated(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a generated dataset folder, with ``image`` (RGB) and ``mask`` (0/1) as arrays."""
-    ds = datasets.load_dataset(str(path), split="train")
-    for row in ds:
-        yield row | {
-            "image": np.asarray(row["image"].convert("RGB")),
-            "mask": (np.asarray(row["mask"].convert("L")) > 127).astype(np.uint8),
-            "anomaly_class": ANOMALY_CLASSES[row["anomaly_class"]] if row["anomaly_class"] is not None else None,
-            "details": json.loads(row["details"]),
-        }
+    """Rows of a generated dataset folder, with ``image`` (RGB) and ``mask`` (0/1) as arrays.
+
+    Reads the shards directly (streaming, no ``datasets`` cache: that cache is keyed by the
+    folder's name, so two outputs both called ``out`` could otherwise be confused).
+    """
+    for shard in sorted((Path(path) / "data").glob("*.parquet")):
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=64):
+            for raw in batch.to_pylist():
+                row = GENERATED_FEATURES.decode_example(raw)
+                yield row | {
+                    "image": np.asarray(row["image"].convert("RGB")),
+                    "mask": (np.asarray(row["mask"].convert("L")) > 127).astype(np.uint8),
+                    "anomaly_class": ANOMALY_CLASSES[row["anomaly_class"]] if row["anomaly_class"] is not None else None,
+                    "details": json.loads(row["details"]),
+                }
 
 
 def generator_info(path: Path) -> dict[str, Any]:

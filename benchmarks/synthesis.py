@@ -1,0 +1,167 @@
+"""Synthesis speed on real data: CAI (normal, mixed) and the baselines, printed, never asserted.
+
+Targets: KolektorSDD normal images at 256x256. Sources: the registry view leak-free for
+KolektorSDD (SD-saliency-900 + CrackForest). Figures:
+
+- core: median ms per image on one core (no file I/O: STM + MAS + ILS + PE + mask for CAI);
+- end to end: images/s with 2 worker processes (decode targets, synthesise, encode PNGs,
+  write a shard folder per worker);
+- same-run baseline: ILS with a per-pixel Python loop, as the authors' implementation does,
+  on a few images, and the ratio to the array version.
+
+Run: ``cd /work/main && PYTHONPATH=. /work/venv/bin/python benchmarks/synthesis.py``
+(``DAAD_SHARED_DATA`` to point elsewhere than ``../shared/data``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import multiprocessing as mp
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from daad.loaders.kolektorsdd import iter_normals
+from daad.registry import Registry
+from daad.roots import Roots
+from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
+from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, Texture
+from daad.synthesis.baselines.nsa import NSA, NSAConfig
+from daad.synthesis.cai import CAI, CAIConfig, PatternBank
+from daad.synthesis.foreground import ForegroundExtractor
+from daad.synthesis.injection import clone_margin, select_location
+from daad.synthesis.output import write_generated
+from daad.synthesis.targets import load_targets
+
+DATA = Path(os.environ.get("DAAD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+KSDD = DATA / "kolektorsdd-yolo"
+STATE: dict = {}
+
+
+def make_generator(name: str):
+    fg = ForegroundExtractor("classical")
+    return {
+        "cai-normal": lambda: CAI(CAIConfig(mode="normal"), fg),
+        "cai-mixed": lambda: CAI(CAIConfig(mode="mixed"), fg),
+        "cutpaste": lambda: CutPaste(CutPasteConfig()),
+        "cutpaste-scar": lambda: CutPaste(CutPasteConfig(scar=True)),
+        "nsa-normal": lambda: NSA(NSAConfig(mode="normal"), fg),
+        "nsa-mixed": lambda: NSA(NSAConfig(mode="mixed"), fg),
+        "draem": lambda: DRAEM(DRAEMConfig(), STATE["textures"]),
+    }[name]()
+
+
+def rows_of(generator, targets, seed=0):
+    if isinstance(generator, CAI):
+        return generator.generate_from_bank(targets, STATE["bank"], seed)
+    return generator.generate(targets, None, seed)
+
+
+def core_ms(name: str, targets) -> tuple[float, int]:
+    """Median ms per row over ``targets`` (time between consecutive rows, retries included)."""
+    generator = make_generator(name)
+    for t in targets:  # foregrounds are cached per target: compute them outside the timing
+        if hasattr(generator, "foreground"):
+            generator.foreground(t.id, t.image)
+    times, rows = [], rows_of(generator, targets)
+    while True:
+        start = time.perf_counter()
+        try:
+            next(rows)
+        except StopIteration:
+            break
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times), len(times)
+
+
+def naive_ils(foreground: np.ndarray, size: tuple[int, int], margin: int, rng: np.random.Generator):
+    """ILS the way the authors' implementation does it: a Python loop over every pixel."""
+    height, width = foreground.shape
+    w, h = size
+    candidates = []
+    for y in range(height):
+        for x in range(width):
+            left, top = x - w // 2 - margin, y - h // 2 - margin
+            if foreground[y, x] and left >= 0 and top >= 0 and left + w + 2 * margin <= width and top + h + 2 * margin <= height:
+                candidates.append((x, y))
+    return candidates[rng.integers(len(candidates))] if candidates else None
+
+
+def worker(job: tuple[str, list[tuple[int, str, Path]], str]) -> int:
+    """Decode, synthesise, encode and write the targets of one worker; returns rows written."""
+    cv2.setNumThreads(1)
+    name, items, out = job
+    targets = list(load_targets([(tid, path) for _, tid, path in items], 256))
+    generator = make_generator(name)
+    if isinstance(generator, CAI):  # keep global target indices for the seeds
+        rows = itertools.chain.from_iterable(
+            generator.synthesise(t, STATE["bank"], np.random.default_rng([0, i])) for (i, _, _), t in zip(items, targets)
+        )
+    else:
+        rows = rows_of(generator, targets)
+    return write_generated(Path(out), rows, generator=name, params={}, seed=0, evaluation="kolektorsdd", progress=False).rows
+
+
+def end_to_end(name: str, items, workers: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        chunks = [items[i::workers] for i in range(workers)]
+        start = time.perf_counter()
+        with mp.get_context("fork").Pool(workers) as pool:
+            rows = sum(pool.map(worker, [(name, c, f"{tmp}/{k}") for k, c in enumerate(chunks)]))
+        return rows / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--core-targets", type=int, default=30)
+    parser.add_argument("--e2e-targets", type=int, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--naive-images", type=int, default=5)
+    args = parser.parse_args()
+    cv2.setNumThreads(1)
+
+    t0 = time.perf_counter()
+    roots = Roots({"sd_saliency_900": DATA / "sd-saliency-900", "crackforest": DATA / "crackforest", "kolektorsdd": KSDD})
+    view = Registry(Path(__file__).resolve().parents[1] / "manifests", roots).view(evaluation="kolektorsdd")
+    STATE["bank"] = PatternBank.from_view(view)
+    STATE["textures"] = [Texture(p.id, lambda img=p.image: img, True) for p in STATE["bank"].patterns[::10]]
+    normals = list(itertools.islice(iter_normals(KSDD), max(args.core_targets, args.e2e_targets)))
+    targets = list(load_targets([(n.id, n.path) for n in normals[: args.core_targets]], 256))
+    items = [(i, n.id, n.path) for i, n in enumerate(normals[: args.e2e_targets])]
+    print(f"setup: {len(STATE['bank'])} source patterns, {len(normals)} KolektorSDD normals, {time.perf_counter() - t0:.1f} s")
+
+    # same-run baseline: per-pixel ILS loop vs the array version, inside CAI-N
+    fg = ForegroundExtractor("classical")
+    rng = np.random.default_rng(0)
+    naive, vector = [], []
+    for t in targets[: args.naive_images]:
+        foreground = fg(t.id, t.image)
+        size, margin = (120, 60), clone_margin(CAIConfig().dilate_kernel)
+        start = time.perf_counter()
+        naive_ils(foreground, size, margin, rng)
+        naive.append((time.perf_counter() - start) * 1000)
+        start = time.perf_counter()
+        select_location(foreground, size, margin, rng)
+        vector.append((time.perf_counter() - start) * 1000)
+    n_ms, v_ms = statistics.median(naive), statistics.median(vector)
+    print(f"ILS per draw: per-pixel loop {n_ms:.1f} ms, array {v_ms:.3f} ms ({n_ms / v_ms:.0f}x)")
+
+    print(f"\n{'generator':<14} {'core ms/img (1 core)':>21} {'rows':>6} {'e2e img/s (' + str(args.workers) + ' procs)':>20}")
+    for name in ("cai-normal", "cai-mixed", "cutpaste", "cutpaste-scar", "nsa-normal", "nsa-mixed", "draem"):
+        ms, rows = core_ms(name, targets)
+        rate = end_to_end(name, items, args.workers)
+        print(f"{name:<14} {ms:>21.2f} {rows:>6} {rate:>20.1f}")
+        if name == "cai-normal":
+            cai_ms = ms
+    print(f"\nCAI-N with the per-pixel ILS loop would take about {cai_ms + n_ms:.1f} ms/img "
+          f"({(cai_ms + n_ms) / cai_ms:.1f}x the array version)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""``daad synth cdm train|sample``: CDM, the CAI-guided diffusion mechanism."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daad.cli.app import ManifestsOption, QuietOption, RootOption, console, open_registry, synth_app
+from daad.cli.synth import SizeOption, TargetOriginOption, TargetsOption, resolve_targets
+
+cdm_app = typer.Typer(help="CDM: learn anomaly classes from CAI output, then sample new ones.", no_args_is_help=True)
+synth_app.add_typer(cdm_app, name="cdm")
+
+ClassesOption = Annotated[
+    list[str] | None, typer.Option("--class", help="Only these anomaly classes (repeatable; default: all present).")
+]
+SeedOption = Annotated[int, typer.Option()]
+DeviceOption = Annotated[str | None, typer.Option(help="torch device (default: CUDA when available).")]
+PrecisionOption = Annotated[str, typer.Option(help="no, fp16 or bf16 (CUDA only).")]
+ForegroundOption = Annotated[str, typer.Option(help="auto, rembg, classical or full.")]
+
+
+@cdm_app.command("train")
+def train(
+    data: Annotated[Path, typer.Option("--data", help="CAI output folder (daad synth cai --out).")],
+    base_model: Annotated[str, typer.Option("--base-model", help="Local diffusers SD-1.5-style folder or hub id.")],
+    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder.")],
+    classes: ClassesOption = None,
+    resolution: Annotated[int, typer.Option(help="Training resolution (square, multiple of 8).")] = 512,
+    steps: Annotated[int, typer.Option()] = 3000,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 5e-3,
+    batch_size: Annotated[int, typer.Option()] = 4,
+    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps.")] = 500,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
+    background_weight: Annotated[float, typer.Option(help="Loss weight outside the mask (0: mask only).")] = 0.0,
+    seed: SeedOption = 0,
+    mixed_precision: PrecisionOption = "no",
+    foreground: ForegroundOption = "auto",
+    device: DeviceOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Learn one token per anomaly class (masked textual inversion) and the mask distribution."""
+    from daad.synthesis.cdm.train import TrainConfig
+    from daad.synthesis.cdm.train import train as run
+
+    config = TrainConfig(
+        data=data, base_model=base_model, output=out, classes=tuple(classes) if classes else None,
+        resolution=resolution, steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
+        mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, resume=resume,
+        background_weight=background_weight, foreground=foreground, device=device,
+    )
+    result = run(config, progress=not quiet)
+    console.print(f"cdm: {len(result.losses)} steps, last loss {result.losses[-1]:.4f}, "
+                  f"fingerprint {result.fingerprint[:12]} -> {out}")
+
+
+@cdm_app.command("sample")
+def sample(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Folder written by `daad synth cdm train`.")],
+    out: Annotated[Path, typer.Option("--out", help="Output dataset folder.")],
+    targets: TargetsOption = None,
+    target_origin: TargetOriginOption = None,
+    classes: ClassesOption = None,
+    per_target: Annotated[int, typer.Option(help="Pseudo-anomalies per target image.")] = 10,
+    steps: Annotated[int, typer.Option(help="Denoising steps (DDIM).")] = 50,
+    guidance_scale: Annotated[float, typer.Option()] = 7.5,
+    batch_size: Annotated[int, typer.Option()] = 8,
+    dilate: Annotated[int, typer.Option(help="Pixels the mask grows by for the generated region.")] = 3,
+    size: SizeOption = 256,
+    seed: SeedOption = 0,
+    mixed_precision: PrecisionOption = "no",
+    foreground: ForegroundOption = "auto",
+    device: DeviceOption = None,
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """A new mask inside each target's foreground, the class's anomaly generated inside it."""
+    from daad.synthesis.cdm.sample import CDM, SampleConfig, input_licences
+    from daad.synthesis.output import write_generated
+
+    generator = CDM(SampleConfig(
+        checkpoint=checkpoint, per_target=per_target, classes=tuple(classes) if classes else None, steps=steps,
+        guidance_scale=guidance_scale, batch_size=batch_size, dilate=dilate, foreground=foreground,
+        mixed_precision=mixed_precision, device=device,
+    ))
+    registry = open_registry(manifests, root) if target_origin else None
+    target_list = resolve_targets(registry, targets, target_origin, size)
+    summary = write_generated(
+        out, generator.generate(target_list, None, seed), generator=generator.name,
+        params=generator.params() | {"size": size}, seed=seed,
+        evaluation=generator.info["trained_on"]["evaluation"] or "none",
+        input_licences=input_licences(generator, target_list), progress=not quiet,
+        total=len(target_list) * per_target,
+    )
+    console.print(f"cdm: {summary.rows} rows from {len(target_list)} targets -> {out}")

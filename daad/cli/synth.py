@@ -1,0 +1,230 @@
+"""``daad synth <generator>``: pseudo-anomalies for a target domain, written as HF dataset folders.
+
+``cai`` (CAI-N / CAI-M) and the baselines ``cutpaste``, ``nsa`` and ``draem`` share the
+target, evaluation, output, seed and preview options. With ``--mode both`` (or
+``--variant both``) each generator writes its own sub-folder ``OUT/<generator>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daad.cli.app import ManifestsOption, QuietOption, RootOption, console, open_registry, synth_app
+
+OutOption = Annotated[Path, typer.Option("--out", help="Output dataset folder.")]
+TargetsOption = Annotated[Path | None, typer.Option("--targets", help="Folder of target normal images.")]
+TargetOriginOption = Annotated[
+    str | None, typer.Option("--target-origin", help="Use this origin's normal images (its root from --root).")
+]
+EvalOption = Annotated[
+    str, typer.Option("--eval", help="Evaluation dataset to guard against leakage ('none' to state there is none).")
+]
+PerTargetOption = Annotated[int, typer.Option("--per-target", help="Pseudo-anomalies per target image.")]
+SeedOption = Annotated[int, typer.Option("--seed")]
+SizeOption = Annotated[int, typer.Option("--size", help="Working resolution (square); 0 keeps native size.")]
+ClassesOption = Annotated[
+    list[str] | None, typer.Option("--classes", help="Only these anomaly classes (comma-separated or repeated).")
+]
+PreviewOption = Annotated[Path | None, typer.Option("--preview", help="Write a contact sheet PNG of the first rows.")]
+ForegroundOption = Annotated[str, typer.Option("--foreground", help="auto, rembg, classical or full.")]
+RembgOption = Annotated[
+    Path | None, typer.Option("--rembg-model", help="Local U²-Net .onnx file (or DAAD_REMBG_MODEL); never downloaded.")
+]
+PREVIEW_ROWS = 12
+
+
+def resolve_targets(registry, targets: Path | None, target_origin: str | None, size: int) -> list:
+    from daad.synthesis.targets import folder_items, load_targets, origin_items
+
+    if (targets is None) == (target_origin is None):
+        raise typer.BadParameter("give exactly one of --targets FOLDER or --target-origin ORIGIN")
+    if targets is not None:
+        items, licence = folder_items(targets), "unknown"
+    else:
+        items = origin_items(target_origin, registry.roots[target_origin])
+        licence = registry.catalogue[target_origin].licence if target_origin in registry.catalogue else "unknown"
+    if not items:
+        raise typer.BadParameter("no target images found")
+    return list(load_targets(items, size or None, licence))
+
+
+def _modes(mode: str, choices: tuple[str, ...]) -> tuple[str, ...]:
+    if mode == "both":
+        return choices
+    if mode not in choices:
+        raise typer.BadParameter(f"expected one of {', '.join(choices)} or both, got {mode!r}")
+    return (mode,)
+
+
+def _classes(values: list[str] | None) -> list[str] | None:
+    return [c.strip() for v in values or () for c in v.split(",") if c.strip()] or None
+
+
+def _write(generator, rows: Iterator, dest: Path, *, seed: int, evaluation: str, targets: list,
+           licences: dict[str, str], preview: Path | None, quiet: bool, params: dict) -> None:
+    """Stream ``rows`` into ``dest`` (keeping the first few for the preview) and print a summary."""
+    from daad.synthesis.output import write_generated
+    from daad.synthesis.preview import contact_sheet
+
+    kept = []
+
+    def tee():
+        for row in rows:
+            if preview is not None and len(kept) < PREVIEW_ROWS:
+                kept.append(row)
+            yield row
+
+    summary = write_generated(
+        dest, tee(), generator=generator.name, params=generator.params() | params, seed=seed,
+        evaluation=evaluation, input_licences=licences | {t.id: t.licence for t in targets},
+        progress=not quiet, total=len(targets) * params["per_target"],
+    )
+    console.print(f"{generator.name}: {summary.rows} rows from {len(targets)} targets -> {dest}")
+    for line in getattr(generator, "failures", ()):
+        console.print(f"[yellow]{generator.name}: {line}[/]")
+    if preview is not None:
+        console.print(f"preview: {contact_sheet(kept, {t.id: t for t in targets}, preview)}")
+
+
+def _dest(out: Path, preview: Path | None, name: str, several: bool) -> tuple[Path, Path | None]:
+    if not several:
+        return out, preview
+    return out / name, preview.with_name(f"{preview.stem}-{name}{preview.suffix}") if preview else None
+
+
+@synth_app.command("cai")
+def cai(
+    out: OutOption,
+    eval_: EvalOption,
+    targets: TargetsOption = None,
+    target_origin: TargetOriginOption = None,
+    classes: ClassesOption = None,
+    per_target: PerTargetOption = 10,
+    ratios: Annotated[str, typer.Option("--ratios", help="large:medium:small mix.")] = "4:3:3",
+    mode: Annotated[str, typer.Option("--mode", help="normal, mixed or both.")] = "normal",
+    seed: SeedOption = 0,
+    size: SizeOption = 256,
+    foreground: ForegroundOption = "auto",
+    rembg_model: RembgOption = None,
+    preview: PreviewOption = None,
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """CAI: inject real anomalies from other domains with Poisson editing (CAI-N / CAI-M)."""
+    from daad.synthesis.cai import CAI, CAIConfig, PatternBank
+    from daad.synthesis.foreground import ForegroundExtractor
+
+    try:
+        ratio = tuple(int(x) for x in ratios.split(":"))
+        CAIConfig(ratios=ratio)
+    except ValueError:
+        raise typer.BadParameter("--ratios expects three integers like 4:3:3") from None
+    registry = open_registry(manifests, root)
+    view = registry.view(evaluation=eval_, classes=_classes(classes))
+    target_list = resolve_targets(registry, targets, target_origin, size)
+    bank = PatternBank.from_view(view)
+    licences = {p.id: p.licence for p in bank.patterns}
+    fg = ForegroundExtractor(foreground, rembg_model)
+    modes = _modes(mode, ("normal", "mixed"))
+    for m in modes:
+        generator = CAI(CAIConfig(mode=m, per_target=per_target, ratios=ratio), fg)
+        dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
+        _write(generator, generator.generate_from_bank(target_list, bank, seed), dest, seed=seed, evaluation=eval_,
+               targets=target_list, licences=licences, preview=sheet, quiet=quiet,
+               params={"view": view.describe(), "size": size, "per_target": per_target, "sources": len(bank)})
+
+
+@synth_app.command("cutpaste")
+def cutpaste(
+    out: OutOption,
+    eval_: EvalOption,
+    targets: TargetsOption = None,
+    target_origin: TargetOriginOption = None,
+    per_target: PerTargetOption = 10,
+    variant: Annotated[str, typer.Option("--variant", help="normal, scar or both.")] = "normal",
+    seed: SeedOption = 0,
+    size: SizeOption = 256,
+    preview: PreviewOption = None,
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """CutPaste (and CutPaste-scar): patches of the target image itself; uses no registry record."""
+    from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
+
+    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size)
+    variants = _modes(variant, ("normal", "scar"))
+    for v in variants:
+        generator = CutPaste(CutPasteConfig(scar=v == "scar", per_target=per_target))
+        dest, sheet = _dest(out, preview, generator.name, len(variants) > 1)
+        _write(generator, generator.generate(target_list, None, seed), dest, seed=seed, evaluation=eval_,
+               targets=target_list, licences={}, preview=sheet, quiet=quiet,
+               params={"size": size, "per_target": per_target})
+
+
+@synth_app.command("nsa")
+def nsa(
+    out: OutOption,
+    eval_: EvalOption,
+    targets: TargetsOption = None,
+    target_origin: TargetOriginOption = None,
+    per_target: PerTargetOption = 10,
+    mode: Annotated[str, typer.Option("--mode", help="normal, mixed or both.")] = "normal",
+    seed: SeedOption = 0,
+    size: SizeOption = 256,
+    foreground: ForegroundOption = "auto",
+    rembg_model: RembgOption = None,
+    preview: PreviewOption = None,
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """NSA: Poisson-blended patches of other normal images of the target domain."""
+    from daad.synthesis.baselines.nsa import NSA, NSAConfig
+    from daad.synthesis.foreground import ForegroundExtractor
+
+    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size)
+    fg = ForegroundExtractor(foreground, rembg_model)
+    modes = _modes(mode, ("normal", "mixed"))
+    for m in modes:
+        generator = NSA(NSAConfig(mode=m, per_target=per_target), fg)
+        dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
+        _write(generator, generator.generate(target_list, None, seed), dest, seed=seed, evaluation=eval_,
+               targets=target_list, licences={}, preview=sheet, quiet=quiet,
+               params={"size": size, "per_target": per_target})
+
+
+@synth_app.command("draem")
+def draem(
+    out: OutOption,
+    eval_: EvalOption,
+    targets: TargetsOption = None,
+    target_origin: TargetOriginOption = None,
+    textures: Annotated[
+        Path | None, typer.Option("--textures", help="Folder of texture images (e.g. DTD); default: registry images.")
+    ] = None,
+    classes: ClassesOption = None,
+    per_target: PerTargetOption = 10,
+    seed: SeedOption = 0,
+    size: SizeOption = 256,
+    preview: PreviewOption = None,
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """DRAEM-style: Perlin-noise masks filled with a blended texture image."""
+    from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, folder_textures
+
+    registry = open_registry(manifests, root)
+    target_list = resolve_targets(registry, targets, target_origin, size)
+    view = registry.view(evaluation=eval_, classes=_classes(classes))
+    generator = DRAEM(DRAEMConfig(per_target=per_target), folder_textures(textures) if textures else None)
+    licences = {} if textures else {r.id: r.licence for r in view}
+    _write(generator, generator.generate(target_list, view, seed), out, seed=seed, evaluation=eval_,
+           targets=target_list, licences=licences, preview=preview, quiet=quiet,
+           params={"size": size, "per_target": per_target, "view": view.describe()})

@@ -1,0 +1,116 @@
+"""What the detector is trained and scored on: an evaluation dataset and generated datasets.
+
+An :class:`EvaluationSet` holds the evaluation dataset's normal training images and its
+test images (real anomalies with masks, plus held-out normals with empty masks), read
+through the dataset's loader. A generated dataset (the folder a generator writes) gives
+the synthetic anomaly rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from daad.errors import DaadError
+from daad.images import decode_image, read_verified, to_rgb_array
+from daad.loaders import kolektorsdd
+from daad.loaders.base import Skipped
+from daad.synthesis.output import generator_info, read_generated
+
+KOLEKTORSDD_TRAIN_FRACTION = 0.8
+SPLIT_SEED = 0
+
+
+class EvaluationDataError(DaadError):
+    """An evaluation or generated dataset cannot be used (missing, empty, unreadable); names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    id: str
+    image: np.ndarray
+    """``H x W x 3`` ``uint8`` RGB."""
+    mask: np.ndarray
+    """``H x W`` ``uint8`` 0/1; all zero for a normal image."""
+
+
+@dataclass(frozen=True)
+class EvaluationSet:
+    name: str
+    train_normals: list[Sample]
+    test: list[Sample]
+    """Real anomalies and held-out normals."""
+
+    @property
+    def test_anomalies(self) -> list[Sample]:
+        return [s for s in self.test if s.mask.any()]
+
+
+@dataclass(frozen=True)
+class GeneratedSet:
+    name: str
+    """The generator's name (``generator.json``), or the folder name."""
+    path: Path
+    samples: list[Sample]
+
+
+def read_image(path: Path, sample_id: str) -> np.ndarray:
+    """An image file as ``uint8`` RGB; a bad file raises ``RecordFileError`` naming it."""
+    return to_rgb_array(decode_image(read_verified(path, None, sample_id), sample_id, path))
+
+
+def split_normals(ids: list[str], train_fraction: float, seed: int) -> tuple[set[str], set[str]]:
+    """A fixed, seeded split of normal image ids into (train, test)."""
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_train = int(round(train_fraction * len(ids)))
+    ids = sorted(ids)
+    return {ids[i] for i in order[:n_train]}, {ids[i] for i in order[n_train:]}
+
+
+def kolektorsdd_set(root: Path, train_fraction: float = KOLEKTORSDD_TRAIN_FRACTION, seed: int = SPLIT_SEED) -> EvaluationSet:
+    """KolektorSDD: train = a fixed ``train_fraction`` of the defect-free images; test = every defective image + the rest."""
+    root = Path(root)
+    records = list(kolektorsdd.iter_records(root))
+    skipped = [r for r in records if isinstance(r, Skipped)]
+    if skipped:
+        raise EvaluationDataError(f"KolektorSDD at {root}: {len(skipped)} items unreadable, first {skipped[0].id}: {skipped[0].detail}")
+    normals = list(kolektorsdd.iter_normals(root))
+    if not records or not normals:
+        raise EvaluationDataError(f"KolektorSDD at {root}: found {len(records)} defective and {len(normals)} normal images")
+    train_ids, _ = split_normals([n.id for n in normals], train_fraction, seed)
+
+    def normal_sample(n) -> Sample:
+        image = read_image(n.path, n.id)
+        return Sample(n.id, image, np.zeros(image.shape[:2], np.uint8))
+
+    anomalies = [Sample(r.id, read_image(root / r.image.path, r.id), r.mask.decode()) for r in records]
+    train = [normal_sample(n) for n in normals if n.id in train_ids]
+    test_normals = [normal_sample(n) for n in normals if n.id not in train_ids]
+    return EvaluationSet("kolektorsdd", train, anomalies + test_normals)
+
+
+EVALUATION_SETS: dict[str, Callable[[Path], EvaluationSet]] = {"kolektorsdd": kolektorsdd_set}
+
+
+def load_evaluation_set(name: str, root: Path) -> EvaluationSet:
+    if name not in EVALUATION_SETS:
+        raise EvaluationDataError(f"unknown evaluation dataset {name!r}; known: {', '.join(sorted(EVALUATION_SETS))}")
+    return EVALUATION_SETS[name](root)
+
+
+def load_generated(path: Path) -> GeneratedSet:
+    """The rows of a generated dataset folder (see :mod:`daad.synthesis.output`)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise EvaluationDataError(f"generated dataset {path} is not a folder")
+    samples = [Sample(row["id"], row["image"], row["mask"]) for row in read_generated(path)]
+    if not samples:
+        raise EvaluationDataError(f"generated dataset {path} has no rows")
+    try:
+        name = generator_info(path)["generator"]
+    except FileNotFoundError:
+        name = path.name
+    return GeneratedSet(name, path, samples)

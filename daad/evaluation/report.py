@@ -1,0 +1,135 @@
+"""The evaluation report: ``report.json``, ``report.md`` (generator x metric), overlay PNGs, ``curves.png``."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from daad.evaluation.data import EvaluationSet, Sample  # noqa: E402
+from daad.evaluation.harness import GeneratorResult  # noqa: E402
+from daad.evaluation.metrics import PRO_FPR_LIMIT  # noqa: E402
+from daad.evaluation.train import SELECTION_LABELS, TrainConfig  # noqa: E402
+
+METRIC_NAMES = {
+    "pixel_auroc": "pixel AUROC",
+    "pixel_ap": "pixel AP",
+    "pro": "PRO (FPR<=0.3)",
+    "pixel_f1_max": "pixel F1-max",
+    "image_auroc": "image AUROC",
+}
+OVERLAY_HEIGHT = 256
+
+
+def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, results: Sequence[GeneratorResult]) -> dict:
+    """Write every report file under ``out`` and return the JSON content."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    content = {
+        "evaluation": {
+            "dataset": evaluation.name,
+            "train_normals": len(evaluation.train_normals),
+            "test_images": len(evaluation.test),
+            "test_anomalies": len(evaluation.test_anomalies),
+        },
+        "config": config.as_dict(),
+        "selection": SELECTION_LABELS[config.selection],
+        "results": [
+            {
+                "generator": r.generator,
+                "path": str(r.path),
+                "rows": r.rows,
+                "metrics": {k: None if math.isnan(v) else v for k, v in r.metrics.as_dict().items()},
+                "authenticity": r.authenticity,
+                "steps": r.steps,
+                "best_step": r.best_step,
+                "history": r.history,
+                "wall_s": round(r.wall_s, 1),
+            }
+            for r in results
+        ],
+    }
+    (out / "report.json").write_text(json.dumps(content, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    (out / "report.md").write_text(markdown_table(content), encoding="utf-8")
+    for r in results:
+        for sample, amap in r.examples:
+            path = out / "overlays" / _safe(r.generator) / f"{_safe(sample.id)}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(path), cv2.cvtColor(overlay_strip(sample, amap), cv2.COLOR_RGB2BGR))
+    plot_curves(out / "curves.png", results)
+    return content
+
+
+def markdown_table(content: dict) -> str:
+    ev, cfg = content["evaluation"], content["config"]
+    lines = [
+        f"# Detector trained on pseudo-anomalies, scored on `{ev['dataset']}`",
+        "",
+        f"Train: {ev['train_normals']} normal images + each generator's rows. Test: {ev['test_images']} images, "
+        f"{ev['test_anomalies']} with real anomalies. Metrics at the masks' full resolution.",
+        "",
+        f"Budget: {cfg['size']} px, {content['results'][0]['steps'] if content['results'] else cfg['steps']} steps, "
+        f"batch {cfg['batch_size']}, lr {cfg['lr']}, UNet width {cfg['base_width']}, seed {cfg['seed']}.",
+        f"Checkpoint selection: {content['selection']}.",
+        "",
+        "| generator | rows | " + " | ".join(METRIC_NAMES.values()) + " | FID | KID | best step | wall s |",
+        "|---" * (len(METRIC_NAMES) + 6) + "|",
+    ]
+    for r in content["results"]:
+        cells = [_fmt(r["metrics"][k]) for k in METRIC_NAMES]
+        auth = [_fmt(r["authenticity"].get(k)) for k in ("fid", "kid")]
+        lines.append(f"| {r['generator']} | {r['rows']} | " + " | ".join(cells + auth) + f" | {r['best_step']} | {r['wall_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def overlay_strip(sample: Sample, amap: np.ndarray) -> np.ndarray:
+    """Image | ground truth contour on the image | anomaly map as a heat map, side by side (RGB)."""
+    scale = OVERLAY_HEIGHT / sample.image.shape[0]
+    width = max(1, round(sample.image.shape[1] * scale))
+
+    def fit(a: np.ndarray, interpolation: int) -> np.ndarray:
+        return cv2.resize(a, (width, OVERLAY_HEIGHT), interpolation=interpolation)
+
+    image = fit(sample.image, cv2.INTER_AREA)
+    truth = image.copy()
+    contours, _ = cv2.findContours(fit(sample.mask.astype(np.uint8), cv2.INTER_NEAREST), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(truth, contours, -1, (255, 0, 0), 1)
+    heat = cv2.cvtColor(cv2.applyColorMap((fit(amap, cv2.INTER_LINEAR).clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    blend = (0.5 * image + 0.5 * heat).astype(np.uint8)
+    gap = np.full((OVERLAY_HEIGHT, 4, 3), 255, np.uint8)
+    return np.concatenate([image, gap, truth, gap, blend], axis=1)
+
+
+def plot_curves(path: Path, results: Sequence[GeneratorResult]) -> None:
+    """ROC, precision-recall and PRO (up to the FPR limit) of every generator."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    titles = {"roc": ("pixel ROC", "FPR", "TPR"), "pr": ("pixel precision-recall", "recall", "precision"),
+              "pro": (f"PRO up to FPR {PRO_FPR_LIMIT}", "FPR", "per-region overlap")}
+    for ax, (key, (title, xl, yl)) in zip(axes, titles.items()):
+        for r in results:
+            c = r.metrics.curves[key]
+            ax.plot(c.x, c.y, label=r.generator)
+        ax.set(title=title, xlabel=xl, ylabel=yl)
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if value > 10 else f"{value:.3f}"
+    return "n/a" if value is None else str(value)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,170 @@
+"""``daad fetch``: download the images of URL records into the local cache.
+
+Each record whose ``image.url`` is set and whose image is not in the cache yet is
+downloaded (through :mod:`daad.download`), checked to be a decodable image, stored at
+``roots.fetched_image_path(sha256)`` and pinned: the first success writes the sha256
+(and phash, size) into the manifest and moves the record from ``needs_image`` to
+``needs_mask``. A pinned record is verified instead: a cached file with the pinned hash is
+kept, otherwise the URL is fetched again and must give the same bytes.
+
+A failure never stops the run: the record keeps ``needs_image`` with ``reason`` set to
+``dead_link``, ``http_error``, ``not_an_image``, ``too_large``, ``timeout``,
+``sha256_mismatch`` (the URL now serves other bytes) or ``network_error``. The fields
+fetch sets are marked curated, so re-ingesting the source keeps them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from daad.download import DownloadResult, download
+from daad.errors import RecordFileError
+from daad.images import decode_image, perceptual_hash, read_verified
+from daad.manifest import manifest_paths, read_manifest, write_manifest
+from daad.record import Record
+from daad.roots import cache_dir, fetched_image_path
+from daad.taxonomy import Status
+
+MAX_BYTES = 20 * 1024 * 1024
+"""Default cap on one image (bytes)."""
+FETCH_CURATED = ("image", "status")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOutcome:
+    record_id: str
+    reason: str | None
+    """``None``: fetched (or verified in the cache); else the failure key."""
+    detail: str = ""
+    sha256: str | None = None
+    cached: bool = False
+
+
+@dataclass
+class FetchReport:
+    fetched: int = 0
+    verified: int = 0
+    """Pinned records whose cached file matched (nothing downloaded)."""
+    failed: Counter = field(default_factory=Counter)
+    outcomes: list[FetchOutcome] = field(default_factory=list)
+    manifests_written: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "fetched": self.fetched,
+            "verified": self.verified,
+            "failed": dict(sorted(self.failed.items())),
+            "manifests_written": self.manifests_written,
+        }
+
+
+def wants_fetch(record: Record) -> bool:
+    """A URL record not rejected: fetched when unpinned or missing, verified when cached."""
+    return record.image.url is not None and record.status is not Status.REJECTED
+
+
+def _partial_path(record: Record) -> Path:
+    """Per record, so that two records with the same URL never share a temp file."""
+    return cache_dir() / "partial" / hashlib.sha256(f"{record.id}\n{record.image.url}".encode()).hexdigest()
+
+
+def fetch_one(
+    record: Record, *, max_bytes: int, timeout: float, retries: int, backoff: float
+) -> tuple[FetchOutcome, Record]:
+    """Download, check and cache one record's image; returns the outcome and the updated record."""
+    pinned = record.image.sha256
+    if pinned is not None and fetched_image_path(pinned).is_file():
+        try:
+            read_verified(fetched_image_path(pinned), pinned, record.id)
+            return FetchOutcome(record.id, None, sha256=pinned, cached=True), record
+        except RecordFileError:
+            fetched_image_path(pinned).unlink(missing_ok=True)
+    temp = _partial_path(record)
+    result: DownloadResult = download(
+        record.image.url, temp, sha256=pinned, max_bytes=max_bytes, timeout=timeout, retries=retries, backoff=backoff,
+    )
+    if not result.ok:
+        return _failed(record, result.reason or "network_error", result.detail)
+    try:
+        data = temp.read_bytes()
+        if result.content_type in ("text/html", "application/xhtml+xml"):
+            raise RecordFileError(record.id, record.image.url, "not_an_image", f"served {result.content_type}")
+        image = decode_image(data, record.id, record.image.url)
+    except RecordFileError as exc:
+        temp.unlink(missing_ok=True)
+        return _failed(record, "not_an_image", exc.detail)
+    dest = fetched_image_path(result.sha256)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(temp, dest)
+    status = Status.NEEDS_MASK if record.mask is None else record.status
+    updated = replace(
+        record,
+        image=replace(record.image, sha256=result.sha256),
+        phash=perceptual_hash(image),
+        width=image.width if record.mask is None else record.width,
+        height=image.height if record.mask is None else record.height,
+        status=status,
+        reason=None if record.status is Status.NEEDS_IMAGE else record.reason,
+        curated=tuple(sorted(set(record.curated) | set(FETCH_CURATED))),
+    )
+    return FetchOutcome(record.id, None, sha256=result.sha256), updated
+
+
+def _failed(record: Record, reason: str, detail: str) -> tuple[FetchOutcome, Record]:
+    status = Status.NEEDS_IMAGE if record.status in (Status.NEEDS_IMAGE, Status.NEEDS_MASK) else record.status
+    updated = replace(record, status=status, reason=reason, curated=tuple(sorted(set(record.curated) | {"status"})))
+    return FetchOutcome(record.id, reason, detail), updated
+
+
+def fetch(
+    manifests_dir: Path,
+    origins: Iterable[str] | None = None,
+    *,
+    concurrency: int = 8,
+    max_bytes: int = MAX_BYTES,
+    timeout: float = 20.0,
+    retries: int = 2,
+    backoff: float = 0.5,
+    limit: int | None = None,
+    progress: bool = True,
+) -> FetchReport:
+    """Fetch every URL record of the selected manifests; rewrite each manifest that changed."""
+    wanted = set(origins or ())
+    report = FetchReport()
+    paths = [p for p in manifest_paths(manifests_dir) if not wanted or p.stem in wanted]
+    for path in paths:
+        records = list(read_manifest(path))
+        todo = [i for i, r in enumerate(records) if wants_fetch(r)][:limit]
+        if not todo:
+            continue
+        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, tqdm(
+            total=len(todo), desc=f"fetch {path.stem}", unit="img", disable=not progress
+        ) as bar:
+            jobs = pool.map(
+                lambda i: fetch_one(records[i], max_bytes=max_bytes, timeout=timeout, retries=retries, backoff=backoff),
+                todo,
+            )
+            changed = False
+            for index, (outcome, updated) in zip(todo, jobs):
+                report.outcomes.append(outcome)
+                if outcome.reason is not None:
+                    report.failed[outcome.reason] += 1
+                elif outcome.cached:
+                    report.verified += 1
+                else:
+                    report.fetched += 1
+                changed |= updated != records[index]
+                records[index] = updated
+                bar.update()
+        if changed:
+            write_manifest(path, records)
+            report.manifests_written.append(path.name)
+    return report

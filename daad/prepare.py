@@ -1,0 +1,280 @@
+"""Download and prepare: fetch the openly published sources into the data directory.
+
+Like TensorFlow Datasets' ``download_and_prepare``: for each origin without a root, the
+archive named in ``manifests/downloads.toml`` (pinned to an immutable revision) is
+downloaded with :mod:`daad.download`, its ``subpath`` is unpacked safely
+(:mod:`daad.archives`) into a temp folder, every image the origin's manifest names is
+checked against its sha256, and only then is the folder renamed to
+``<data dir>/<origin>``, where :class:`daad.roots.Roots` finds it. A source is therefore
+either absent or complete, never half unpacked.
+
+Layout of the data directory::
+
+    <data dir>/<origin>/               the source as its authors publish it
+    <data dir>/.daad/<origin>.json     state: url, subpath, files verified, when
+    <data dir>/.daad/archives/         archives being downloaded (removed once unpacked)
+    <data dir>/.daad/tmp-<origin>-*    unpacking in progress (removed on success or error)
+
+Licences: a source whose licence is non-commercial (``commercial_use = false`` in the
+catalogue, or an ``-NC`` licence), custom (``LicenseRef-...``), ``unknown`` or not
+stated is fetched only once the user accepts it (``--accept-licence ID``,
+``$DAAD_ACCEPT_LICENCES`` or ``accept_licences`` in ``~/.config/daad/config.toml``);
+a source whose licence the :class:`~daad.licences.LicencePolicy` excludes (e.g.
+``commercial``) is skipped. Sources whose authors require
+accepting terms on a website are never fetched: the summary says how to point daad at
+a manual download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from tqdm.auto import tqdm
+
+from daad.archives import ArchiveError, CorruptArchiveError, unpack
+from daad.catalogue import SourceEntry
+from daad.download import download
+from daad.errors import DaadError, PathEscapeError, RecordFileError
+from daad.images import read_verified, sha256_bytes
+from daad.licences import UNKNOWN, LicencePolicy
+from daad.registry import Registry
+from daad.roots import resolve_in_root
+
+ACCEPT_ENV = "DAAD_ACCEPT_LICENCES"
+BASE_URL_ENV = "DAAD_DOWNLOAD_BASE_URL"
+CONFIG_ENV = "DAAD_CONFIG"
+STATE_DIR = ".daad"
+MAX_ARCHIVE_BYTES = 16 << 30
+MAX_UNPACKED_BYTES = 32 << 30
+
+PRESENT, DOWNLOADED, SKIPPED, FAILED = "present", "downloaded", "skipped", "failed"
+
+
+class SourceDownloadError(DaadError):
+    """A source could not be downloaded, unpacked or verified; nothing was left in the data dir."""
+
+    def __init__(self, origin: str, detail: str) -> None:
+        self.origin, self.detail = origin, detail
+        super().__init__(f"{origin}: {detail}")
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """Where to put sources, which licences the user accepted, and network limits."""
+
+    data: Path
+    accepted: frozenset[str] = frozenset()
+    policy: LicencePolicy = field(default_factory=LicencePolicy.everything)
+    base_url: str | None = None
+    timeout: float = 60.0
+    retries: int = 3
+    max_archive_bytes: int = MAX_ARCHIVE_BYTES
+    max_unpacked_bytes: int = MAX_UNPACKED_BYTES
+    progress: bool = True
+
+
+@dataclass
+class Outcome:
+    """What happened to one origin."""
+
+    origin: str
+    status: str
+    detail: str = ""
+    files: int = 0
+
+
+@dataclass
+class PrepareReport:
+    """The outcome of every origin considered, in order."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def ready(self) -> list[str]:
+        """Origins whose files are on disk (present before, or downloaded now)."""
+        return [o.origin for o in self.outcomes if o.status in (PRESENT, DOWNLOADED)]
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.status == FAILED]
+
+    def to_json(self) -> list[dict]:
+        return [asdict(o) for o in self.outcomes]
+
+
+def needs_acceptance(entry: SourceEntry) -> bool:
+    """True unless the catalogue says the licence allows commercial use and it is a plain,
+    stated, non-``-NC`` licence (custom ``LicenseRef-`` and ``unknown`` always need it)."""
+    licence = entry.licence
+    custom = licence == UNKNOWN or licence.startswith("LicenseRef-") or "-NC" in licence.upper()
+    return custom or entry.commercial_use is not True
+
+
+def config_path() -> Path:
+    """``$DAAD_CONFIG``, else ``$XDG_CONFIG_HOME/daad/config.toml`` (``~/.config`` by default)."""
+    if env := os.environ.get(CONFIG_ENV):
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base).expanduser() / "daad" / "config.toml"
+
+
+def accepted_licences(given: Iterable[str] = ()) -> frozenset[str]:
+    """Licences accepted on the command line, in ``$DAAD_ACCEPT_LICENCES`` (comma-separated)
+    and in the config file's ``accept_licences`` list."""
+    accepted = {v.strip() for v in given if v.strip()}
+    accepted |= {v.strip() for v in os.environ.get(ACCEPT_ENV, "").split(",") if v.strip()}
+    path = config_path()
+    try:
+        config = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        config = {}
+    except tomllib.TOMLDecodeError as exc:
+        raise DaadError(f"{path}: {exc}") from None
+    values = config.get("accept_licences", [])
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise DaadError(f"{path}: accept_licences must be a list of licence ids")
+    return frozenset(accepted | set(values))
+
+
+def archive_url(url: str, base_url: str | None = None) -> str:
+    """``url``, or its path under ``base_url`` (``$DAAD_DOWNLOAD_BASE_URL``) for mirrors and tests."""
+    base = base_url or os.environ.get(BASE_URL_ENV)
+    if not base:
+        return url
+    return base.rstrip("/") + urlsplit(url).path
+
+
+def prepare(registry: Registry, origins: Iterable[str], options: PrepareOptions) -> PrepareReport:
+    """Make every origin in ``origins`` available locally; failures are reported, not raised."""
+    report = PrepareReport()
+    for origin in origins:
+        try:
+            report.outcomes.append(prepare_source(registry, registry.catalogue[origin], options))
+        except SourceDownloadError as exc:
+            report.outcomes.append(Outcome(origin, FAILED, exc.detail))
+    return report
+
+
+def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> Outcome:
+    """Present, downloaded now, or skipped (with why); raises :class:`SourceDownloadError`."""
+    root = registry.roots.get(entry.id)
+    target = options.data / entry.id
+    if root is not None:
+        if root != target:
+            return Outcome(entry.id, PRESENT, f"root given: {root}")
+        state = _state_path(options.data, entry.id)
+        return Outcome(entry.id, PRESENT, "downloaded earlier" if state.exists() else f"found in {options.data}")
+    if registry.manifests([entry.id]) and not any(r.image.path for r in registry.records([entry.id])):
+        return Outcome(entry.id, PRESENT, "no local files needed (URL records; `daad fetch` caches their images)")
+    if entry.download is None:
+        if entry.manual_download:
+            how = f"--root {entry.id}=PATH or DAAD_ROOT_{entry.id.upper()}=PATH"
+            manual = entry.manual_download.strip().rstrip(".")
+            return Outcome(entry.id, SKIPPED, f"manual download: {manual}; then pass {how}")
+        return Outcome(entry.id, SKIPPED, "no open download in the catalogue")
+    where = entry.licence_url or entry.homepage
+    if not options.policy.allows(entry.licence):
+        return Outcome(entry.id, SKIPPED, f"licence {entry.licence} ({where}) is outside the policy {options.policy.name!r}")
+    if needs_acceptance(entry):
+        if entry.licence not in options.accepted:
+            return Outcome(
+                entry.id, SKIPPED,
+                f"licence {entry.licence} not accepted; read it at {where}, then pass --accept-licence {entry.licence}",
+            )
+    files = _fetch_verified(registry, entry, options)
+    return Outcome(entry.id, DOWNLOADED, f"{files} files verified", files)
+
+
+def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> int:
+    """Download, unpack into a temp folder, verify, rename into place. Fetches once more if corrupt."""
+    spec = entry.download
+    assert spec is not None
+    state_dir = options.data / STATE_DIR
+    state_dir.mkdir(parents=True, exist_ok=True)
+    for stale in state_dir.glob(f"tmp-{entry.id}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    url = archive_url(spec.url, options.base_url)
+    archive = archive_path(options.data, entry.id, url, spec.format)
+    for attempt in (1, 2):
+        # A complete archive left by an interrupted run is reused (re-checked when pinned); a .part resumes.
+        if spec.sha256 is not None or not archive.exists():
+            _download_archive(entry.id, url, archive, spec.sha256, spec.size, options)
+        tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{entry.id}-", dir=state_dir))
+        try:
+            staged = tmp / entry.id
+            unpack(archive, staged, format=spec.format, subpath=spec.subpath, max_bytes=options.max_unpacked_bytes)
+            files = verify_files(registry, entry.id, staged, progress=options.progress)
+            os.rename(staged, options.data / entry.id)
+        except (CorruptArchiveError, SourceDownloadError) as exc:
+            archive.unlink(missing_ok=True)
+            if attempt == 2:
+                detail = exc.detail if isinstance(exc, SourceDownloadError) else str(exc)
+                raise SourceDownloadError(entry.id, f"{detail} (still wrong after fetching {url} again)") from None
+            continue
+        except ArchiveError as exc:
+            archive.unlink(missing_ok=True)
+            raise SourceDownloadError(entry.id, str(exc)) from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        archive.unlink(missing_ok=True)
+        _write_state(options.data, entry.id, {"url": url, "subpath": spec.subpath, "files_verified": files})
+        return files
+    raise AssertionError("unreachable")
+
+
+def archive_path(data: Path, origin: str, url: str, format: str) -> Path:
+    """Where the archive of ``url`` is downloaded to (named by origin and URL, so a new pin starts afresh)."""
+    return data / STATE_DIR / "archives" / f"{origin}-{sha256_bytes(url.encode())[:12]}.{format}"
+
+
+def _download_archive(
+    origin: str, url: str, archive: Path, sha256: str | None, size: int | None, options: PrepareOptions
+) -> None:
+    with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {origin}", disable=not options.progress) as bar:
+        result = download(
+            url, archive, sha256=sha256, max_bytes=options.max_archive_bytes,
+            timeout=options.timeout, retries=options.retries, progress=bar.update,
+        )
+    if not result.ok:
+        raise SourceDownloadError(origin, f"download of {url} failed: {result.reason}: {result.detail}")
+
+
+def verify_files(registry: Registry, origin: str, root: Path, *, progress: bool = False) -> int:
+    """Check every image the origin's manifest names, under ``root``, against its sha256.
+
+    Masks live in the manifests as RLE, so there are no mask files to check. Raises
+    :class:`SourceDownloadError` naming the first mismatches; returns the count checked.
+    """
+    records = [r for r in registry.records([origin]) if r.image.path is not None]
+    errors: list[str] = []
+    for record in tqdm(records, desc=f"verify {origin}", unit="file", disable=not progress):
+        try:
+            read_verified(resolve_in_root(root, record.image.path, record.id), record.image.sha256, record.id)
+        except (RecordFileError, PathEscapeError) as exc:
+            errors.append(str(exc).replace(str(root), f"<{origin}>"))
+    if errors:
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise SourceDownloadError(origin, f"{len(errors)} file(s) differ from the manifest: " + "; ".join(errors[:3]) + more)
+    return len(records)
+
+
+def _state_path(data: Path, origin: str) -> Path:
+    return data / STATE_DIR / f"{origin}.json"
+
+
+def _write_state(data: Path, origin: str, values: dict) -> None:
+    state = {"origin": origin, **values, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path = _state_path(data, origin)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+

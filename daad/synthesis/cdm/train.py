@@ -1,0 +1,241 @@
+"""Train CDM on a CAI output dataset: class tokens by masked textual inversion, and the mask generator.
+
+Reads top to bottom like diffusers' textual-inversion example: arguments, data, frozen
+base model, new tokens, mask generator, optimiser, resume, loop, checkpoints, save.
+
+The loss is the noise-prediction error inside the anomaly mask (AnomalyDiffusion's
+masked loss; ``background_weight`` > 0 adds the rest of the image at that weight), so
+a class token learns what the anomaly looks like, not the domain around it.
+
+Determinism: one CPU ``torch.Generator`` seeded from ``seed`` draws batches, noise and
+timesteps. A checkpoint holds the class rows, the optimiser state, that generator's
+state and the step, so resuming continues the very same run (same losses).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from daad.synthesis.cdm.data import TrainingSet, load_training_set
+from daad.synthesis.cdm.embeddings import ClassTokenEmbedding, add_class_tokens, class_token
+from daad.synthesis.cdm.errors import CDMCheckpointError
+from daad.synthesis.cdm.maskgen import MaskGenerator
+from daad.synthesis.diffusion import BaseModel, fingerprint, load_base, pick_device, torch_generator
+from daad.synthesis.foreground import ForegroundExtractor
+
+PROMPT = "a photo of {token}"
+CONFIG_FILE = "cdm.json"
+EMBEDDINGS_DIR = "embeddings"
+MASKGEN_FILE = "maskgen.npz"
+STATE_FILE = "state.pt"
+CHECKPOINTS_DIR = "checkpoints"
+ENCODE_CHUNK = 8
+PRECISIONS = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: Path
+    """A CAI output dataset folder (``daad synth cai`` output) of one target domain."""
+    base_model: str
+    """A local diffusers folder (SD-1.5 style) or a hub id."""
+    output: Path
+    classes: tuple[str, ...] | None = None
+    """Classes to learn (CDM-5 style subset); all classes present when ``None`` (CDM-8)."""
+    resolution: int = 512
+    steps: int = 3000
+    learning_rate: float = 5e-3
+    batch_size: int = 4
+    seed: int = 0
+    mixed_precision: str = "no"
+    """``no``, ``fp16`` or ``bf16`` (CUDA only)."""
+    checkpoint_every: int = 500
+    resume: bool = False
+    """Continue from the latest checkpoint under ``output``."""
+    background_weight: float = 0.0
+    prompt: str = PROMPT
+    foreground: str = "auto"
+    """Foreground method for the CAI images (where masks sit on the object)."""
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed precision must be one of {tuple(PRECISIONS)}, got {self.mixed_precision!r}")
+        if "{token}" not in self.prompt:
+            raise ValueError(f"the prompt template must contain '{{token}}', got {self.prompt!r}")
+        if self.resolution % 8 or self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("resolution must be a multiple of 8; steps, batch size and checkpoint interval positive")
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    losses: list[float] = field(default_factory=list)
+    """Loss of every step of the run, resumed steps included."""
+    fingerprint: str = ""
+    base: BaseModel | None = None
+    """The base model as trained (frozen weights), for inspection."""
+    tokens: ClassTokenEmbedding | None = None
+    """The trained class rows."""
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+    output = Path(config.output)
+    device = pick_device(config.device)
+    if config.mixed_precision != "no" and device.type != "cuda":
+        raise ValueError(f"mixed precision {config.mixed_precision} needs CUDA, the device is {device}")
+    weight_dtype = PRECISIONS[config.mixed_precision]
+
+    # Data: the CAI rows of the chosen classes, at the training resolution.
+    data = load_training_set(config.data, config.resolution, config.classes)
+
+    # Models: the frozen base, with one new token per class in the text encoder.
+    base = require_text_to_image(load_base(config.base_model, device=device, dtype=weight_dtype))
+    base.text_encoder.to(torch.float32)
+    tokens = add_class_tokens(base.tokenizer, base.text_encoder, data.classes)
+    tokens.to(device)
+    prompts = [config.prompt.format(token=class_token(c)) for c in data.classes]
+
+    # The mask generator: the distribution of the CAI masks on their objects.
+    foreground = ForegroundExtractor(config.foreground)
+    maskgen = MaskGenerator.fit(
+        data.full_masks,
+        [foreground(f"row-{i}", image) for i, image in enumerate(data.full_images)],
+        [data.classes[i] for i in data.labels],
+    )
+
+    # Latents of every training image (frozen VAE: encoded once, in a fixed order).
+    latents, latent_masks = _encode(base, data, config.seed, progress)
+
+    optimizer = torch.optim.AdamW([tokens.rows], lr=config.learning_rate)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.mixed_precision == "fp16")
+    generator = torch_generator(config.seed)
+    result = TrainResult(output, base=base, tokens=tokens)
+    start = 0
+    if config.resume:
+        start = _resume(output, tokens, optimizer, scaler, generator, result)
+    elif latest_checkpoint(output) is not None:
+        raise CDMCheckpointError(f"{output} already holds checkpoints: resume them or train into a new folder")
+
+    output.mkdir(parents=True, exist_ok=True)
+    maskgen.save(output / MASKGEN_FILE)
+    _write_config(output, config, data)
+
+    scheduler = base.noise_scheduler
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="cdm train", disable=not progress)
+    for step in bar:
+        idx = torch.randint(len(data), (config.batch_size,), generator=generator)
+        noise = torch.randn((config.batch_size, *latents.shape[1:]), generator=generator).to(device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (config.batch_size,), generator=generator).to(device)
+        clean = latents[idx].to(device)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(clean, noise, timesteps)
+        weights = latent_masks[idx].to(device)
+        weights = weights + config.background_weight * (1 - weights)
+        with torch.autocast(device.type, dtype=weight_dtype, enabled=config.mixed_precision != "no"):
+            hidden = base.encode_prompts([prompts[data.labels[i]] for i in idx.tolist()])
+            prediction = base.unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype)).sample
+        loss = masked_mse(prediction.float(), target.float(), weights)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        result.losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            _save_checkpoint(output / CHECKPOINTS_DIR / f"step-{step + 1:07d}", tokens, optimizer, scaler, generator, result)
+
+    files = tokens.save(output / EMBEDDINGS_DIR)
+    result.fingerprint = fingerprint([*files, output / MASKGEN_FILE])
+    return result
+
+
+def require_text_to_image(base: BaseModel) -> BaseModel:
+    """CDM inpaints by latent blending, so the UNet must take plain latents (not an inpainting UNet)."""
+    channels = base.unet.config.in_channels
+    if channels != base.vae.config.latent_channels:
+        raise CDMCheckpointError(
+            f"base model {base.source}: UNet takes {channels} input channels; CDM needs a text-to-image "
+            f"UNet ({base.vae.config.latent_channels} channels), not an inpainting one"
+        )
+    return base
+
+
+def masked_mse(prediction: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean squared error weighted per latent pixel (``weights`` is ``B x 1 x h x w``)."""
+    error = F.mse_loss(prediction, target, reduction="none") * weights
+    return error.sum() / (weights.sum() * prediction.shape[1]).clamp(min=1.0)
+
+
+@torch.no_grad()
+def _encode(base: BaseModel, data: TrainingSet, seed: int, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch_generator(seed)
+    chunks = []
+    everything = torch.arange(len(data))
+    for part in tqdm(everything.split(ENCODE_CHUNK), desc="encode", disable=not progress):
+        chunks.append(base.encode_images(data.pixels(part), generator).float().cpu())
+    latents = torch.cat(chunks)
+    masks = torch.from_numpy(data.masks).unsqueeze(1).float()
+    # a latent pixel belongs to the anomaly when any of the pixels it covers does
+    latent_masks = F.adaptive_max_pool2d(masks, latents.shape[-2:])
+    return latents, latent_masks
+
+
+def _save_checkpoint(folder: Path, tokens: ClassTokenEmbedding, optimizer, scaler, generator: torch.Generator, result: TrainResult) -> None:
+    tmp = folder.with_name(folder.name + ".tmp")
+    tokens.save(tmp / EMBEDDINGS_DIR)
+    state = {
+        "step": len(result.losses),
+        "losses": result.losses,
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "generator": generator.get_state(),
+    }
+    torch.save(state, tmp / STATE_FILE)
+    tmp.replace(folder)
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    found = sorted((Path(output) / CHECKPOINTS_DIR).glob("step-*[0-9]"))
+    return found[-1] if found else None
+
+
+def _resume(output: Path, tokens: ClassTokenEmbedding, optimizer, scaler, generator: torch.Generator, result: TrainResult) -> int:
+    folder = latest_checkpoint(output)
+    if folder is None:
+        raise CDMCheckpointError(f"nothing to resume: no checkpoint under {output / CHECKPOINTS_DIR}")
+    tokens.load(folder / EMBEDDINGS_DIR)
+    state = torch.load(folder / STATE_FILE, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    generator.set_state(state["generator"])
+    result.losses[:] = state["losses"]
+    return int(state["step"])
+
+
+def _write_config(output: Path, config: TrainConfig, data: TrainingSet) -> None:
+    """What sampling needs besides the weights, and the provenance every sample inherits."""
+    info = {
+        "base_model": str(config.base_model),
+        "classes": list(data.classes),
+        "tokens": {c: class_token(c) for c in data.classes},
+        "prompt": config.prompt,
+        "resolution": config.resolution,
+        "training": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k not in ("output", "resume", "device")},
+        "training_rows": {c: int(np.sum(data.labels == i)) for i, c in enumerate(data.classes)},
+        "trained_on": {
+            "dataset": str(config.data),
+            "generator": data.info.get("generator"),
+            "evaluation": data.info.get("evaluation"),
+            "licences": sorted(data.info.get("licences", {})),
+        },
+        "source_ids": data.source_ids,
+    }
+    (output / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,111 @@
+"""A DualAnoDiff checkpoint folder: trainable weights (safetensors) + what they were trained on.
+
+``dualanodiff_layers.safetensors`` holds every processor's LoRA sets, SAIM and BCM weights;
+``text_encoder_lora.safetensors`` the optional text-encoder LoRA (peft); ``dualanodiff.json`` the :class:`DualConfig`, prompts, base model, resolution, class,
+training ids and licences, the few-shot split when there was one, and the step. The
+fingerprint of a checkpoint is the sha256 of its weight files
+(:func:`daad.synthesis.diffusion.fingerprint`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from daad.errors import DaadError
+from daad.synthesis.diffusion import fingerprint
+from daad.synthesis.dualanodiff.attention import DualConfig
+
+WEIGHTS_FILE = "dualanodiff_layers.safetensors"
+TEXT_ENCODER_FILE = "text_encoder_lora.safetensors"
+TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+CONFIG_FILE = "dualanodiff.json"
+
+
+class CheckpointError(DaadError):
+    """A checkpoint folder is missing or does not match the model it is loaded into."""
+
+
+@dataclass(frozen=True)
+class Prompts:
+    """Nested prompts: the whole image names the rare token the part prompt is made of."""
+
+    whole: str = "a vfx with sks"
+    part: str = "sks"
+
+
+@dataclass
+class CheckpointInfo:
+    base_model: str
+    dual: DualConfig
+    prompts: Prompts
+    resolution: int
+    anomaly_class: str | None
+    training_ids: list[str]
+    source_ids: list[str]
+    licences: dict[str, str] = field(default_factory=dict)
+    split: dict | None = None
+    step: int = 0
+    text_encoder_lora: bool = False
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict) -> CheckpointInfo:
+        return cls(**obj | {"dual": DualConfig(**obj["dual"]), "prompts": Prompts(**obj["prompts"])})
+
+
+def add_text_encoder_lora(text_encoder: nn.Module, rank: int) -> None:
+    """A peft LoRA on the text encoder's attention projections (trainable, the rest stays frozen)."""
+    from peft import LoraConfig
+
+    text_encoder.add_adapter(
+        LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(TEXT_ENCODER_TARGETS))
+    )
+
+
+def save_checkpoint(folder: Path, layers: nn.ModuleDict, info: CheckpointInfo, text_encoder: nn.Module | None = None) -> str:
+    """Write weights (and the text-encoder LoRA when trained) and info into ``folder``; return the fingerprint."""
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in layers.state_dict().items()}
+    save_file(state, folder / WEIGHTS_FILE)
+    if info.text_encoder_lora:
+        from peft.utils import get_peft_model_state_dict
+
+        lora = get_peft_model_state_dict(text_encoder, save_embedding_layers=False)
+        save_file({k: v.detach().contiguous().cpu() for k, v in lora.items()}, folder / TEXT_ENCODER_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return checkpoint_fingerprint(folder)
+
+
+def read_info(folder: Path) -> CheckpointInfo:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a DualAnoDiff checkpoint: {CONFIG_FILE} is missing")
+    return CheckpointInfo.from_json(json.loads(path.read_text(encoding="utf-8")))
+
+
+def load_weights(folder: Path, layers: nn.ModuleDict, text_encoder: nn.Module | None = None) -> None:
+    """Load saved weights into installed processors (and an adapted text encoder); every key must match."""
+    path = Path(folder) / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}")
+    missing, unexpected = layers.load_state_dict(load_file(path), strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    if text_encoder is not None:
+        from peft.utils import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(text_encoder, load_file(Path(folder) / TEXT_ENCODER_FILE))
+        if result.unexpected_keys:
+            raise CheckpointError(f"{folder / TEXT_ENCODER_FILE} does not match: {result.unexpected_keys[:3]}")
+
+
+def checkpoint_fingerprint(folder: Path) -> str:
+    """sha256 over the checkpoint's weight files (processors, and the text-encoder LoRA if any)."""
+    return fingerprint(p for p in (Path(folder) / WEIGHTS_FILE, Path(folder) / TEXT_ENCODER_FILE) if p.is_file())

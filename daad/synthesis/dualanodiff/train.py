@@ -1,0 +1,174 @@
+"""Train DualAnoDiff on (anomaly image, mask) pairs, in the order of diffusers' train_dreambooth_lora.py.
+
+1. arguments (:class:`TrainConfig`, the paper's defaults: 512 px, 5000 steps, batch 4, lr 2e-5, rank 32);
+2. the base model loaded and frozen, the dual-branch processors installed (the only trainables);
+3. the data: I, I_a = I × M_a and I_b = (1 − M_f) × I, resized once;
+4. the loop: both branches of a pair share a timestep and get independent noise, the
+   background (BCM) is noised to the same timestep and run first, the loss is the ε-MSE of
+   both branches (Eq. 4/6); checkpoints every ``checkpointing_steps``, resumable;
+5. the final weights and their fingerprint saved in ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from daad.synthesis.diffusion import BaseModel, load_base, pick_device, torch_generator
+from daad.synthesis.dualanodiff.attention import DualConfig, capturing_background, clear_background, install
+from daad.synthesis.dualanodiff.checkpoint import (
+    CheckpointInfo,
+    Prompts,
+    add_text_encoder_lora,
+    load_weights,
+    read_info,
+    save_checkpoint,
+)
+from daad.synthesis.dualanodiff.data import FewShotSplit, TrainingPair, prepare
+from daad.synthesis.dualanodiff.pipeline import pair_embeddings
+from daad.synthesis.foreground import ForegroundExtractor
+
+OPTIMIZER_FILE = "optimizer.pt"
+RNG_FILE = "rng.pt"
+
+
+@dataclass
+class TrainConfig:
+    base_model: str
+    output_dir: Path
+    resolution: int = 512
+    max_train_steps: int = 5000
+    train_batch_size: int = 4
+    learning_rate: float = 2e-5
+    rank: int = 32
+    saim: bool = True
+    bcm: bool = True
+    gamma_init: float = 0.1
+    train_text_encoder: bool = False
+    """Also train a peft LoRA (same rank) on the text encoder, as the paper's trainable τθ."""
+    prompts: Prompts = field(default_factory=Prompts)
+    flip: bool = True
+    seed: int = 0
+    checkpointing_steps: int = 500
+    resume: bool = False
+    foreground: str = "auto"
+    rembg_model: Path | None = None
+    device: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    fingerprint: str
+    step: int
+    losses: list[float]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The ``checkpoint-<step>`` folder with the highest step, if any."""
+    found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*") if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    return max(found)[1] if found else None
+
+
+def train(
+    config: TrainConfig, pairs: Sequence[TrainingPair], split: FewShotSplit | None = None, base: BaseModel | None = None
+) -> TrainResult:
+    """Train on ``pairs`` and save to ``config.output_dir``; ``base``: an already loaded base model to reuse."""
+    # 1. models: frozen base, trainable dual-branch processors
+    device = pick_device(config.device)
+    base = base or load_base(config.base_model, device=device)
+    device = base.unet.device
+    dual = DualConfig(rank=config.rank, saim=config.saim, bcm=config.bcm, gamma_init=config.gamma_init)
+    layers = install(base.unet, dual)
+    layers.train()
+    trainable = list(layers.parameters())
+    if config.train_text_encoder:
+        add_text_encoder_lora(base.text_encoder, config.rank)
+        trainable += [p for p in base.text_encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
+    generator = torch_generator(config.seed)
+    info = CheckpointInfo(
+        base_model=base.source,
+        dual=dual,
+        prompts=config.prompts,
+        resolution=config.resolution,
+        anomaly_class=pairs[0].anomaly_class,
+        training_ids=[p.id for p in pairs],
+        source_ids=sorted({s for p in pairs for s in p.source_ids}),
+        licences={s: p.licence for p in pairs for s in p.source_ids},
+        split=split.to_json() if split else None,
+        text_encoder_lora=config.train_text_encoder,
+    )
+    text_encoder = base.text_encoder if config.train_text_encoder else None
+
+    # 2. data
+    data = prepare(pairs, config.resolution, ForegroundExtractor(config.foreground, config.rembg_model))
+    with torch.no_grad():
+        fixed_embeddings = pair_embeddings(base, config.prompts, config.train_batch_size)
+
+    # 3. resume
+    step = 0
+    resume_from = latest_checkpoint(config.output_dir) if config.resume else None
+    if resume_from is not None:
+        load_weights(resume_from, layers, text_encoder)
+        optimizer.load_state_dict(torch.load(resume_from / OPTIMIZER_FILE, weights_only=True))
+        generator.set_state(torch.load(resume_from / RNG_FILE, weights_only=True))
+        step = read_info(resume_from).step
+
+    # 4. loop
+    losses: list[float] = []
+    bar = tqdm(total=config.max_train_steps, initial=step, desc="dualanodiff train", disable=not config.progress)
+    scheduler = base.noise_scheduler
+    while step < config.max_train_steps:
+        index = torch.randint(len(pairs), (config.train_batch_size,), generator=generator)
+        whole, part, background = data.whole[index], data.part[index], data.background[index]
+        if config.flip:
+            flip = (torch.rand(len(index), generator=generator) < 0.5).view(-1, 1, 1, 1)
+            whole, part, background = (torch.where(flip, x.flip(-1), x) for x in (whole, part, background))
+        with torch.no_grad():
+            latents = base.encode_images(torch.stack([whole, part], dim=1).flatten(0, 1), generator)
+            background_latents = base.encode_images(background, generator) if dual.bcm else None
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        timesteps = torch.randint(scheduler.config.num_train_timesteps, (len(index),), generator=generator).to(device)
+        pair_timesteps = timesteps.repeat_interleave(2)
+        embeddings = pair_embeddings(base, config.prompts, len(index)) if text_encoder is not None else fixed_embeddings
+        noisy = scheduler.add_noise(latents, noise, pair_timesteps)
+
+        if background_latents is not None:
+            background_noise = torch.randn(background_latents.shape, generator=generator).to(device)
+            with capturing_background(layers):
+                base.unet(scheduler.add_noise(background_latents, background_noise, timesteps), timesteps, embeddings[0::2])
+        prediction = base.unet(noisy, pair_timesteps, embeddings).sample
+        if scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, pair_timesteps)
+        else:
+            target = noise
+        loss = F.mse_loss(prediction.float(), target.float())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        clear_background(layers)
+
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if config.checkpointing_steps and step % config.checkpointing_steps == 0 and step < config.max_train_steps:
+            folder = Path(config.output_dir) / f"checkpoint-{step}"
+            info.step = step
+            save_checkpoint(folder, layers, info, text_encoder)
+            torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+            torch.save(generator.get_state(), folder / RNG_FILE)
+    bar.close()
+
+    # 5. save
+    info.step = step
+    fingerprint = save_checkpoint(Path(config.output_dir), layers, info, text_encoder)
+    return TrainResult(Path(config.output_dir), fingerprint, step, losses)

@@ -1,0 +1,108 @@
+"""Poisson-editing injection and the difference mask, shared by CAI and NSA.
+
+Pure array functions (no file I/O): :func:`clone_patch` pastes a source patch into a
+target with ``cv2.seamlessClone`` (normal or mixed mode) so that the patch's box is
+centred on a given location, and :func:`difference_mask` is the paper's Eq. 4 (after
+NSA): the grey-level difference between result and target, thresholded, then
+median-filtered.
+
+``cv2.seamlessClone`` erodes the mask it is given (3 x 3 kernel, 3 iterations) before
+taking the source gradients, which erases thin patterns (cracks, scratches) entirely;
+hence the mask is closed and then dilated by ``DILATE_KERNEL`` (radius 5 > 3) first,
+leaving a thin band of source pixels around the pattern.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CLONE_FLAGS = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}
+CLOSE_KERNEL = 5
+DILATE_KERNEL = 11
+
+
+def clone_margin(dilate_kernel: int) -> int:
+    """Pixels the clone region (dilated mask) extends beyond the patch box on each side."""
+    return dilate_kernel // 2
+
+
+def prepare_clone(
+    patch: np.ndarray, mask: np.ndarray, close_kernel: int, dilate_kernel: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The padded source and its closed + dilated clone mask (0/255), and the padding.
+
+    ``mask`` touches all four edges of ``patch`` (a crop to its box), so the dilated
+    mask's box is the patch box grown by ``dilate_kernel // 2`` on every side and
+    ``cv2.seamlessClone`` centres it exactly where the patch box is centred.
+    """
+    pad = clone_margin(dilate_kernel) + 1
+    src = cv2.copyMakeBorder(patch, pad, pad, pad, pad, cv2.BORDER_REFLECT_101)
+    m = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    if close_kernel > 1:
+        m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close_kernel,) * 2))
+    if dilate_kernel > 1:
+        m = cv2.dilate(m, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (dilate_kernel,) * 2))
+    return src, (m > 0).astype(np.uint8) * 255, pad
+
+
+def clone_patch(
+    target: np.ndarray,
+    patch: np.ndarray,
+    mask: np.ndarray,
+    centre: tuple[int, int],
+    mode: str,
+    *,
+    close_kernel: int = CLOSE_KERNEL,
+    dilate_kernel: int = DILATE_KERNEL,
+) -> np.ndarray:
+    """``target`` with ``patch`` Poisson-blended so its box is centred on ``centre`` (x, y).
+
+    The patch box spans ``[cx - w // 2, cx - w // 2 + w)`` horizontally (likewise
+    vertically); the caller guarantees the clone box (patch box grown by
+    :func:`clone_margin`) lies inside ``target``.
+    """
+    src, clone_mask, pad = prepare_clone(patch, mask, close_kernel, dilate_kernel)
+    x, y, w, h = cv2.boundingRect(clone_mask)
+    h0, w0 = patch.shape[:2]
+    # seamlessClone puts the clone box's top-left at (p - size // 2); align the patch box.
+    px = centre[0] - w0 // 2 - (pad - x) + w // 2
+    py = centre[1] - h0 // 2 - (pad - y) + h // 2
+    return cv2.seamlessClone(src, target, clone_mask, (int(px), int(py)), CLONE_FLAGS[mode])
+
+
+def select_location(
+    foreground: np.ndarray, size: tuple[int, int], margin: int, rng: np.random.Generator
+) -> tuple[int, int] | None:
+    """A uniform draw among foreground pixels where a ``size`` box (+ ``margin``) fits, else ``None``.
+
+    The legal centres form one rectangle of the image; candidates are the foreground
+    pixels in it (array slice, no per-pixel loop).
+    """
+    height, width = foreground.shape
+    w, h = size
+    x0, y0 = w // 2 + margin, h // 2 + margin
+    x1, y1 = width - w + w // 2 - margin, height - h + h // 2 - margin
+    if x1 < x0 or y1 < y0:
+        return None
+    window = foreground[y0 : y1 + 1, x0 : x1 + 1]
+    candidates = np.flatnonzero(window)
+    if candidates.size == 0:
+        return None
+    k = int(candidates[rng.integers(candidates.size)])
+    return x0 + k % window.shape[1], y0 + k // window.shape[1]
+
+
+def grey(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) if image.ndim == 3 else image
+
+
+def difference_mask(result: np.ndarray, target: np.ndarray, threshold: int = 7, median: int = 7) -> np.ndarray:
+    """0/1 mask: ``|grey(result) - grey(target)| > threshold``, median-filtered (Eq. 4)."""
+    binary = (cv2.absdiff(grey(result), grey(target)) > threshold).astype(np.uint8)
+    return cv2.medianBlur(binary, median) if median > 1 else binary
+
+
+def keep_inside(result: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """``result`` where ``region`` is non-zero, ``target`` elsewhere."""
+    return np.where(region[..., None].astype(bool), result, target)

@@ -1,0 +1,1 @@
+"""Test helpers: small real components built on the fly (no downloads)."""

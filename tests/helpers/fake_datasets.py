@@ -1,0 +1,244 @@
+"""Small fake copies of published dataset layouts, one writer per layout.
+
+Each writer reproduces the release's folder names, file naming, image formats and mask
+conventions (VisA's small-integer masks, LOCO's several masks per image, DAGM's weak
+ellipses and ``Labels.txt``, KolektorSDD's ``_label.bmp`` ...) with tiny images, and
+returns what a loader must find in it. Every pixel comes from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+SIZE = 32
+
+
+@dataclass
+class Expected:
+    """What a fake tree holds: anomalous records by native label, normals, skipped by reason."""
+
+    records: dict[str, int] = field(default_factory=dict)
+    normals: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.records.values())
+
+
+def _image(path: Path, seed: int, *, mode: str = "RGB", size: tuple[int, int] = (SIZE, SIZE)) -> None:
+    rng = np.random.default_rng(seed)
+    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(path)
+
+
+def blob(seed: int, size: tuple[int, int] = (SIZE, SIZE)) -> np.ndarray:
+    """A 0/1 mask with one filled rectangle placed by ``seed``."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((size[1], size[0]), np.uint8)
+    y, x = rng.integers(2, size[1] // 2), rng.integers(2, size[0] // 2)
+    mask[y : y + 6, x : x + 8] = 1
+    return mask
+
+
+def _mask(path: Path, mask: np.ndarray, value: int = 255) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((mask * value).astype(np.uint8), "L").save(path)
+
+
+def write_mtd(root: Path) -> Expected:
+    """``MT_<Type>/Imgs/<name>.jpg`` + same-name ``.png``; ``MT_Free`` normals (with empty masks)."""
+    seed = 0
+    for kind, n in (("Blowhole", 2), ("Break", 1), ("Crack", 1), ("Fray", 1), ("Uneven", 1)):
+        for i in range(n):
+            seed += 1
+            name = f"exp{i}_num_{seed}"
+            _image(root / f"MT_{kind}" / "Imgs" / f"{name}.jpg", seed, mode="L")
+            _mask(root / f"MT_{kind}" / "Imgs" / f"{name}.png", blob(seed))
+    _image(root / "MT_Crack" / "Imgs" / "exp9_num_99.jpg", 99, mode="L")  # its mask is missing
+    for i in range(3):
+        _image(root / "MT_Free" / "Imgs" / f"exp0_num_{100 + i}.jpg", 100 + i, mode="L")
+        _mask(root / "MT_Free" / "Imgs" / f"exp0_num_{100 + i}.png", np.zeros((SIZE, SIZE), np.uint8))
+    return Expected({"Blowhole": 2, "Break": 1, "Crack": 1, "Fray": 1, "Uneven": 1}, 3, {"no_annotation": 1})
+
+
+def _mvtec_like(root: Path, layout: dict[str, dict[str, int]], normals: int) -> Expected:
+    expected = Expected()
+    seed = 0
+    for category, types in layout.items():
+        for i in range(normals):
+            _image(root / category / "train" / "good" / f"{i:03d}.png", 1000 + i)
+        _image(root / category / "test" / "good" / "000.png", 2000)
+        for kind, n in types.items():
+            for i in range(n):
+                seed += 1
+                _image(root / category / "test" / kind / f"{i:03d}.png", seed)
+                _mask(root / category / "ground_truth" / kind / f"{i:03d}_mask.png", blob(seed))
+            expected.records[f"{category}/{kind}"] = n
+        expected.normals += normals + 1
+    return expected
+
+
+def write_mvtec_ad(root: Path) -> Expected:
+    """``<cat>/train/good``, ``<cat>/test/<type>``, ``<cat>/ground_truth/<type>/NNN_mask.png``."""
+    return _mvtec_like(
+        root,
+        {"bottle": {"broken_large": 2, "contamination": 1}, "cable": {"bent_wire": 1, "poke_insulation": 1},
+         "transistor": {"misplaced": 1}},
+        normals=2,
+    )
+
+
+def write_mpdd(root: Path) -> Expected:
+    """MPDD is published in the MVTec AD layout."""
+    return _mvtec_like(root, {"bracket_black": {"hole": 1, "scratches": 2}, "connector": {"parts_mismatch": 1}}, 1)
+
+
+def write_visa(root: Path) -> Expected:
+    """``<cat>/Data/Images/{Normal,Anomaly}/NNNN.JPG``, masks with values 1, 2 (not 255), ``split_csv/1cls.csv``."""
+    rows = []
+    for c, category in enumerate(("candle", "pcb1")):
+        for i in range(3):
+            rel = f"{category}/Data/Images/Normal/{i:04d}.JPG"
+            _image(root / rel, 10 * c + i)
+            rows.append((category, "train" if i < 2 else "test", "normal", rel, ""))
+        for i in range(2):
+            rel = f"{category}/Data/Images/Anomaly/{i:03d}.JPG"
+            mrel = f"{category}/Data/Masks/Anomaly/{i:03d}.png"
+            _image(root / rel, 50 + 10 * c + i)
+            mask = blob(c * 7 + i) + 2 * np.roll(blob(c * 7 + i + 3), 12, axis=1).clip(0, 1)  # two instances: 1 and 2
+            _mask(root / mrel, mask.clip(0, 2), value=1)
+            rows.append((category, "test", "anomaly", rel, mrel))
+    (root / "split_csv").mkdir(parents=True, exist_ok=True)
+    with open(root / "split_csv" / "1cls.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("object", "split", "label", "image", "mask"))
+        writer.writerows(rows)
+    return Expected({"candle": 2, "pcb1": 2}, 6)
+
+
+def write_ksdd2(root: Path) -> Expected:
+    """``{train,test}/NNNNN.png`` + ``NNNNN_GT.png``; all-zero GT = normal."""
+    n = 0
+    for split, (bad, good) in (("train", (2, 3)), ("test", (1, 2))):
+        for i in range(bad + good):
+            n += 1
+            _image(root / split / f"{n:05d}.png", n, size=(SIZE, 2 * SIZE))
+            mask = blob(n, (SIZE, 2 * SIZE)) if i < bad else np.zeros((2 * SIZE, SIZE), np.uint8)
+            _mask(root / split / f"{n:05d}_GT.png", mask)
+    return Expected({"defect": 3}, 5)
+
+
+def write_btad(root: Path) -> Expected:
+    """``<product>/{train,test}/ok``, ``test/ko``, ``ground_truth/ko/NNNN.png``; product 03 has BMP images."""
+    for p, product in enumerate(("01", "03")):
+        ext = ".bmp" if product == "03" else ".png"
+        for split in ("train", "test"):
+            _image(root / product / split / "ok" / f"{p:04d}{ext}", 300 + p)
+        for i in range(2):
+            _image(root / product / "test" / "ko" / f"{i:04d}{ext}", 400 + 10 * p + i)
+            _mask(root / product / "ground_truth" / "ko" / f"{i:04d}.png", blob(400 + i))
+    return Expected({"01/ko": 2, "03/ko": 2}, 4)
+
+
+def write_mvtec_loco(root: Path) -> Expected:
+    """``<cat>/test/<type>/NNN.png`` with ``ground_truth/<type>/NNN/000.png, 001.png ...`` (one per defect)."""
+    for category in ("breakfast_box", "pushpins"):
+        for split in ("train", "validation", "test"):
+            _image(root / category / split / "good" / "000.png", 500)
+        for k, kind in enumerate(("logical_anomalies", "structural_anomalies")):
+            for i in range(2):
+                _image(root / category / "test" / kind / f"{i:03d}.png", 600 + 10 * k + i)
+                for d in range(i + 1):  # 000: one defect, 001: two defects
+                    _mask(root / category / "ground_truth" / kind / f"{i:03d}" / f"{d:03d}.png", blob(700 + 3 * d + i))
+    return Expected({f"{c}/{k}": 2 for c in ("breakfast_box", "pushpins")
+                     for k in ("logical_anomalies", "structural_anomalies")}, 6)
+
+
+def write_dagm2007(root: Path) -> Expected:
+    """``Class<k>/<Split>/NNNN.PNG``, ``Label/NNNN_label.PNG`` (a filled ellipse) and ``Label/Labels.txt``."""
+    for k in (1, 2):
+        for split in ("Train", "Test"):
+            folder = root / f"Class{k}" / split
+            lines = ["1"]
+            for i in range(3):
+                name = f"{i:04d}.PNG"
+                _image(folder / name, 800 + 10 * k + i, mode="L")
+                if i == 0:  # the only defective image of the folder
+                    ellipse = np.zeros((SIZE, SIZE), np.uint8)
+                    cv2.ellipse(ellipse, (16, 16), (9, 4), 30, 0, 360, 1, thickness=-1)
+                    _mask(folder / "Label" / f"{i:04d}_label.PNG", ellipse)
+                    lines.append(f"{i + 1}\t1\t{name}\t0\t{i:04d}_label.PNG")
+                else:
+                    lines.append(f"{i + 1}\t0\t{name}\t0\t")
+            (folder / "Label").mkdir(parents=True, exist_ok=True)
+            (folder / "Label" / "Labels.txt").write_text("\n".join(lines) + "\n")
+    return Expected({"Class1": 2, "Class2": 2}, 8)
+
+
+def write_kolektorsdd_original(root: Path) -> Expected:
+    """``kosNN/PartK.jpg`` + ``PartK_label.bmp`` (all zero for a defect-free part)."""
+    for n in (1, 2):
+        for k in range(3):
+            _image(root / f"kos{n:02d}" / f"Part{k}.jpg", 900 + 10 * n + k, mode="L", size=(SIZE, 2 * SIZE))
+            defect = k == 0
+            label = blob(900 + n, (SIZE, 2 * SIZE)) if defect else np.zeros((2 * SIZE, SIZE), np.uint8)
+            path = root / f"kos{n:02d}" / f"Part{k}_label.bmp"
+            Image.fromarray(label * 255, "L").save(path)
+    return Expected({"defect": 2}, 4)
+
+
+def write_folder(root: Path) -> Expected:
+    """A user's collection: PNG masks, a COCO file, LabelMe and EISeg JSON, one image without a mask."""
+    rows = [("image", "class", "source", "licence", "url", "note", "mask")]
+    # 1: PNG mask named in the metadata
+    _image(root / "images" / "a.jpg", 1)
+    _mask(root / "labels" / "a_mask.png", blob(1))
+    rows.append(("images/a.jpg", "crack", "online_search", "CC-BY-4.0", "https://example.org/a.jpg", "", "labels/a_mask.png"))
+    # 2: masks/<stem>.png by convention
+    _image(root / "images" / "b.png", 2)
+    _mask(root / "masks" / "b.png", blob(2))
+    rows.append(("images/b.png", "stain", "reality_photo", "", "", "own photo", ""))
+    # 3: COCO polygons (two instances)
+    _image(root / "images" / "c.jpg", 3)
+    coco = {
+        "images": [{"id": 7, "file_name": "images/c.jpg", "width": SIZE, "height": SIZE}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "category_id": 1, "segmentation": [[2, 2, 12, 2, 12, 10, 2, 10]]},
+            {"id": 2, "image_id": 7, "category_id": 1, "segmentation": [[20, 20, 28, 20, 28, 28]]},
+        ],
+        "categories": [{"id": 1, "name": "hole"}],
+    }
+    (root / "annotations.json").write_text(json.dumps(coco))
+    rows.append(("images/c.jpg", "hole", "", "", "", "", ""))
+    # 4: LabelMe JSON beside the image (polygon + rectangle)
+    _image(root / "images" / "d.jpg", 4)
+    labelme = {"imageWidth": SIZE, "imageHeight": SIZE, "imagePath": "d.jpg", "shapes": [
+        {"label": "scratch", "shape_type": "polygon", "points": [[1, 1], [10, 1], [10, 4]]},
+        {"label": "scratch", "shape_type": "rectangle", "points": [[15, 15], [25, 20]]},
+    ]}
+    (root / "images" / "d.json").write_text(json.dumps(labelme))
+    rows.append(("images/d.jpg", "scratch", "", "", "", "", ""))
+    # 5: EISeg JSON named in the metadata
+    _image(root / "images" / "e.jpg", 5)
+    eiseg = [{"name": "pits", "labelIdx": 1, "color": [255, 0, 0], "points": [[4, 4], [14, 4], [14, 14], [4, 14]]}]
+    (root / "labels" / "e.json").write_text(json.dumps(eiseg))
+    rows.append(("images/e.jpg", "pits", "", "", "", "", "labels/e.json"))
+    # 6: no mask yet -> needs_mask
+    _image(root / "images" / "f.jpg", 6)
+    rows.append(("images/f.jpg", "abrasion", "", "", "", "", ""))
+    # 7: a class that is not DAAD's, 8: an image that is not there
+    rows.append(("images/a.jpg", "dent", "", "", "", "", ""))
+    rows.append(("images/missing.jpg", "crack", "", "", "", "", ""))
+    with open(root / "metadata.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return Expected({"crack": 1, "stain": 1, "hole": 1, "scratch": 1, "pits": 1, "abrasion": 1}, 0,
+                    {"bad_metadata": 1, "missing": 1})

@@ -1,0 +1,135 @@
+"""Loaders of sources not in ../shared/data, on fake trees shaped like their releases."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from daad.catalogue import Catalogue
+from daad.ingest import ingest
+from daad.loaders import get_loader
+from daad.loaders.base import Skipped
+from daad.manifest import default_manifests_dir, read_manifest
+from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Source, Status
+from helpers import fake_datasets as fake
+
+CATALOGUE = Catalogue.load(default_manifests_dir())
+
+WRITERS = {
+    "mtd": fake.write_mtd,
+    "mvtec_ad": fake.write_mvtec_ad,
+    "mpdd": fake.write_mpdd,
+    "visa": fake.write_visa,
+    "ksdd2": fake.write_ksdd2,
+    "btad": fake.write_btad,
+    "mvtec_loco": fake.write_mvtec_loco,
+    "dagm2007": fake.write_dagm2007,
+    "kolektorsdd": fake.write_kolektorsdd_original,
+    "folder": fake.write_folder,
+}
+
+
+def _split(items):
+    records, skipped = [], Counter()
+    for item in items:
+        if isinstance(item, Skipped):
+            skipped[item.reason] += 1
+        else:
+            records.append(item)
+    return records, skipped
+
+
+@pytest.mark.parametrize("origin", sorted(WRITERS))
+def test_loader_reads_its_published_layout(tmp_path, origin):
+    expected = WRITERS[origin](tmp_path / origin)
+    loader = get_loader(origin)
+    records, skipped = _split(loader.iter_records(tmp_path / origin))
+    normals = list(loader.iter_normals(tmp_path / origin))
+
+    assert Counter(r.native_label for r in records) == expected.records
+    assert skipped == expected.skipped
+    assert len(normals) == expected.normals and all(n.path.is_file() for n in normals)
+    assert not {r.id for r in records} & {n.id for n in normals}
+    entry = CATALOGUE[origin]
+    for record in records:
+        assert record.id.startswith(f"{origin}/") and record.origin == origin
+        assert record.anomaly_class == entry.map_class(record.native_label)
+        assert (tmp_path / origin / record.image.path).is_file()
+        if record.mask is not None:
+            assert record.area > 0 and record.mask.decode().sum() == record.area
+
+    # Ingest writes a valid manifest and counts the unmapped native types, never drops them.
+    manifest = tmp_path / "manifests" / f"{origin}.jsonl"
+    report = ingest(loader.iter_records(tmp_path / origin), manifest)
+    assert [r.id for r in read_manifest(manifest)] == sorted(r.id for r in records)
+    assert report.unmapped == Counter(
+        {label: n for label, n in expected.records.items() if entry.map_class(label) == UNMAPPED}
+    )
+
+
+def test_mvtec_ad_catalogue_maps_all_73_types():
+    classes = CATALOGUE["mvtec_ad"].classes
+    assert len(classes) == 73
+    assert len({k.split("/")[0] for k in classes}) == 15
+    assert {"cable/bent_wire", "cable/cable_swap", "transistor/misplaced"} <= set(CATALOGUE["mvtec_ad"].unmapped)
+    assert set(classes.values()) - {UNMAPPED} <= set(ANOMALY_CLASSES)
+
+
+def test_mvtec_loco_logical_anomalies_are_unmapped_and_masks_merge(tmp_path):
+    fake.write_mvtec_loco(tmp_path)
+    records, _ = _split(get_loader("mvtec_loco").iter_records(tmp_path))
+    assert all(r.anomaly_class == UNMAPPED for r in records if "logical" in r.native_label)
+    two = next(r for r in records if r.id == "mvtec_loco/pushpins/structural_anomalies/001")
+    truth = fake.blob(700 + 1) | fake.blob(700 + 3 + 1)
+    assert np.array_equal(two.mask.decode(), truth) and two.note == "2 defect masks merged"
+
+
+def test_visa_small_integer_masks_keep_every_instance(tmp_path):
+    fake.write_visa(tmp_path)
+    records, _ = _split(get_loader("visa").iter_records(tmp_path))
+    record = next(r for r in records if r.id == "visa/candle/000")
+    raw = np.asarray(Image.open(tmp_path / "candle/Data/Masks/Anomaly/000.png"))
+    assert set(np.unique(raw)) == {0, 1, 2}  # instance values, as VisA publishes them
+    assert np.array_equal(record.mask.decode(), (raw > 0).astype(np.uint8)) and record.split == "test"
+
+
+def test_dagm_weak_labels_need_review(tmp_path):
+    fake.write_dagm2007(tmp_path)
+    records, _ = _split(get_loader("dagm2007").iter_records(tmp_path))
+    assert {r.status for r in records} == {Status.NEEDS_REVIEW} and {r.reason for r in records} == {"weak_label"}
+    assert {r.split for r in records} == {"train", "test"}
+
+
+def test_folder_masks_from_every_format(tmp_path):
+    fake.write_folder(tmp_path)
+    records = {r.native_id: r for r in _split(get_loader("folder").iter_records(tmp_path))[0]}
+    a, b, c, d, e, f = (records[f"images/{k}"] for k in "abcdef")
+    assert np.array_equal(a.mask.decode(), fake.blob(1)) and a.image.url == "https://example.org/a.jpg"
+    assert a.licence == "CC-BY-4.0" and a.source is Source.ONLINE_SEARCH
+    assert b.source is Source.REALITY_PHOTO and b.note == "own photo" and np.array_equal(b.mask.decode(), fake.blob(2))
+    # COCO: a 10x8 rectangle and a right triangle with legs 8, rasterised by pycocotools.
+    assert 80 <= c.area <= 99 + 45
+    assert c.mask.decode()[5, 5] == 1 and c.mask.decode()[26, 27] == 1 and c.mask.decode()[27, 21] == 0
+    # LabelMe: polygon + rectangle; EISeg: a 10x10 square.
+    assert d.mask.decode()[17, 20] == 1 and d.mask.decode()[2, 8] == 1
+    assert 100 <= e.area <= 121
+    assert f.status is Status.NEEDS_MASK and f.mask is None and f.image.sha256 and f.phash
+
+
+def test_catalogue_entries_are_complete_and_agree_with_the_licence_table():
+    from daad.licences import LicenceCatalogue
+
+    licences = LicenceCatalogue.load(default_manifests_dir()).licences
+    for entry in CATALOGUE:
+        assert entry.licence in licences, entry.id
+        assert entry.homepage.startswith("https://"), entry.id
+        if entry.commercial_use is not None:
+            assert entry.commercial_use == licences[entry.licence].commercial, entry.id
+        if entry.id != "folder":
+            assert entry.citation.startswith("@"), entry.id
+    assert {e.id for e in CATALOGUE if e.in_daad_paper} == {
+        "aebad", "btad", "crackforest", "dagm2007", "mtd", "mvtec_ad", "mvtec_loco", "rsdds", "visa"
+    }
