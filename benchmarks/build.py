@@ -17,17 +17,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import REPO, SOURCE_ROOTS  # noqa: E402  (puts the checkout on sys.path)
 
 from daad.manifest import manifest_paths, read_manifest, write_manifest  # noqa: E402
 
-SHARED = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
-ROOTS = {
-    "sd_saliency_900": SHARED / "sd-saliency-900",
-    "crackforest": SHARED / "crackforest",
-    "kolektorsdd": SHARED / "kolektorsdd-yolo",
-}
+ROOTS = SOURCE_ROOTS
 _BUILD = (
     "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
     "from daad.build import build; from daad.registry import Registry; from daad.roots import Roots;"

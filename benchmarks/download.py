@@ -7,7 +7,6 @@ Run: ``python benchmarks/download.py``. Prints figures; asserts nothing.
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import sys
 import tempfile
@@ -19,17 +18,14 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import REPO, SOURCE_ROOTS  # noqa: E402  (puts the checkout on sys.path)
 
 from daad.catalogue import Catalogue  # noqa: E402
 from daad.prepare import PrepareOptions, prepare_source  # noqa: E402
 from daad.registry import Registry  # noqa: E402
 from daad.roots import Roots  # noqa: E402
 
-SHARED = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
-SOURCES = {"sd_saliency_900": SHARED / "sd-saliency-900", "crackforest": SHARED / "crackforest",
-           "kolektorsdd": SHARED / "kolektorsdd-yolo"}
+SOURCES = SOURCE_ROOTS
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import REPO, SOURCE_ROOTS  # noqa: E402  (puts the checkout on sys.path)
 
 import numpy as np  # noqa: E402
 
@@ -36,12 +35,7 @@ from daad.synthesis.base import Target  # noqa: E402
 from daad.synthesis.output import write_generated  # noqa: E402
 from daad.synthesis.targets import resize  # noqa: E402
 
-SHARED = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
-ROOTS = {
-    "sd_saliency_900": SHARED / "sd-saliency-900",
-    "crackforest": SHARED / "crackforest",
-    "kolektorsdd": SHARED / "kolektorsdd-yolo",
-}
+ROOTS = SOURCE_ROOTS
 GENERATORS = ("cai-normal", "cai-mixed", "cutpaste", "nsa-normal", "draem")
 
 

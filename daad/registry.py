@@ -98,11 +98,6 @@ class RegistryView:
     sources: frozenset[str] | None = None
     statuses: frozenset[Status] = frozenset({Status.ACCEPTED})
 
-    @property
-    def guarded(self) -> bool:
-        """True for every view: it states its evaluation target (possibly ``"none"``)."""
-        return True
-
     def __iter__(self) -> Iterator[Record]:
         for record, reason in self.decisions():
             if reason is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 SD_ROOT = SHARED_DATA / "sd-saliency-900"
+SOURCE_ROOTS = {
+    "sd_saliency_900": SD_ROOT,
+    "crackforest": SHARED_DATA / "crackforest",
+    "kolektorsdd": SHARED_DATA / "kolektorsdd-yolo",
+}
+"""The real sources beside the checkout, by origin."""
 CATALOGUE_FILES = ("sources.toml", "exclusions.toml", "licences.toml", "downloads.toml")
 
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="daad-test-hf-"))
@@ -31,6 +38,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     import datasets
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.mktemp("hf-datasets"))
+
+
+def split_items(items) -> tuple[list, Counter]:
+    """A loader's output as (records, skipped counts by reason)."""
+    from daad.loaders.base import Skipped
+
+    records, skipped = [], Counter()
+    for item in items:
+        if isinstance(item, Skipped):
+            skipped[item.reason] += 1
+        else:
+            records.append(item)
+    return records, skipped
 
 
 def copy_manifests(dest: Path, *origins: str) -> Path:

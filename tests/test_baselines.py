@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import SHARED_DATA, copy_manifests
+from conftest import SHARED_DATA, copy_manifests, SOURCE_ROOTS
 from daad.errors import LeakageError
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
@@ -23,11 +23,7 @@ from daad.synthesis.output import read_generated, write_generated
 from daad.synthesis.targets import load_targets
 
 KSDD = SHARED_DATA / "kolektorsdd-yolo"
-ROOTS = Roots({
-    "sd_saliency_900": SHARED_DATA / "sd-saliency-900",
-    "crackforest": SHARED_DATA / "crackforest",
-    "kolektorsdd": KSDD,
-})
+ROOTS = Roots(SOURCE_ROOTS)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA, copy_manifests
+from conftest import SHARED_DATA, copy_manifests, SOURCE_ROOTS
 from daad.cli import app
 from daad.errors import LeakageError
 from daad.loaders.kolektorsdd import iter_normals
@@ -38,11 +38,7 @@ from daad.synthesis.output import generator_info, read_generated, write_generate
 from daad.synthesis.targets import load_targets
 
 KSDD = SHARED_DATA / "kolektorsdd-yolo"
-ROOTS = Roots({
-    "sd_saliency_900": SHARED_DATA / "sd-saliency-900",
-    "crackforest": SHARED_DATA / "crackforest",
-    "kolektorsdd": KSDD,
-})
+ROOTS = Roots(SOURCE_ROOTS)
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import split_items
 from daad.catalogue import Catalogue
 from daad.ingest import ingest
 from daad.loaders import get_loader
-from daad.loaders.base import Skipped
 from daad.manifest import default_manifests_dir, read_manifest
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Source, Status
 from helpers import fake_datasets as fake
@@ -32,21 +32,11 @@ WRITERS = {
 }
 
 
-def _split(items):
-    records, skipped = [], Counter()
-    for item in items:
-        if isinstance(item, Skipped):
-            skipped[item.reason] += 1
-        else:
-            records.append(item)
-    return records, skipped
-
-
 @pytest.mark.parametrize("origin", sorted(WRITERS))
 def test_loader_reads_its_published_layout(tmp_path, origin):
     expected = WRITERS[origin](tmp_path / origin)
     loader = get_loader(origin)
-    records, skipped = _split(loader.iter_records(tmp_path / origin))
+    records, skipped = split_items(loader.iter_records(tmp_path / origin))
     normals = list(loader.iter_normals(tmp_path / origin))
 
     assert Counter(r.native_label for r in records) == expected.records
@@ -80,7 +70,7 @@ def test_mvtec_ad_catalogue_maps_all_73_types():
 
 def test_mvtec_loco_logical_anomalies_are_unmapped_and_masks_merge(tmp_path):
     fake.write_mvtec_loco(tmp_path)
-    records, _ = _split(get_loader("mvtec_loco").iter_records(tmp_path))
+    records, _ = split_items(get_loader("mvtec_loco").iter_records(tmp_path))
     assert all(r.anomaly_class == UNMAPPED for r in records if "logical" in r.native_label)
     two = next(r for r in records if r.id == "mvtec_loco/pushpins/structural_anomalies/001")
     truth = fake.blob(700 + 1) | fake.blob(700 + 3 + 1)
@@ -89,7 +79,7 @@ def test_mvtec_loco_logical_anomalies_are_unmapped_and_masks_merge(tmp_path):
 
 def test_visa_small_integer_masks_keep_every_instance(tmp_path):
     fake.write_visa(tmp_path)
-    records, _ = _split(get_loader("visa").iter_records(tmp_path))
+    records, _ = split_items(get_loader("visa").iter_records(tmp_path))
     record = next(r for r in records if r.id == "visa/candle/000")
     raw = np.asarray(Image.open(tmp_path / "candle/Data/Masks/Anomaly/000.png"))
     assert set(np.unique(raw)) == {0, 1, 2}  # instance values, as VisA publishes them
@@ -98,14 +88,14 @@ def test_visa_small_integer_masks_keep_every_instance(tmp_path):
 
 def test_dagm_weak_labels_need_review(tmp_path):
     fake.write_dagm2007(tmp_path)
-    records, _ = _split(get_loader("dagm2007").iter_records(tmp_path))
+    records, _ = split_items(get_loader("dagm2007").iter_records(tmp_path))
     assert {r.status for r in records} == {Status.NEEDS_REVIEW} and {r.reason for r in records} == {"weak_label"}
     assert {r.split for r in records} == {"train", "test"}
 
 
 def test_folder_masks_from_every_format(tmp_path):
     fake.write_folder(tmp_path)
-    records = {r.native_id: r for r in _split(get_loader("folder").iter_records(tmp_path))[0]}
+    records = {r.native_id: r for r in split_items(get_loader("folder").iter_records(tmp_path))[0]}
     a, b, c, d, e, f = (records[f"images/{k}"] for k in "abcdef")
     assert np.array_equal(a.mask.decode(), fake.blob(1)) and a.image.url == "https://example.org/a.jpg"
     assert a.licence == "CC-BY-4.0" and a.source is Source.ONLINE_SEARCH

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, SD_ROOT, SHARED_DATA
+from conftest import REPO, SD_ROOT, SHARED_DATA, split_items
 from daad.annotations.yolo_seg import rasterise, read_polygons
 from daad.ingest import ingest
 from daad.loaders import crackforest, get_loader, kolektorsdd
@@ -20,18 +20,8 @@ CF_ROOT = SHARED_DATA / "crackforest"
 KSDD_ROOT = SHARED_DATA / "kolektorsdd-yolo"
 
 
-def _split(items):
-    records, skipped = [], Counter()
-    for item in items:
-        if isinstance(item, Skipped):
-            skipped[item.reason] += 1
-        else:
-            records.append(item)
-    return records, skipped
-
-
 def test_crackforest_counts_and_seg_matches_mat():
-    records, skipped = _split(crackforest.iter_records(CF_ROOT))
+    records, skipped = split_items(crackforest.iter_records(CF_ROOT))
     assert len(records) == 118 and skipped == {"no_annotation": 37}
     assert {r.anomaly_class for r in records} == {"crack"}
     assert {r.native_id for r in records} == {f"{i:03d}" for i in range(1, 119)}
@@ -43,7 +33,7 @@ def test_crackforest_counts_and_seg_matches_mat():
 
 
 def test_kolektorsdd_counts_and_polygon_area():
-    records, skipped = _split(kolektorsdd.iter_records(KSDD_ROOT))
+    records, skipped = split_items(kolektorsdd.iter_records(KSDD_ROOT))
     normals = list(kolektorsdd.iter_normals(KSDD_ROOT))
     assert len(records) == 52 and not skipped and len(normals) == 347
     assert not {r.id for r in records} & {n.id for n in normals}
@@ -87,7 +77,7 @@ def test_committed_manifests_are_reproducible(tmp_path, origin, root, expected):
 
 
 def test_sd_saliency_classes():
-    records, skipped = _split(get_loader("sd_saliency_900").iter_records(SD_ROOT))
+    records, skipped = split_items(get_loader("sd_saliency_900").iter_records(SD_ROOT))
     assert not skipped
     assert Counter(r.anomaly_class for r in records) == {"impurity": 300, "stain": 300, "scratch": 300}
     sample = records[0]
