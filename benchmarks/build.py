@@ -28,7 +28,8 @@ _BUILD = (
     "roots = json.loads(sys.argv[3]); t = time.perf_counter();"
     "s = build(Registry(Path(sys.argv[2]), Roots(roots)), Path(sys.argv[4]), progress=False);"
     "print(json.dumps({'seconds': time.perf_counter() - t, 'rows': s.accepted, 'bytes': s.image_bytes,"
-    "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+    "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
+    "'worker_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
 )
 
 
@@ -78,7 +79,7 @@ def real_sources(tmp: Path) -> None:
     print(f"real sources: {', '.join(available)}: {len(files)} records, {size / 1e6:.1f} MB of images")
     print(f"  cp -r        : {cp_t:.3f} s  {size / 1e6 / cp_t:8.1f} MB/s  {len(files) / cp_t:8.0f} images/s")
     print(f"  daad build   : {build_t:.3f} s  {size / 1e6 / build_t:8.1f} MB/s  {len(files) / build_t:8.0f} images/s"
-          f"  (peak RSS {stats['rss_mb']:.0f} MB)")
+          f"  (peak RSS {stats['rss_mb']:.0f} MB, largest worker {stats['worker_rss_mb']:.0f} MB)")
     print(f"  build / cp rate ratio: {cp_t / build_t:.2f}  (best of 3 each)")
 
 
@@ -97,7 +98,8 @@ def synthetic(tmp: Path, sizes: list[int]) -> None:
             (replace(pool[i % len(pool)], id=f"sd_saliency_900/syn{i:07d}") for i in range(n)),
         )
         stats = run_build(manifests, {"sd_saliency_900": ROOTS["sd_saliency_900"]}, tmp / f"synout{n}" / "daad")
-        print(f"  {n:>7} records: {stats['seconds']:7.1f} s  {n / stats['seconds']:7.0f} rec/s  peak RSS {stats['rss_mb']:6.0f} MB")
+        print(f"  {n:>7} records: {stats['seconds']:7.1f} s  {n / stats['seconds']:7.0f} rec/s  "
+              f"peak RSS {stats['rss_mb']:6.0f} MB, largest worker {stats['worker_rss_mb']:6.0f} MB")
         shutil.rmtree(tmp / f"synout{n}")
 
 

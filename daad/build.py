@@ -5,6 +5,11 @@ licences), ``data/<origin>/<class>.parquet`` shards, and ``build.json`` (the cou
 the sha256 of every manifest read). Image bytes are stored as they came; masks as PNG.
 Same manifests in, same bytes out; the output is swapped in atomically, so a failed or
 killed build leaves the previous one intact.
+
+Manifest lines are parsed, checked and turned into rows (image read and sha256-checked,
+mask encoded) in forked worker processes, a chunk of lines at a time; the parent gets the
+chunks back in line order, checks the ids' order and writes the shards, so the bytes do
+not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -12,9 +17,9 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import islice
+from itertools import groupby, islice
+from operator import itemgetter
 from pathlib import Path, PurePosixPath
 
 from tqdm.auto import tqdm
@@ -24,8 +29,9 @@ from daad.errors import DaadError, PathEscapeError, RecordFileError, RootNotFoun
 from daad.features import REGISTRY_FEATURES
 from daad.images import read_verified, sha256_file
 from daad.licences import LicencePolicy
-from daad.manifest import read_manifest
+from daad.manifest import IdOrder, parse_line
 from daad.masks import encode_png
+from daad.processes import default_workers, fork_map
 from daad.record import Record
 from daad.registry import Registry
 from daad.shards import DatasetFolderWriter, image_cell
@@ -93,33 +99,40 @@ def build(
     licence_policy: LicencePolicy | None = None,
     statuses: tuple[Status, ...] = (Status.ACCEPTED,),
     progress: bool = True,
-    workers: int = 2,
+    workers: int | None = None,
 ) -> BuildSummary:
-    """Build the registry into ``out``. Raises :class:`BuildError` (output untouched) on bad records."""
+    """Build the registry into ``out`` with ``workers`` processes (default: one per CPU).
+
+    Raises :class:`BuildError` (output untouched) on bad records.
+    """
     policy = licence_policy or LicencePolicy.everything()
     summary = BuildSummary(licence_policy=policy.name)
     manifests = registry.manifests(origins)
     total = sum(_count_lines(p) for p in manifests)
-    with DatasetFolderWriter(out, REGISTRY_FEATURES) as writer, ThreadPoolExecutor(workers) as pool:
+    registry.rules.near_duplicate_evaluations(())  # load the hash indices once, before the workers fork
+    chunks = fork_map(_prepare, (registry, policy, statuses), _chunks(manifests), workers or default_workers())
+    with DatasetFolderWriter(out, REGISTRY_FEATURES) as writer:
         bar = tqdm(total=total, unit="rec", desc="build", disable=not progress)
-        for manifest in manifests:
+        for manifest, group in groupby(chunks, key=itemgetter(0)):
             shards: set[str] = set()
-            near_copies = registry.rules.near_duplicate_evaluations(read_manifest(manifest))
-            for chunk in _batched(_selected(registry, manifest, policy, statuses, summary, bar), CHUNK):
-                for record, result in zip(chunk, pool.map(lambda r: _row(registry, r), chunk)):
+            order = IdOrder(manifest)
+            for _, prepared in group:
+                for lineno, record, result in prepared:
+                    order.check(lineno, record.id)
                     bar.update(1)
-                    if isinstance(result, DaadError):
+                    if isinstance(result, str):
+                        summary.skipped[result] += 1
+                    elif isinstance(result, DaadError):
                         summary.rejected[getattr(result, "reason", "error")] += 1
                         summary.errors.append(str(result))
-                        continue
-                    row, nbytes = result
-                    shard = shard_of(record, near_copies.get(record.id))
-                    shards.add(shard)
-                    writer.write(shard, row, nbytes)
-                    summary.accepted += 1
-                    summary.image_bytes += nbytes
-                    summary.counts[(record.anomaly_class, str(record.source), record.licence)] += 1
-                    summary.origins[record.origin] += 1
+                    else:
+                        shard, row, nbytes = result
+                        shards.add(shard)
+                        writer.write(shard, row, nbytes)
+                        summary.accepted += 1
+                        summary.image_bytes += nbytes
+                        summary.counts[(record.anomaly_class, str(record.source), record.licence)] += 1
+                        summary.origins[record.origin] += 1
             for shard in sorted(shards):
                 writer.close_shard(shard)
         bar.close()
@@ -136,19 +149,51 @@ def build(
     return summary
 
 
-def _selected(registry, manifest, policy, statuses, summary, bar) -> Iterator[Record]:
-    """Records of ``manifest`` that go into the build; counts the others as skipped."""
-    for record in read_manifest(manifest):
-        if record.status not in statuses:
-            summary.skipped[f"status:{record.status}"] += 1
-        elif record.anomaly_class == UNMAPPED:
-            summary.skipped["unmapped_class"] += 1
-        elif not policy.allows(record.licence):
-            summary.skipped[f"licence_policy:{record.licence}"] += 1
+Prepared = tuple[int, Record, "str | DaadError | tuple[str, dict, int]"]
+"""A manifest line once prepared: line number, record, and a skip reason, the error, or
+``(shard, row, nbytes)``."""
+
+
+def _chunks(manifests: list[Path]) -> Iterator[tuple[Path, list[tuple[int, str]]]]:
+    """``(manifest, [(line number, line), ...])`` of every manifest, ``CHUNK`` lines at a time."""
+    for manifest in manifests:
+        with open(manifest, encoding="utf-8") as f:
+            lines = enumerate(f, start=1)
+            while chunk := list(islice(lines, CHUNK)):
+                yield manifest, chunk
+
+
+def _prepare(
+    job: tuple[Registry, LicencePolicy, tuple[Status, ...]], chunk: tuple[Path, list[tuple[int, str]]]
+) -> tuple[Path, list[Prepared]]:
+    """Parse, select and turn into rows the lines of one chunk (in a worker). Bad lines raise ``ManifestError``."""
+    registry, policy, statuses = job
+    manifest, lines = chunk
+    records = [(lineno, parse_line(manifest, lineno, line)) for lineno, line in lines]
+    reasons = [_skip_reason(record, policy, statuses) for _, record in records]
+    near_copies = registry.rules.near_duplicate_evaluations(r for (_, r), why in zip(records, reasons) if why is None)
+    prepared = []
+    for (lineno, record), reason in zip(records, reasons):
+        if reason is None:
+            result = _row(registry, record)
+            if not isinstance(result, DaadError):
+                row, nbytes = result
+                result = (shard_of(record, near_copies.get(record.id)), row, nbytes)
         else:
-            yield record
-            continue
-        bar.update(1)
+            result = reason
+        prepared.append((lineno, record, result))
+    return manifest, prepared
+
+
+def _skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, ...]) -> str | None:
+    """Why ``record`` stays out of the build (counted as skipped), or ``None``."""
+    if record.status not in statuses:
+        return f"status:{record.status}"
+    if record.anomaly_class == UNMAPPED:
+        return "unmapped_class"
+    if not policy.allows(record.licence):
+        return f"licence_policy:{record.licence}"
+    return None
 
 
 def _row(registry: Registry, record: Record) -> tuple[dict, int] | DaadError:
@@ -183,12 +228,6 @@ def _row(registry: Registry, record: Record) -> tuple[dict, int] | DaadError:
         "page_url": record.page_url,
     }
     return row, len(data) + len(mask_png)
-
-
-def _batched(items, n: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(islice(iterator, n)):
-        yield chunk
 
 
 def _count_lines(path: Path) -> int:

@@ -8,6 +8,18 @@ from pathlib import Path
 class DaadError(Exception):
     """Base class of every error daad raises on purpose."""
 
+    def __reduce__(self):
+        # Subclasses build their message from several arguments: pickle (for worker
+        # processes) the message and attributes instead of re-calling ``__init__``.
+        return _rebuild, (type(self), str(self), self.__dict__)
+
+
+def _rebuild(cls: type[DaadError], message: str, state: dict) -> DaadError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class ManifestError(DaadError):
     """A manifest line is malformed or inconsistent."""

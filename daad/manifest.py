@@ -27,29 +27,46 @@ def dumps(record: Record) -> str:
 def read_manifest(path: Path) -> Iterator[Record]:
     """Stream the records of one manifest, checking order, uniqueness and every field."""
     path = Path(path)
-    previous: str | None = None
+    order = IdOrder(path)
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                raise ManifestError(path, lineno, "blank line")
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ManifestError(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}") from None
-            try:
-                record = Record.from_json(obj)
-            except ValueError as exc:
-                rid = obj.get("id") if isinstance(obj, dict) else None
-                raise ManifestError(path, lineno, f"{rid or 'record'}: {exc}") from None
-            if previous is not None:
-                if record.id == previous:
-                    raise ManifestError(path, lineno, f"duplicate id {record.id!r}")
-                if record.id < previous:
-                    raise ManifestError(
-                        path, lineno, f"id {record.id!r} is out of order (after {previous!r}); manifests are sorted by id"
-                    )
-            previous = record.id
+            record = parse_line(path, lineno, line)
+            order.check(lineno, record.id)
             yield record
+
+
+def parse_line(path: Path, lineno: int, line: str) -> Record:
+    """The record on line ``lineno`` of manifest ``path``; ``ManifestError`` naming both if it is bad."""
+    if not line.strip():
+        raise ManifestError(path, lineno, "blank line")
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    try:
+        return Record.from_json(obj)
+    except ValueError as exc:
+        rid = obj.get("id") if isinstance(obj, dict) else None
+        raise ManifestError(path, lineno, f"{rid or 'record'}: {exc}") from None
+
+
+class IdOrder:
+    """Checks that the ids of a manifest's lines come sorted and unique."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.previous: str | None = None
+
+    def check(self, lineno: int, record_id: str) -> None:
+        previous, self.previous = self.previous, record_id
+        if previous is None:
+            return
+        if record_id == previous:
+            raise ManifestError(self.path, lineno, f"duplicate id {record_id!r}")
+        if record_id < previous:
+            raise ManifestError(
+                self.path, lineno, f"id {record_id!r} is out of order (after {previous!r}); manifests are sorted by id"
+            )
 
 
 def write_manifest(path: Path, records: Iterable[Record]) -> int:

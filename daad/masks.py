@@ -6,10 +6,11 @@ the registry is self-contained; shards store the same mask as a 0/255 PNG.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
+from PIL import Image
 from pycocotools import mask as mask_utils
 
 
@@ -102,12 +103,18 @@ def _run_lengths(counts: bytes) -> np.ndarray:
     return runs
 
 
-def encode_png(mask: np.ndarray) -> bytes:
-    """A binary mask as an 8-bit greyscale PNG with values 0/255 (lossless, deterministic)."""
-    ok, buf = cv2.imencode(".png", np.where(mask != 0, 255, 0).astype(np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    if not ok:
-        raise ValueError("could not encode mask as PNG")
-    return buf.tobytes()
+def encode_png(mask: np.ndarray, *, bits: int = 2) -> bytes:
+    """A binary mask as a lossless, deterministic greyscale PNG of 0/255, ``bits`` deep (2 or 8).
+
+    Decoders that follow the PNG spec expand 2-bit grey to 8 bits, so PIL (mode ``L``),
+    ``datasets`` and OpenCV read it as 0/255; four pixels a byte make it a third of the
+    size of an 8-bit PNG and several times faster to compress.
+    """
+    if bits not in (2, 8):
+        raise ValueError(f"bits must be 2 or 8, got {bits}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(mask != 0, 255, 0).astype(np.uint8), "L").save(buffer, "PNG", bits=bits, compress_level=1)
+    return buffer.getvalue()
 
 
 def bbox_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:

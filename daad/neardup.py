@@ -39,8 +39,9 @@ THRESHOLD = 8
 """Largest Hamming distance (of 64 bits) at which two pHashes count as the same image."""
 CROP_FRACTION = 0.04
 """Per-side centre crop of the crop variants of an evaluation image."""
-CHUNKS = 4
-CHUNK_BITS = 64 // CHUNKS
+CHUNK_BITS = 16
+"""Multi-index hashing splits each hash into 16-bit chunks (sorted as ``uint16``)."""
+CHUNKS = 64 // CHUNK_BITS
 QUERY_BATCH = 65_536
 
 
@@ -97,7 +98,8 @@ class HashIndex:
         for c in range(CHUNKS):
             # every indexed hash is filed under each chunk value within the radius of its own
             keys = (self._chunk(self.hashes, c)[:, None] ^ self._masks[None, :]).reshape(-1)
-            order = np.argsort(keys, kind="stable")
+            # 16-bit keys: numpy's stable sort is then a radix sort, several times faster
+            order = np.argsort(keys.astype(np.uint16), kind="stable")
             starts = np.zeros(2**CHUNK_BITS + 1, dtype=np.int64)
             np.cumsum(np.bincount(keys, minlength=2**CHUNK_BITS), out=starts[1:])
             self._buckets.append((ids[order], starts))

@@ -76,7 +76,7 @@ def test_nsa_blends_another_normal_image_inside_the_foreground(targets, mode):
     fg = ForegroundExtractor("classical")
     gen = NSA(NSAConfig(mode=mode, per_target=4), fg)
     rows = list(gen.generate(targets, None, seed=1))
-    assert gen.name == f"nsa-{mode}" and len(rows) == 16 and gen.gave_up == 0
+    assert gen.name == f"nsa-{mode}" and len(rows) == 16 and gen.report.gave_up == 0
     for row in rows:
         target = next(t for t in targets if t.id == row.target_id).image
         foreground = fg(row.target_id, target)

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import REPO, SD_ROOT
 from daad.build import build
+from daad.errors import ManifestError
 from daad.manifest import read_manifest, write_manifest
 from daad.registry import Registry
 from daad.roots import Roots
@@ -64,10 +65,10 @@ def test_real_build_loads_with_datasets(sd_manifests, tmp_path):
     assert "@article{song2020saliency" in card
 
 
-def test_rebuild_is_byte_identical(sd_manifests, tmp_path):
+def test_rebuild_is_byte_identical_whatever_the_workers(sd_manifests, tmp_path):
     a, b = tmp_path / "a" / "daad", tmp_path / "b" / "daad"
-    build(_registry(sd_manifests), a, progress=False)
-    build(_registry(sd_manifests), b, progress=False)
+    build(_registry(sd_manifests), a, progress=False, workers=1)
+    build(_registry(sd_manifests), b, progress=False, workers=2)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert files_a == files_b and len(files_a) >= 5
@@ -149,3 +150,15 @@ def test_build_refuses_package_folder(sd_manifests):
     assert result.returncode != 0
     assert "refusing to write into the daad package" in result.stderr + result.stdout
     assert not (REPO / "daad" / "out").exists()
+
+
+def test_a_bad_manifest_line_in_a_worker_names_file_and_line(sd_manifests, tmp_path):
+    manifests = sd_manifests
+    path = manifests / "sd_saliency_900.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[700] = lines[700].replace('"anomaly_class": "scratch"', '"anomaly_class": "dent"')
+    path.write_text("".join(lines))
+    out = tmp_path / "daad"
+    with pytest.raises(ManifestError, match=rf"sd_saliency_900.jsonl:701: .*dent"):
+        build(_registry(manifests), out, progress=False, workers=2)
+    assert not out.exists() and not list(tmp_path.glob(".daad.tmp-*"))

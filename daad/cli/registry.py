@@ -92,6 +92,8 @@ def build(
     base_url: BaseUrlOption = None,
     accept_licence: AcceptLicenceOption = None,
     licence_policy: LicencePolicyOption = "all",
+    workers: Annotated[int, typer.Option(
+        "--workers", help="Worker processes (0: one per CPU); the output is the same for any number.")] = 0,
 ) -> None:
     """Build the Hugging Face dataset folder from the manifests, deterministically and atomically."""
     from daad.build import build as run_build
@@ -114,7 +116,7 @@ def build(
         origin = report.ready
         if not origin:
             raise typer.BadParameter("nothing to build: every source was skipped (see the table above)")
-    summary = run_build(registry, out, origins=origin, licence_policy=policy, progress=not quiet)
+    summary = run_build(registry, out, origins=origin, licence_policy=policy, progress=not quiet, workers=workers or None)
     console.print(f"{summary.line()} -> {out}")
 
 

@@ -31,6 +31,12 @@ ClassesOption = Annotated[
 ]
 PreviewOption = Annotated[Path | None, typer.Option("--preview", help="Write a contact sheet PNG of the first rows.")]
 ForegroundOption = Annotated[str, typer.Option("--foreground", help="auto, rembg, classical or full.")]
+WorkersOption = Annotated[
+    int, typer.Option("--workers", help="Worker processes (0: one per CPU); the output is the same for any number.")
+]
+SolverOption = Annotated[
+    str, typer.Option("--solver", help="Poisson solver: dst (fast) or opencv (cv2.seamlessClone); within one grey level.")
+]
 RembgOption = Annotated[
     Path | None, typer.Option("--rembg-model", help="Local U²-Net .onnx file (or DAAD_REMBG_MODEL); never downloaded.")
 ]
@@ -64,18 +70,21 @@ def _classes(values: list[str] | None) -> list[str] | None:
     return [c.strip() for v in values or () for c in v.split(",") if c.strip()] or None
 
 
-def _write(generator, rows: Iterator, dest: Path, *, seed: int, evaluation: str, targets: list,
+def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, evaluation: str,
            licences: dict[str, str], preview: Path | None, quiet: bool, params: dict) -> None:
-    """Stream ``rows`` into ``dest`` (keeping the first few for the preview) and print a summary."""
+    """Generate (in ``workers`` processes), stream the rows into ``dest`` (keeping the first few
+    for the preview) and print a summary."""
     from daad.synthesis.output import write_generated
+    from daad.processes import default_workers
+    from daad.synthesis.parallel import generate_encoded
     from daad.synthesis.preview import contact_sheet
 
     kept = []
 
     def tee():
-        for row in rows:
+        for row in generate_encoded(generator, targets, seed, workers or default_workers()):
             if preview is not None and len(kept) < PREVIEW_ROWS:
-                kept.append(row)
+                kept.append(row.decode())
             yield row
 
     summary = write_generated(
@@ -84,7 +93,7 @@ def _write(generator, rows: Iterator, dest: Path, *, seed: int, evaluation: str,
         progress=not quiet, total=len(targets) * params["per_target"],
     )
     console.print(f"{generator.name}: {summary.rows} rows from {len(targets)} targets -> {dest}")
-    for line in getattr(generator, "failures", ()):
+    for line in generator.report.lines(getattr(generator.config, "max_tries", 0)):
         console.print(f"[yellow]{generator.name}: {line}[/]")
     if preview is not None:
         console.print(f"preview: {contact_sheet(kept, {t.id: t for t in targets}, preview)}")
@@ -107,9 +116,11 @@ def cai(
     ratios: Annotated[str, typer.Option("--ratios", help="large:medium:small mix.")] = "4:3:3",
     mode: Annotated[str, typer.Option("--mode", help="normal, mixed or both.")] = "normal",
     seed: SeedOption = 0,
+    workers: WorkersOption = 0,
     size: SizeOption = 256,
     foreground: ForegroundOption = "auto",
     rembg_model: RembgOption = None,
+    solver: SolverOption = "dst",
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
@@ -124,6 +135,10 @@ def cai(
         CAIConfig(ratios=ratio)
     except ValueError:
         raise typer.BadParameter("--ratios expects three integers like 4:3:3") from None
+    try:
+        CAIConfig(solver=solver)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--solver") from None
     registry = open_registry(manifests, root)
     view = registry.view(evaluation=eval_, classes=_classes(classes))
     target_list = resolve_targets(registry, targets, target_origin, size)
@@ -132,10 +147,10 @@ def cai(
     fg = ForegroundExtractor(foreground, rembg_model)
     modes = _modes(mode, ("normal", "mixed"))
     for m in modes:
-        generator = CAI(CAIConfig(mode=m, per_target=per_target, ratios=ratio), fg)
+        generator = CAI(CAIConfig(mode=m, per_target=per_target, ratios=ratio, solver=solver), fg, bank)
         dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
-        _write(generator, generator.generate_from_bank(target_list, bank, seed), dest, seed=seed, evaluation=eval_,
-               targets=target_list, licences=licences, preview=sheet, quiet=quiet,
+        _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
+               licences=licences, preview=sheet, quiet=quiet,
                params={"view": view.describe(), "size": size, "per_target": per_target, "sources": len(bank)})
 
 
@@ -148,6 +163,7 @@ def cutpaste(
     per_target: PerTargetOption = 10,
     variant: Annotated[str, typer.Option("--variant", help="normal, scar or both.")] = "normal",
     seed: SeedOption = 0,
+    workers: WorkersOption = 0,
     size: SizeOption = 256,
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
@@ -162,8 +178,8 @@ def cutpaste(
     for v in variants:
         generator = CutPaste(CutPasteConfig(scar=v == "scar", per_target=per_target))
         dest, sheet = _dest(out, preview, generator.name, len(variants) > 1)
-        _write(generator, generator.generate(target_list, None, seed), dest, seed=seed, evaluation=eval_,
-               targets=target_list, licences={}, preview=sheet, quiet=quiet,
+        _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
+               licences={}, preview=sheet, quiet=quiet,
                params={"size": size, "per_target": per_target})
 
 
@@ -176,9 +192,11 @@ def nsa(
     per_target: PerTargetOption = 10,
     mode: Annotated[str, typer.Option("--mode", help="normal, mixed or both.")] = "normal",
     seed: SeedOption = 0,
+    workers: WorkersOption = 0,
     size: SizeOption = 256,
     foreground: ForegroundOption = "auto",
     rembg_model: RembgOption = None,
+    solver: SolverOption = "dst",
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
@@ -188,14 +206,18 @@ def nsa(
     from daad.synthesis.baselines.nsa import NSA, NSAConfig
     from daad.synthesis.foreground import ForegroundExtractor
 
+    try:
+        NSAConfig(solver=solver)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--solver") from None
     target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size)
     fg = ForegroundExtractor(foreground, rembg_model)
     modes = _modes(mode, ("normal", "mixed"))
     for m in modes:
-        generator = NSA(NSAConfig(mode=m, per_target=per_target), fg)
+        generator = NSA(NSAConfig(mode=m, per_target=per_target, solver=solver), fg)
         dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
-        _write(generator, generator.generate(target_list, None, seed), dest, seed=seed, evaluation=eval_,
-               targets=target_list, licences={}, preview=sheet, quiet=quiet,
+        _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
+               licences={}, preview=sheet, quiet=quiet,
                params={"size": size, "per_target": per_target})
 
 
@@ -211,6 +233,7 @@ def draem(
     classes: ClassesOption = None,
     per_target: PerTargetOption = 10,
     seed: SeedOption = 0,
+    workers: WorkersOption = 0,
     size: SizeOption = 256,
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
@@ -224,7 +247,8 @@ def draem(
     target_list = resolve_targets(registry, targets, target_origin, size)
     view = registry.view(evaluation=eval_, classes=_classes(classes))
     generator = DRAEM(DRAEMConfig(per_target=per_target), folder_textures(textures) if textures else None)
+    generator.prepare(view)
     licences = {} if textures else {r.id: r.licence for r in view}
-    _write(generator, generator.generate(target_list, view, seed), out, seed=seed, evaluation=eval_,
-           targets=target_list, licences=licences, preview=preview, quiet=quiet,
+    _write(generator, out, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
+           licences=licences, preview=preview, quiet=quiet,
            params={"size": size, "per_target": per_target, "view": view.describe()})

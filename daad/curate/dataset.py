@@ -71,8 +71,11 @@ def file_stem(record_id: str) -> str:
 
 
 def write_mask_png(mask, directory: Path, stem: str) -> Path:
-    """Write a binary mask as a 0/255 PNG (only when its bytes differ) and return its path."""
-    data = encode_png(mask)
+    """Write a binary mask as an 8-bit 0/255 PNG (only when its bytes differ) and return its path.
+
+    8-bit: the App decodes mask PNGs itself and takes a 2-bit file's raw values (0-3).
+    """
+    data = encode_png(mask, bits=8)
     path = directory / f"{stem}.png"
     if not path.exists() or path.read_bytes() != data:
         directory.mkdir(parents=True, exist_ok=True)

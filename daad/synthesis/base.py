@@ -7,7 +7,8 @@ them into a Hugging Face dataset folder (shards + card) shared by all generators
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -57,3 +58,60 @@ class Generator(Protocol):
     ) -> Iterator[Synthesis]:
         """Yield rows for ``targets``; every random choice derives from ``seed``."""
         ...
+
+
+class PerTargetGenerator(Generator, Protocol):
+    """A generator whose rows for target ``i`` depend only on the targets, ``i`` and the seed
+    (each target draws from ``numpy.random.default_rng([seed, i])``), so targets can be
+    split across processes (:mod:`daad.synthesis.parallel`) and give the same bytes."""
+
+    report: GenerationReport
+
+    def prepare(self, view: RegistryView | None) -> None:
+        """Load what the rows need from ``view`` (source patterns, textures), once."""
+        ...
+
+    def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
+        """The rows of ``targets[index]``."""
+        ...
+
+
+def generate_per_target(
+    generator: PerTargetGenerator, targets: Iterable[Target], view: RegistryView | None, seed: int
+) -> Iterator[Synthesis]:
+    """``generator.generate`` for a per-target generator: prepare, then every target in order."""
+    generator.prepare(view)
+    targets = list(targets)
+    for index in range(len(targets)):
+        yield from generator.rows_for(targets, index, seed)
+
+
+@dataclass
+class GenerationReport:
+    """What happened beyond the rows: retried draws (by reason), give-ups, quota moved to smaller scales."""
+
+    rows: int = 0
+    retries: int = 0
+    gave_up: int = 0
+    quota_shifted: int = 0
+    failures: Counter = field(default_factory=Counter)
+
+    def add(self, other: GenerationReport) -> None:
+        """Add the counts of ``other`` (e.g. a worker process's) to these."""
+        self.rows += other.rows
+        self.retries += other.retries
+        self.gave_up += other.gave_up
+        self.quota_shifted += other.quota_shifted
+        self.failures.update(other.failures)
+
+    def lines(self, max_tries: int) -> list[str]:
+        """Human-readable lines for what did not go to plan."""
+        lines = []
+        if self.retries:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.failures.items()))
+            lines.append(f"{self.retries} retried draws ({reasons})")
+        if self.gave_up:
+            lines.append(f"{self.gave_up} outputs given up after {max_tries} tries")
+        if self.quota_shifted:
+            lines.append(f"{self.quota_shifted} outputs moved to a smaller scale (no pattern large enough)")
+        return lines

@@ -17,9 +17,11 @@ injected into a target domain's normal images, stage by stage:
 4. **Injection location selection (ILS).** Candidates are the foreground pixels whose
    pattern box (and the Poisson clone margin around it) lies inside the image: one
    array slice of ``M_f``; one is drawn uniformly.
-5. **Poisson editing** with ``cv2.seamlessClone``, normal (CAI-N) or mixed (CAI-M) mode,
-   the source mask closed (5 px) and dilated (11 px, as OpenCV erodes it by 3 px inside,
-   which would erase thin cracks); only foreground pixels keep the result.
+5. **Poisson editing**, normal (CAI-N) or mixed (CAI-M) mode, with OpenCV's
+   ``seamlessClone`` discretisation (solved by DST, :mod:`daad.synthesis.poisson`, or by
+   ``cv2.seamlessClone`` itself with ``solver="opencv"``), the source mask closed (5 px)
+   and dilated (11 px, as OpenCV erodes it by 3 px inside, which would erase thin
+   cracks); only foreground pixels keep the result.
 6. **Mask** = grey difference > ``threshold``, median-filtered (Eq. 4). An empty or tiny
    mask (< ``min_mask_px``), or no legal location, is retried with a fresh draw, at most
    ``max_tries`` times; give-ups are counted in :class:`CAIReport`.
@@ -38,16 +40,15 @@ import cv2
 import numpy as np
 
 from daad.errors import DaadError, LeakageError
-from daad.synthesis.base import Synthesis, Target
+from daad.synthesis.base import GenerationReport, Synthesis, Target, generate_per_target
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.injection import (
     CLONE_FLAGS,
     CLOSE_KERNEL,
     DILATE_KERNEL,
+    SOLVERS,
     clone_margin,
-    clone_patch,
-    difference_mask,
-    keep_inside,
+    inject_patch,
     select_location,
 )
 
@@ -161,10 +162,14 @@ class CAIConfig:
     min_pattern_px: int = 3
     min_mask_px: int = 10
     max_tries: int = 20
+    solver: str = "dst"
+    """Poisson solver: ``dst`` (fast) or ``opencv`` (``cv2.seamlessClone``); within one grey level."""
 
     def __post_init__(self) -> None:
         if self.mode not in CLONE_FLAGS:
             raise ValueError(f"mode must be one of {tuple(CLONE_FLAGS)}, got {self.mode!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if len(self.ratios) != 3 or min(self.ratios) < 0 or sum(self.ratios) <= 0:
             raise ValueError(f"ratios must be three non-negative numbers (large, medium, small), got {self.ratios}")
         if self.median % 2 == 0:
@@ -183,17 +188,6 @@ def scale_quota(ratios: tuple[int, int, int], n: int) -> np.ndarray:
     for r in order[: n - int(quota.sum())]:
         quota[r] += 1
     return quota
-
-
-@dataclass
-class CAIReport:
-    """What happened beyond the rows: retries, give-ups, quota moved to smaller scales."""
-
-    rows: int = 0
-    retries: int = 0
-    gave_up: int = 0
-    quota_shifted: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,12 +245,11 @@ def inject(
     centre = select_location(foreground, size, clone_margin(config.dilate_kernel), rng)
     if centre is None:
         return "no_location"
-    cloned = clone_patch(
-        target, patch, patch_mask, centre, config.mode,
-        close_kernel=config.close_kernel, dilate_kernel=config.dilate_kernel,
+    result, mask = inject_patch(
+        target, foreground, patch, patch_mask, centre, config.mode,
+        threshold=config.threshold, median=config.median,
+        close_kernel=config.close_kernel, dilate_kernel=config.dilate_kernel, solver=config.solver,
     )
-    result = keep_inside(cloned, target, foreground)
-    mask = difference_mask(result, target, config.threshold, config.median)
     if int(np.count_nonzero(mask)) < config.min_mask_px:
         return "tiny_mask"
     return result, mask, centre, size
@@ -268,7 +261,7 @@ def synthesise(
     bank: PatternBank,
     config: CAIConfig,
     rng: np.random.Generator,
-    report: CAIReport,
+    report: GenerationReport,
     target_id: str = "<target>",
 ) -> Iterator[Injection]:
     """STM + MAS + ILS + PE + mask for one target: up to ``config.per_target`` injections."""
@@ -293,7 +286,7 @@ def synthesise(
             s_syn = float(rng.uniform(low, high))
             outcome = inject(target, foreground, bank.patterns[index], s_syn * fg_longest, config, rng)
             if isinstance(outcome, str):
-                report.failures[outcome] = report.failures.get(outcome, 0) + 1
+                report.failures[outcome] += 1
                 continue
             image, mask, centre, size = outcome
             quota[rank] -= 1
@@ -312,10 +305,16 @@ def synthesise(
 class CAI:
     """The CAI generator (``cai-normal`` or ``cai-mixed``), see the module docstring."""
 
-    def __init__(self, config: CAIConfig | None = None, foreground: ForegroundExtractor | None = None) -> None:
+    def __init__(
+        self,
+        config: CAIConfig | None = None,
+        foreground: ForegroundExtractor | None = None,
+        bank: PatternBank | None = None,
+    ) -> None:
         self.config = config or CAIConfig()
         self.foreground = foreground or ForegroundExtractor()
-        self.report = CAIReport()
+        self.bank = bank
+        self.report = GenerationReport()
 
     @property
     def name(self) -> str:
@@ -327,29 +326,32 @@ class CAI:
     @property
     def failures(self) -> list[str]:
         """Human-readable lines for what did not go to plan (retries, give-ups, shifted quota)."""
-        r = self.report
-        lines = []
-        if r.retries:
-            lines.append(f"{r.retries} retried draws ({', '.join(f'{k}: {v}' for k, v in sorted(r.failures.items()))})")
-        if r.gave_up:
-            lines.append(f"{r.gave_up} outputs given up after {self.config.max_tries} tries")
-        if r.quota_shifted:
-            lines.append(f"{r.quota_shifted} outputs moved to a smaller scale (no pattern large enough)")
-        return lines
+        return self.report.lines(self.config.max_tries)
 
     def load_patterns(self, view: RegistryView | None) -> PatternBank:
         """The cropped patterns of ``view`` (a RegistryView, else LeakageError)."""
         return PatternBank.from_view(require_view(view, self.name))
 
+    def prepare(self, view: RegistryView | None) -> None:
+        """Crop the patterns of ``view`` (a RegistryView, else LeakageError) into ``self.bank``."""
+        self.bank = self.load_patterns(view)
+
     def generate(self, targets: Iterable[Target], view: RegistryView | None, seed: int) -> Iterator[Synthesis]:
         """Rows for ``targets`` from the patterns of ``view`` (a RegistryView, else LeakageError)."""
-        bank = self.load_patterns(view)
-        return self.generate_from_bank(targets, bank, seed)
+        return generate_per_target(self, targets, view, seed)
 
     def generate_from_bank(self, targets: Iterable[Target], bank: PatternBank, seed: int) -> Iterator[Synthesis]:
-        """Rows for ``targets`` from already-cropped patterns; target ``i`` uses ``default_rng([seed, i])``."""
-        for index, target in enumerate(targets):
-            yield from self.synthesise(target, bank, np.random.default_rng([seed, index]))
+        """Rows for ``targets`` from already-cropped patterns (kept as ``self.bank``)."""
+        self.bank = bank
+        targets = list(targets)
+        for index in range(len(targets)):
+            yield from self.rows_for(targets, index, seed)
+
+    def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
+        """The rows of ``targets[index]``, drawn from ``default_rng([seed, index])``."""
+        if self.bank is None:
+            raise CAIError("no source patterns: give CAI a PatternBank, or call generate() with a registry view")
+        return self.synthesise(targets[index], self.bank, np.random.default_rng([seed, index]))
 
     def synthesise(self, target: Target, bank: PatternBank, rng: np.random.Generator) -> Iterator[Synthesis]:
         """Up to ``per_target`` rows for one target."""

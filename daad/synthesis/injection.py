@@ -1,10 +1,15 @@
 """Poisson-editing injection and the difference mask, shared by CAI and NSA.
 
 Pure array functions (no file I/O): :func:`clone_patch` pastes a source patch into a
-target with ``cv2.seamlessClone`` (normal or mixed mode) so that the patch's box is
-centred on a given location, and :func:`difference_mask` is the paper's Eq. 4 (after
-NSA): the grey-level difference between result and target, thresholded, then
-median-filtered.
+target by Poisson editing (normal or mixed mode) so that the patch's box is centred on
+a given location, :func:`difference_mask` is the paper's Eq. 4 (after NSA): the
+grey-level difference between result and target, thresholded, then median-filtered,
+and :func:`inject_patch` chains them, keeping only foreground pixels, on the clone box
+alone (nothing outside it can change).
+
+Two solvers give the same edit: ``"dst"`` (:mod:`daad.synthesis.poisson`, the default,
+several times faster) and ``"opencv"`` (``cv2.seamlessClone`` itself, as the paper's
+authors ran it); they agree within one grey level.
 
 ``cv2.seamlessClone`` erodes the mask it is given (3 x 3 kernel, 3 iterations) before
 taking the source gradients, which erases thin patterns (cracks, scratches) entirely;
@@ -17,7 +22,10 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from daad.synthesis.poisson import seamless_clone
+
 CLONE_FLAGS = {"normal": cv2.NORMAL_CLONE, "mixed": cv2.MIXED_CLONE}
+SOLVERS = ("dst", "opencv")
 CLOSE_KERNEL = 5
 DILATE_KERNEL = 11
 
@@ -55,6 +63,7 @@ def clone_patch(
     *,
     close_kernel: int = CLOSE_KERNEL,
     dilate_kernel: int = DILATE_KERNEL,
+    solver: str = "dst",
 ) -> np.ndarray:
     """``target`` with ``patch`` Poisson-blended so its box is centred on ``centre`` (x, y).
 
@@ -65,10 +74,48 @@ def clone_patch(
     src, clone_mask, pad = prepare_clone(patch, mask, close_kernel, dilate_kernel)
     x, y, w, h = cv2.boundingRect(clone_mask)
     h0, w0 = patch.shape[:2]
-    # seamlessClone puts the clone box's top-left at (p - size // 2); align the patch box.
+    # Both solvers put the clone box's top-left at (p - size // 2); align the patch box.
     px = centre[0] - w0 // 2 - (pad - x) + w // 2
     py = centre[1] - h0 // 2 - (pad - y) + h // 2
-    return cv2.seamlessClone(src, target, clone_mask, (int(px), int(py)), CLONE_FLAGS[mode])
+    if solver == "opencv":
+        return cv2.seamlessClone(src, target, clone_mask, (int(px), int(py)), CLONE_FLAGS[mode])
+    if solver != "dst":
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    return seamless_clone(src, target, clone_mask, (int(px), int(py)), mode)
+
+
+def inject_patch(
+    target: np.ndarray,
+    foreground: np.ndarray,
+    patch: np.ndarray,
+    mask: np.ndarray,
+    centre: tuple[int, int],
+    mode: str,
+    *,
+    threshold: int,
+    median: int,
+    close_kernel: int = CLOSE_KERNEL,
+    dilate_kernel: int = DILATE_KERNEL,
+    solver: str = "dst",
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(result, mask)``: the patch cloned at ``centre``, kept on ``foreground`` pixels only,
+    and its :func:`difference_mask` (0/1).
+
+    Only the clone box can change, so the foreground cut and the mask are computed on
+    it (plus the median filter's radius): the same arrays as on the whole image.
+    """
+    cloned = clone_patch(
+        target, patch, mask, centre, mode, close_kernel=close_kernel, dilate_kernel=dilate_kernel, solver=solver
+    )
+    h0, w0 = patch.shape[:2]
+    margin = clone_margin(dilate_kernel) + median // 2
+    x0, y0 = max(0, centre[0] - w0 // 2 - margin), max(0, centre[1] - h0 // 2 - margin)
+    box = np.s_[y0 : centre[1] - h0 // 2 + h0 + margin, x0 : centre[0] - w0 // 2 + w0 + margin]
+    result = target.copy()
+    result[box] = keep_inside(cloned[box], target[box], foreground[box])
+    diff = np.zeros(foreground.shape, np.uint8)
+    diff[box] = difference_mask(result[box], target[box], threshold, median)
+    return result, diff
 
 
 def select_location(
@@ -105,4 +152,6 @@ def difference_mask(result: np.ndarray, target: np.ndarray, threshold: int = 7, 
 
 def keep_inside(result: np.ndarray, target: np.ndarray, region: np.ndarray) -> np.ndarray:
     """``result`` where ``region`` is non-zero, ``target`` elsewhere."""
-    return np.where(region[..., None].astype(bool), result, target)
+    out = target.copy()
+    np.copyto(out, result, where=region[..., None] != 0)
+    return out

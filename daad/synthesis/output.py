@@ -54,6 +54,33 @@ class GeneratedSummary:
     sources_used: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedRow:
+    """A :class:`Synthesis` with its image and mask encoded as PNG (what worker processes send back)."""
+
+    image_png: bytes
+    mask_png: bytes
+    anomaly_class: str | None
+    target_id: str
+    source_ids: tuple[str, ...]
+    details: dict[str, Any]
+
+    def decode(self) -> Synthesis:
+        image = cv2.cvtColor(cv2.imdecode(np.frombuffer(self.image_png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        mask = (cv2.imdecode(np.frombuffer(self.mask_png, np.uint8), cv2.IMREAD_GRAYSCALE) > 127).astype(np.uint8)
+        return Synthesis(image, mask, self.anomaly_class, self.target_id, self.source_ids, self.details)
+
+
+def encode_row(row: Synthesis | EncodedRow) -> EncodedRow:
+    """``row`` with its image and mask as PNG bytes (lossless, deterministic)."""
+    if isinstance(row, EncodedRow):
+        return row
+    return EncodedRow(
+        encode_image_png(row.image), encode_png(row.mask), row.anomaly_class, row.target_id,
+        tuple(row.source_ids), row.details,
+    )
+
+
 def encode_image_png(image: np.ndarray) -> bytes:
     """RGB (or grey) ``uint8`` array as a lossless PNG, deterministic."""
     array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
@@ -65,7 +92,7 @@ def encode_image_png(image: np.ndarray) -> bytes:
 
 def write_generated(
     out: Path,
-    rows: Iterable[Synthesis],
+    rows: Iterable[Synthesis | EncodedRow],
     *,
     generator: str,
     params: Mapping[str, Any],
@@ -83,9 +110,9 @@ def write_generated(
     licences = input_licences or {}
     summary = GeneratedSummary()
     with DatasetFolderWriter(out, GENERATED_FEATURES) as writer:
-        for index, row in enumerate(tqdm(rows, total=total, desc=generator, unit="img", disable=not progress)):
-            image_png = encode_image_png(row.image)
-            mask_png = encode_png(row.mask)
+        for index, raw in enumerate(tqdm(rows, total=total, desc=generator, unit="img", disable=not progress)):
+            row = encode_row(raw)
+            image_png, mask_png = row.image_png, row.mask_png
             rid = f"{generator}/{index:07d}"
             writer.write(
                 f"data/train-{index // ROWS_PER_SHARD:05d}.parquet",

@@ -12,14 +12,14 @@ Self-Supervised Learning for Anomaly Detection and Localization. CVPR 2021.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from daad.synthesis.base import Synthesis, Target
+from daad.synthesis.base import GenerationReport, Synthesis, Target, generate_per_target
 
 if TYPE_CHECKING:
     from daad.registry import RegistryView
@@ -98,6 +98,7 @@ class CutPaste:
 
     def __init__(self, config: CutPasteConfig | None = None) -> None:
         self.config = config or CutPasteConfig()
+        self.report = GenerationReport()
 
     @property
     def name(self) -> str:
@@ -106,10 +107,18 @@ class CutPaste:
     def params(self) -> dict[str, Any]:
         return asdict(self.config)
 
+    def prepare(self, view: RegistryView | None) -> None:
+        """Nothing to load: patches come from the targets."""
+
     def generate(self, targets: Iterable[Target], view: RegistryView | None, seed: int) -> Iterator[Synthesis]:
+        return generate_per_target(self, targets, view, seed)
+
+    def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
+        """The rows of ``targets[index]``, drawn from ``default_rng([seed, index])``."""
         make = scar if self.config.scar else cutpaste
-        for index, target in enumerate(targets):
-            rng = np.random.default_rng([seed, index])
-            for _ in range(self.config.per_target):
-                image, mask = make(target.image, self.config, rng)
-                yield Synthesis(image, mask, None, target.id, (), {"variant": self.name})
+        rng = np.random.default_rng([seed, index])
+        target = targets[index]
+        for _ in range(self.config.per_target):
+            image, mask = make(target.image, self.config, rng)
+            self.report.rows += 1
+            yield Synthesis(image, mask, None, target.id, (), {"variant": self.name})

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from daad.synthesis.base import Synthesis, Target
+from daad.synthesis.base import GenerationReport, Synthesis, Target, generate_per_target
 from daad.synthesis.baselines.perlin import perlin_noise
 from daad.synthesis.cai import require_view
 from daad.synthesis.baselines import BaselineError
@@ -95,30 +95,42 @@ class DRAEM:
     def __init__(self, config: DRAEMConfig | None = None, textures: Sequence[Texture] | None = None) -> None:
         self.config = config or DRAEMConfig()
         self.textures = list(textures) if textures is not None else None
-        self.gave_up = 0
+        self.texture_source = "registry" if textures is None else "folder"
+        self.report = GenerationReport()
 
     def params(self) -> dict[str, Any]:
-        return asdict(self.config) | {"textures": "folder" if self.textures is not None else "registry"}
+        return asdict(self.config) | {"textures": self.texture_source}
+
+    def prepare(self, view: RegistryView | None) -> None:
+        """Without a texture folder, take the images of ``view`` (a RegistryView, else LeakageError)."""
+        if self.texture_source == "registry":
+            self.textures = registry_textures(require_view(view, self.name))
 
     def generate(self, targets: Iterable[Target], view: RegistryView | None, seed: int) -> Iterator[Synthesis]:
         """Rows for ``targets``; without a texture folder, ``view`` must be a RegistryView."""
-        textures = self.textures if self.textures is not None else registry_textures(require_view(view, self.name))
-        if not textures:
+        return generate_per_target(self, targets, view, seed)
+
+    def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
+        """The rows of ``targets[index]``, drawn from ``default_rng([seed, index])``."""
+        if not self.textures:
             raise BaselineError("DRAEM has no texture images (empty folder or registry view)")
-        for index, target in enumerate(targets):
-            rng = np.random.default_rng([seed, index])
-            height, width = target.image.shape[:2]
-            for _ in range(self.config.per_target):
-                for attempt in range(self.config.max_tries):
-                    mask = perlin_mask((height, width), self.config, rng)
-                    if int(np.count_nonzero(mask)) >= self.config.min_mask_px:
-                        break
-                else:
-                    self.gave_up += 1
-                    continue
-                texture = textures[int(rng.integers(len(textures)))]
-                beta = float(rng.uniform(*self.config.beta))
-                image = cv2.resize(texture.read(), (width, height), interpolation=cv2.INTER_AREA)
-                details = {"texture": texture.id, "beta": round(beta, 6), "retries": attempt}
-                sources = (texture.id,) if texture.registry_record else ()
-                yield Synthesis(draem_blend(target.image, image, mask, beta), mask, None, target.id, sources, details)
+        rng = np.random.default_rng([seed, index])
+        target = targets[index]
+        height, width = target.image.shape[:2]
+        for _ in range(self.config.per_target):
+            for attempt in range(self.config.max_tries):
+                mask = perlin_mask((height, width), self.config, rng)
+                if int(np.count_nonzero(mask)) >= self.config.min_mask_px:
+                    break
+                self.report.failures["tiny_mask"] += 1
+            else:
+                self.report.gave_up += 1
+                continue
+            texture = self.textures[int(rng.integers(len(self.textures)))]
+            beta = float(rng.uniform(*self.config.beta))
+            image = cv2.resize(texture.read(), (width, height), interpolation=cv2.INTER_AREA)
+            details = {"texture": texture.id, "beta": round(beta, 6), "retries": attempt}
+            sources = (texture.id,) if texture.registry_record else ()
+            self.report.rows += 1
+            self.report.retries += attempt
+            yield Synthesis(draem_blend(target.image, image, mask, beta), mask, None, target.id, sources, details)

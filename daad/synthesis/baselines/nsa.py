@@ -1,8 +1,8 @@
 """NSA, Natural Synthetic Anomalies (Schlüter et al., ECCV 2022).
 
 A rectangular patch of *another* normal image of the same target domain, resized by
-a factor in [0.7, 1.3], is Poisson-blended (``cv2.seamlessClone``, normal or mixed
-mode) at a location whose centre lies in the target's foreground and whose box lies
+a factor in [0.7, 1.3], is Poisson-blended (normal or mixed mode, the solver shared
+with CAI: :func:`daad.synthesis.injection.inject_patch`) at a location whose centre lies in the target's foreground and whose box lies
 inside the image; only foreground pixels keep the result. The mask is the thresholded,
 median-filtered grey difference, as NSA derives it (shared with CAI:
 :func:`daad.synthesis.injection.difference_mask`); empty or tiny masks are retried.
@@ -13,24 +13,23 @@ Synthetic Anomalies for Self-Supervised Anomaly Detection and Localization. ECCV
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from daad.synthesis.base import Synthesis, Target
+from daad.synthesis.base import GenerationReport, Synthesis, Target, generate_per_target
 from daad.synthesis.baselines import BaselineError
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.injection import (
     CLONE_FLAGS,
     CLOSE_KERNEL,
     DILATE_KERNEL,
+    SOLVERS,
     clone_margin,
-    clone_patch,
-    difference_mask,
-    keep_inside,
+    inject_patch,
     select_location,
 )
 
@@ -51,10 +50,13 @@ class NSAConfig:
     dilate_kernel: int = DILATE_KERNEL
     min_mask_px: int = 10
     max_tries: int = 20
+    solver: str = "dst"
 
     def __post_init__(self) -> None:
         if self.mode not in CLONE_FLAGS:
             raise ValueError(f"mode must be one of {tuple(CLONE_FLAGS)}, got {self.mode!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
 
 
 def nsa_patch(
@@ -71,12 +73,11 @@ def nsa_patch(
     centre = select_location(foreground, size, clone_margin(config.dilate_kernel), rng)
     if centre is None:
         return None
-    cloned = clone_patch(
-        target, patch, np.ones(patch.shape[:2], np.uint8), centre, config.mode,
-        close_kernel=config.close_kernel, dilate_kernel=config.dilate_kernel,
+    result, mask = inject_patch(
+        target, foreground, patch, np.ones(patch.shape[:2], np.uint8), centre, config.mode,
+        threshold=config.threshold, median=config.median,
+        close_kernel=config.close_kernel, dilate_kernel=config.dilate_kernel, solver=config.solver,
     )
-    result = keep_inside(cloned, target, foreground)
-    mask = difference_mask(result, target, config.threshold, config.median)
     if int(np.count_nonzero(mask)) < config.min_mask_px:
         return None
     return result, mask, centre
@@ -88,7 +89,7 @@ class NSA:
     def __init__(self, config: NSAConfig | None = None, foreground: ForegroundExtractor | None = None) -> None:
         self.config = config or NSAConfig()
         self.foreground = foreground or ForegroundExtractor()
-        self.gave_up = 0
+        self.report = GenerationReport()
 
     @property
     def name(self) -> str:
@@ -97,24 +98,32 @@ class NSA:
     def params(self) -> dict[str, Any]:
         return asdict(self.config) | {"foreground": self.foreground.method}
 
+    def prepare(self, view: RegistryView | None) -> None:
+        """Nothing to load: patches come from the targets."""
+
     def generate(self, targets: Iterable[Target], view: RegistryView | None, seed: int) -> Iterator[Synthesis]:
-        """Rows for ``targets``; each patch comes from another target of the same list."""
-        pool = list(targets)
-        if len(pool) < 2:
+        return generate_per_target(self, targets, view, seed)
+
+    def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
+        """The rows of ``targets[index]``, with patches of the other targets."""
+        if len(targets) < 2:
             raise BaselineError("NSA needs at least two target images (patches come from another normal image)")
-        for index, target in enumerate(pool):
-            rng = np.random.default_rng([seed, index])
-            foreground = self.foreground(target.id, target.image)
-            for _ in range(self.config.per_target):
-                for attempt in range(self.config.max_tries):
-                    other = int(rng.integers(len(pool) - 1))
-                    source = pool[other + (other >= index)]
-                    outcome = nsa_patch(target.image, source.image, foreground, self.config, rng)
-                    if outcome is not None:
-                        image, mask, centre = outcome
-                        details = {"mode": self.config.mode, "source_target": source.id,
-                                   "location": list(centre), "retries": attempt}
-                        yield Synthesis(image, mask, None, target.id, (), details)
-                        break
-                else:
-                    self.gave_up += 1
+        rng = np.random.default_rng([seed, index])
+        target = targets[index]
+        foreground = self.foreground(target.id, target.image)
+        for _ in range(self.config.per_target):
+            for attempt in range(self.config.max_tries):
+                other = int(rng.integers(len(targets) - 1))
+                source = targets[other + (other >= index)]
+                outcome = nsa_patch(target.image, source.image, foreground, self.config, rng)
+                if outcome is not None:
+                    image, mask, centre = outcome
+                    details = {"mode": self.config.mode, "source_target": source.id,
+                               "location": list(centre), "retries": attempt}
+                    self.report.rows += 1
+                    self.report.retries += attempt
+                    yield Synthesis(image, mask, None, target.id, (), details)
+                    break
+                self.report.failures["no_location_or_tiny_mask"] += 1
+            else:
+                self.report.gave_up += 1
