@@ -152,8 +152,9 @@ def _attempt(url, dest, sha256, max_bytes, timeout, headers, progress, attempt) 
         if not resumed:
             have = 0
         length = response.headers.get("Content-Length")
-        if length is not None and length.isdigit() and have + int(length) > max_bytes:
-            raise _Failure("too_large", f"{have + int(length)} bytes announced, cap is {max_bytes}", status)
+        announced = have + int(length) if length is not None and length.isdigit() else None
+        if announced is not None and announced > max_bytes:
+            raise _Failure("too_large", f"{announced} bytes announced, cap is {max_bytes}", status)
         digest = hashlib.sha256()
         if resumed:
             with open(part, "rb") as f:
@@ -178,6 +179,9 @@ def _attempt(url, dest, sha256, max_bytes, timeout, headers, progress, attempt) 
             raise _Failure("timeout", f"read stalled for {timeout:g}s after {size} bytes", status) from None
         except (OSError, ValueError) as exc:  # connection reset, IncompleteRead
             raise _Failure("network_error", f"{type(exc).__name__}: {exc}", status) from None
+        if announced is not None and size < announced:
+            # http.client returns a short body without complaint: keep the part to resume from.
+            raise _Failure("network_error", f"connection closed after {size} of {announced} bytes", status)
         actual = digest.hexdigest()
         if sha256 is not None and actual != sha256:
             part.unlink(missing_ok=True)

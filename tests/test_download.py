@@ -7,6 +7,7 @@ servers each give a clear error and leave no source folder behind.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 from conftest import REPO, SD_ROOT, SHARED_DATA, copy_manifests
 from daad.archives import UnsafeArchiveError, unpack
 from daad.catalogue import Catalogue
+from daad.download import download
 from daad.licences import LicenceCatalogue, LicencePolicy
 from daad.manifest import read_manifest, write_manifest
 from daad.prepare import (
@@ -45,6 +47,7 @@ class ArchiveServer:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.truncate: set[str] = set()
+        self.truncate_once: set[str] = set()
         self.stall: set[str] = set()
         self.hits: Counter = Counter()
         self.ranges: list[str] = []
@@ -72,7 +75,9 @@ class ArchiveServer:
                 self.send_header("Content-Length", str(len(body) - start))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
-                if self.path in server.truncate:  # announce everything, send half, hang up
+                truncated = self.path in server.truncate or self.path in server.truncate_once
+                server.truncate_once.discard(self.path)
+                if truncated:  # announce everything, send half, hang up
                     self.wfile.write(body[start: len(body) // 2])
                     self.close_connection = True
                     return
@@ -292,6 +297,25 @@ def test_truncated_download_and_truncated_archive(small, fresh, server):
     assert "cannot read archive" in str(error)
     assert server.hits["/bad/half.zip"] == 2
     _assert_nothing_left(fresh)
+
+
+def test_short_body_is_detected_and_resumed(server, tmp_path):
+    body = os.urandom(50_000)
+    server.ranges.clear()
+    server.files["/short.bin"] = body
+    server.truncate_once.add("/short.bin")
+    result = download(f"{server.url}/short.bin", tmp_path / "short.bin", sha256=hashlib.sha256(body).hexdigest(),
+                      max_bytes=1 << 20, backoff=0)
+    assert result.ok and result.attempts == 2, result
+    assert server.ranges == [f"bytes={len(body) // 2}-"]  # the second attempt resumed the half it had
+    assert (tmp_path / "short.bin").read_bytes() == body
+
+    server.truncate.add("/short.bin")  # always cut short: reported, never accepted as complete
+    result = download(f"{server.url}/short.bin", tmp_path / "again.bin", max_bytes=1 << 20, retries=1, backoff=0)
+    assert not result.ok and result.reason == "network_error" and "connection closed after" in result.detail
+    assert not (tmp_path / "again.bin").exists()
+    server.truncate.discard("/short.bin")  # the server is shared by the session's tests
+    server.ranges.clear()
 
 
 def test_partial_download_resumes_and_stale_unpack_is_cleared(small, fresh, server):
