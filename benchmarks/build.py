@@ -1,5 +1,6 @@
-"""Build throughput on the real sources, next to a plain ``cp -r`` of the same image files,
-and the memory of a build of a synthetic 100k-record manifest.
+"""Build throughput on the real sources, next to a plain ``cp -r`` of the same image files
+(a full build, and a rebuild with nothing changed, which keeps the shards), and the
+memory of a build of a synthetic 100k-record manifest.
 
 Run: ``python benchmarks/build.py [--records 100000]``. Prints figures; asserts nothing.
 """
@@ -26,17 +27,17 @@ _BUILD = (
     "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
     "from daad.build import build; from daad.registry import Registry; from daad.roots import Roots;"
     "roots = json.loads(sys.argv[3]); t = time.perf_counter();"
-    "s = build(Registry(Path(sys.argv[2]), Roots(roots)), Path(sys.argv[4]), progress=False);"
+    "s = build(Registry(Path(sys.argv[2]), Roots(roots)), Path(sys.argv[4]), progress=False, reuse=sys.argv[5] == '1');"
     "print(json.dumps({'seconds': time.perf_counter() - t, 'rows': s.accepted, 'bytes': s.image_bytes,"
     "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
     "'worker_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
 )
 
 
-def run_build(manifests: Path, roots: dict[str, Path], out: Path) -> dict:
+def run_build(manifests: Path, roots: dict[str, Path], out: Path, reuse: bool = False) -> dict:
     roots_json = json.dumps({k: str(v) for k, v in roots.items()})
     result = subprocess.run(
-        [sys.executable, "-c", _BUILD, str(REPO), str(manifests), roots_json, str(out)],
+        [sys.executable, "-c", _BUILD, str(REPO), str(manifests), roots_json, str(out), "1" if reuse else "0"],
         capture_output=True, text=True, check=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -67,20 +68,23 @@ def real_sources(tmp: Path) -> None:
         (staging / str(i // 1000)).mkdir(parents=True, exist_ok=True)
         os.link(f, staging / str(i // 1000) / f"{i}{f.suffix}") if _same_fs(f, staging) else shutil.copy(f, staging / str(i // 1000) / f"{i}{f.suffix}")
     size = sum(f.stat().st_size for f in files)
-    cp_times, build_times = [], []
+    cp_times, build_times, rebuild_times = [], [], []
+    roots = {o: ROOTS[o] for o in available}
     for k in range(3):
         target = tmp / f"cp{k}"
         t = time.perf_counter()
         subprocess.run(["cp", "-r", str(staging), str(target)], check=True)
         cp_times.append(time.perf_counter() - t)
-        stats = run_build(manifests, {o: ROOTS[o] for o in available}, tmp / "out" / "daad")
+        stats = run_build(manifests, roots, tmp / "out" / "daad")
         build_times.append(stats["seconds"])
-    cp_t, build_t = min(cp_times), min(build_times)
+        rebuild_times.append(run_build(manifests, roots, tmp / "out" / "daad", reuse=True)["seconds"])
+    cp_t, build_t, rebuild_t = min(cp_times), min(build_times), min(rebuild_times)
     print(f"real sources: {', '.join(available)}: {len(files)} records, {size / 1e6:.1f} MB of images")
     print(f"  cp -r        : {cp_t:.3f} s  {size / 1e6 / cp_t:8.1f} MB/s  {len(files) / cp_t:8.0f} images/s")
     print(f"  daad build   : {build_t:.3f} s  {size / 1e6 / build_t:8.1f} MB/s  {len(files) / build_t:8.0f} images/s"
           f"  (peak RSS {stats['rss_mb']:.0f} MB, largest worker {stats['worker_rss_mb']:.0f} MB)")
-    print(f"  build / cp rate ratio: {cp_t / build_t:.2f}  (best of 3 each)")
+    print(f"  daad build, nothing changed (shards kept): {rebuild_t:.3f} s  {size / 1e6 / rebuild_t:8.1f} MB/s")
+    print(f"  build / cp rate ratio: full build {cp_t / build_t:.2f}, unchanged rebuild {cp_t / rebuild_t:.2f}  (best of 3 each)")
 
 
 def synthetic(tmp: Path, sizes: list[int]) -> None:

@@ -6,6 +6,13 @@ the sha256 of every manifest read). Image bytes are stored as they came; masks a
 Same manifests in, same bytes out; the output is swapped in atomically, so a failed or
 killed build leaves the previous one intact.
 
+With ``reuse=True`` (``daad build --reuse``), an origin whose inputs (manifest bytes,
+exclusion rules and evaluation hashes, licence policy, statuses, build format) are those
+of the previous build in ``out`` keeps that build's shards (hard-linked after their sha256
+is checked): its rows are a function of those inputs alone, as every image is pinned by
+its sha256 (origins with unpinned images are always rebuilt). Its image files are then not
+read again; ``daad validate`` (or a build without reuse, the default) checks them.
+
 Manifest lines are parsed, checked and turned into rows (image read and sha256-checked,
 mask encoded) in forked worker processes, a chunk of lines at a time; the parent gets the
 chunks back in line order, checks the ids' order and writes the shards, so the bytes do
@@ -14,6 +21,7 @@ not depend on the number of workers.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +34,8 @@ from tqdm.auto import tqdm
 
 from daad.card import DUP_MARK, registry_card
 from daad.errors import DaadError, PathEscapeError, RecordFileError, RootNotFoundError
+from daad.exclusion import FILENAME as RULES_FILE
+from daad.exclusion import HASHES_DIR
 from daad.features import REGISTRY_FEATURES
 from daad.images import read_verified, sha256_file
 from daad.licences import LicencePolicy
@@ -38,6 +48,8 @@ from daad.shards import DatasetFolderWriter, image_cell
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Status
 
 CHUNK = 64
+BUILD_FORMAT = 1
+"""Bump when what a manifest line becomes changes, so that older shards are not reused."""
 
 
 class BuildError(DaadError):
@@ -65,6 +77,28 @@ class BuildSummary:
     origins: Counter = field(default_factory=Counter)
     image_bytes: int = 0
     licence_policy: str = "all"
+    reused: list[str] = field(default_factory=list)
+    """Origins whose shards were kept from the previous build (inputs unchanged)."""
+
+    def add(self, other: BuildSummary) -> None:
+        self.accepted += other.accepted
+        self.rejected.update(other.rejected)
+        self.skipped.update(other.skipped)
+        self.errors += other.errors
+        self.counts.update(other.counts)
+        self.origins.update(other.origins)
+        self.image_bytes += other.image_bytes
+
+    @classmethod
+    def from_json(cls, value: dict) -> BuildSummary:
+        return cls(
+            accepted=value["accepted"],
+            rejected=Counter(value["rejected"]),
+            skipped=Counter(value["skipped"]),
+            counts=Counter({(c["anomaly_class"], c["source"], c["licence"]): c["rows"] for c in value["counts"]}),
+            origins=Counter(value["origins"]),
+            image_bytes=value["image_bytes"],
+        )
 
     def line(self) -> str:
         rej = sum(self.rejected.values())
@@ -77,6 +111,7 @@ class BuildSummary:
             "rejected": dict(sorted(self.rejected.items())),
             "skipped": dict(sorted(self.skipped.items())),
             "origins": dict(sorted(self.origins.items())),
+            "image_bytes": self.image_bytes,
             "counts": [
                 {"anomaly_class": c, "source": s, "licence": lic, "rows": n}
                 for (c, s, lic), n in sorted(self.counts.items())
@@ -100,41 +135,64 @@ def build(
     statuses: tuple[Status, ...] = (Status.ACCEPTED,),
     progress: bool = True,
     workers: int | None = None,
+    reuse: bool = False,
 ) -> BuildSummary:
-    """Build the registry into ``out`` with ``workers`` processes (default: one per CPU).
+    """Build the registry into ``out`` with ``workers`` processes (default: one per CPU),
+    keeping the shards of unchanged origins when ``reuse``.
 
     Raises :class:`BuildError` (output untouched) on bad records.
     """
+    out = Path(out)
     policy = licence_policy or LicencePolicy.everything()
     summary = BuildSummary(licence_policy=policy.name)
     manifests = registry.manifests(origins)
-    total = sum(_count_lines(p) for p in manifests)
-    registry.rules.near_duplicate_evaluations(())  # load the hash indices once, before the workers fork
-    chunks = fork_map(_prepare, (registry, policy, statuses), _chunks(manifests), workers or default_workers())
+    rules = _rules_digest(registry)
+    keys = {p: _origin_key(p, rules, policy, statuses) for p in manifests}
+    previous = _previous_reuse(out) if reuse else {}
     with DatasetFolderWriter(out, REGISTRY_FEATURES) as writer:
-        bar = tqdm(total=total, unit="rec", desc="build", disable=not progress)
+        entries: dict[str, dict] = {}
+        todo = []
+        for manifest in manifests:
+            entry = previous.get(manifest.stem)
+            if entry is not None and entry["key"] == keys[manifest] and _adopt(writer, out, entry["files"]):
+                entries[manifest.stem] = entry
+                summary.add(BuildSummary.from_json(entry["summary"]))
+                summary.reused.append(manifest.stem)
+            else:
+                todo.append(manifest)
+        bar = tqdm(total=sum(_count_lines(p) for p in todo), unit="rec", desc="build", disable=not progress)
+        if todo:
+            registry.rules.near_duplicate_evaluations(())  # load the hash indices once, before the workers fork
+        chunks = fork_map(_prepare, (registry, policy, statuses), _chunks(todo), workers or default_workers())
         for manifest, group in groupby(chunks, key=itemgetter(0)):
+            part = BuildSummary()
             shards: set[str] = set()
+            pinned = True
             order = IdOrder(manifest)
             for _, prepared in group:
                 for lineno, record, result in prepared:
                     order.check(lineno, record.id)
                     bar.update(1)
                     if isinstance(result, str):
-                        summary.skipped[result] += 1
+                        part.skipped[result] += 1
                     elif isinstance(result, DaadError):
-                        summary.rejected[getattr(result, "reason", "error")] += 1
-                        summary.errors.append(str(result))
+                        part.rejected[getattr(result, "reason", "error")] += 1
+                        part.errors.append(str(result))
                     else:
                         shard, row, nbytes = result
                         shards.add(shard)
                         writer.write(shard, row, nbytes)
-                        summary.accepted += 1
-                        summary.image_bytes += nbytes
-                        summary.counts[(record.anomaly_class, str(record.source), record.licence)] += 1
-                        summary.origins[record.origin] += 1
+                        pinned = pinned and record.image.sha256 is not None
+                        part.accepted += 1
+                        part.image_bytes += nbytes
+                        part.counts[(record.anomaly_class, str(record.source), record.licence)] += 1
+                        part.origins[record.origin] += 1
             for shard in sorted(shards):
                 writer.close_shard(shard)
+            summary.add(part)
+            if pinned:
+                files = {s: {"sha256": sha256_file(writer.tmp / s), "rows": writer.rows_written[s]} for s in sorted(shards)}
+                entries[manifest.stem] = {"key": keys[manifest], "files": files, "summary": part.to_json()}
         bar.close()
         if summary.errors:
             raise BuildError(summary)
@@ -143,10 +201,52 @@ def build(
         build_info = summary.to_json() | {
             "manifests": {p.name: sha256_file(p) for p in manifests},
             "licence_policy": policy.name,
+            "reuse": dict(sorted(entries.items())),
         }
         writer.write_file("build.json", json.dumps(build_info, indent=2, sort_keys=True) + "\n")
         writer.commit()
     return summary
+
+
+def _rules_digest(registry: Registry) -> str:
+    """sha256 of the exclusion rules and every evaluation hashes file (they decide the dup shards)."""
+    digest = hashlib.sha256()
+    rules_dir = registry.manifests_dir
+    for path in [rules_dir / RULES_FILE, *sorted((rules_dir / HASHES_DIR).glob("*"))]:
+        if path.is_file():
+            digest.update(f"{path.name}\0{sha256_file(path)}\0".encode())
+    return digest.hexdigest()
+
+
+def _origin_key(manifest: Path, rules: str, policy: LicencePolicy, statuses: tuple[Status, ...]) -> str:
+    """What an origin's shards are a function of, hashed."""
+    inputs = {
+        "format": BUILD_FORMAT,
+        "manifest": sha256_file(manifest),
+        "rules": rules,
+        "policy": [policy.name, policy.allowed],
+        "statuses": sorted(str(s) for s in statuses),
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def _previous_reuse(out: Path) -> dict[str, dict]:
+    """The per-origin reuse entries of the build in ``out`` (none when absent or unreadable)."""
+    try:
+        return json.loads((out / "build.json").read_text(encoding="utf-8")).get("reuse", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _adopt(writer: DatasetFolderWriter, out: Path, files: dict[str, dict]) -> bool:
+    """Hard-link an origin's previous shards into the new build if every one is intact."""
+    for relpath, info in files.items():
+        path = out / relpath
+        if not path.is_file() or sha256_file(path) != info["sha256"]:
+            return False
+    for relpath, info in files.items():
+        writer.adopt(relpath, out / relpath, info["rows"])
+    return True
 
 
 Prepared = tuple[int, Record, "str | DaadError | tuple[str, dict, int]"]

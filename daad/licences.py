@@ -144,3 +144,8 @@ class LicencePolicy:
 
     def allows(self, licence: str) -> bool:
         return self._allowed is None or licence in self._allowed
+
+    @property
+    def allowed(self) -> list[str] | None:
+        """The licences this policy lets in (sorted), ``None`` for all."""
+        return None if self._allowed is None else sorted(self._allowed)

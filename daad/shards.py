@@ -96,6 +96,16 @@ class DatasetFolderWriter:
         if writer is not None:
             writer.close()
 
+    def adopt(self, relpath: str, source: Path, rows: int) -> None:
+        """Take a finished shard of ``rows`` rows from an earlier build (hard link; copy across devices)."""
+        path = self.tmp / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, path)
+        except OSError:
+            shutil.copyfile(source, path)
+        self.rows_written[relpath] = rows
+
     def write_file(self, relpath: str, data: bytes | str) -> None:
         """Write an extra file (card, checksums) into the new folder."""
         path = self.tmp / relpath

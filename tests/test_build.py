@@ -7,19 +7,20 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
 
-from conftest import REPO, SD_ROOT
-from daad.build import build
+from conftest import REPO, SD_ROOT, SOURCE_ROOTS, copy_manifests
+from daad.build import BuildSummary, build
 from daad.errors import ManifestError
 from daad.manifest import read_manifest, write_manifest
 from daad.registry import Registry
 from daad.roots import Roots
-from daad.taxonomy import ANOMALY_CLASSES
+from daad.taxonomy import ANOMALY_CLASSES, Status
 
 
 def _registry(manifests: Path) -> Registry:
@@ -162,3 +163,47 @@ def test_a_bad_manifest_line_in_a_worker_names_file_and_line(sd_manifests, tmp_p
     with pytest.raises(ManifestError, match=rf"sd_saliency_900.jsonl:701: .*dent"):
         build(_registry(manifests), out, progress=False, workers=2)
     assert not out.exists() and not list(tmp_path.glob(".daad.tmp-*"))
+
+
+def _tree(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_unchanged_origins_keep_their_shards_and_the_output_equals_a_full_build(tmp_path):
+    manifests = copy_manifests(tmp_path / "manifests", "sd_saliency_900", "crackforest")
+
+    def run(out: Path, reuse: bool = True) -> BuildSummary:
+        return build(Registry(manifests, Roots(SOURCE_ROOTS)), out, progress=False, reuse=reuse)
+
+    def fresh() -> dict[Path, bytes]:
+        target = tmp_path / "fresh" / "daad"
+        run(target, reuse=False)
+        return _tree(target)
+
+    out = tmp_path / "daad"
+    first = run(out)
+    assert first.reused == [] and first.accepted == 900 + 118
+    inodes = {p: p.stat().st_ino for p in (out / "data").rglob("*.parquet")}
+    second = run(out)
+    assert second.reused == ["crackforest", "sd_saliency_900"] and second.accepted == first.accepted
+    assert {p: p.stat().st_ino for p in (out / "data").rglob("*.parquet")} == inodes  # linked, not rewritten
+    assert _tree(out) == fresh()
+
+    # One origin changes: only it is rebuilt, and the result is what a full build gives.
+    records = list(read_manifest(manifests / "crackforest.jsonl"))
+    write_manifest(manifests / "crackforest.jsonl", [replace(records[0], status=Status.REJECTED)] + records[1:])
+    third = run(out)
+    assert third.reused == ["sd_saliency_900"] and third.accepted == first.accepted - 1
+    assert _tree(out) == fresh()
+
+    # A damaged shard is never reused.
+    victim = out / "data" / "sd_saliency_900" / "scratch.parquet"
+    victim.write_bytes(victim.read_bytes()[:-16] + bytes(16))
+    assert run(out).reused == ["crackforest"]
+    assert _tree(out) == fresh()
+
+    # New exclusion rules (they decide the near-copy shards) rebuild every origin.
+    with open(manifests / "exclusions.toml", "a", encoding="utf-8") as f:
+        f.write("\n# reviewed\n")
+    assert run(out).reused == []
+    assert run(out, reuse=False).reused == []

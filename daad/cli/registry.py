@@ -94,6 +94,9 @@ def build(
     licence_policy: LicencePolicyOption = "all",
     workers: Annotated[int, typer.Option(
         "--workers", help="Worker processes (0: one per CPU); the output is the same for any number.")] = 0,
+    reuse: Annotated[bool, typer.Option(
+        "--reuse", help="Keep the previous build's shards of origins whose inputs did not change "
+        "(their image files are not read again; `daad validate` checks them).")] = False,
 ) -> None:
     """Build the Hugging Face dataset folder from the manifests, deterministically and atomically."""
     from daad.build import build as run_build
@@ -116,8 +119,11 @@ def build(
         origin = report.ready
         if not origin:
             raise typer.BadParameter("nothing to build: every source was skipped (see the table above)")
-    summary = run_build(registry, out, origins=origin, licence_policy=policy, progress=not quiet, workers=workers or None)
-    console.print(f"{summary.line()} -> {out}")
+    summary = run_build(
+        registry, out, origins=origin, licence_policy=policy, progress=not quiet, workers=workers or None, reuse=reuse
+    )
+    reused = f" (unchanged, shards kept: {', '.join(summary.reused)})" if summary.reused else ""
+    console.print(f"{summary.line()}{reused} -> {out}")
 
 
 @app.command()
