@@ -32,9 +32,10 @@ def fork_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T], wo
     stays bounded however many items come), each with single-threaded OpenCV and BLAS so that
     N workers on N cores do not oversubscribe them. OpenCV's thread pool does not survive
     a fork (the children deadlock in it), so this process runs OpenCV single-threaded
-    while its workers live. With ``workers <= 1`` the calls run here.
+    while its workers live. With ``workers <= 1``, or where processes cannot be forked,
+    the calls run here.
     """
-    if workers <= 1:
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
         for item in items:
             yield function(state, item)
         return
