@@ -33,6 +33,7 @@ from daad.roots import Roots
 from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
 from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, Texture
 from daad.synthesis.baselines.nsa import NSA, NSAConfig
+from daad.synthesis.base import per_target_rows
 from daad.synthesis.cai import CAI, CAIConfig, PatternBank
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.injection import clone_margin, select_location
@@ -59,18 +60,13 @@ def make_generator(name: str):
     }[base]()
 
 
-def rows_of(generator, targets, seed=0):
-    for index in range(len(targets)):
-        yield from generator.rows_for(targets, index, seed)
-
-
 def core_ms(name: str, targets) -> tuple[float, int]:
     """Median ms per row over ``targets`` (time between consecutive rows, retries included)."""
     generator = make_generator(name)
     for t in targets:  # foregrounds are cached per target: compute them outside the timing
         if hasattr(generator, "foreground"):
             generator.foreground(t.id, t.image)
-    times, rows = [], rows_of(generator, targets)
+    times, rows = [], per_target_rows(generator, targets, 0)
     while True:
         start = time.perf_counter()
         try:

@@ -147,7 +147,8 @@ def build(
     summary = BuildSummary(licence_policy=policy.name)
     manifests = registry.manifests(origins)
     rules = _rules_digest(registry)
-    keys = {p: _origin_key(p, rules, policy, statuses) for p in manifests}
+    digests = {p: sha256_file(p) for p in manifests}
+    keys = {p: _origin_key(digests[p], rules, policy, statuses) for p in manifests}
     previous = _previous_reuse(out) if reuse else {}
     with DatasetFolderWriter(out, REGISTRY_FEATURES) as writer:
         entries: dict[str, dict] = {}
@@ -165,30 +166,7 @@ def build(
             registry.rules.near_duplicate_evaluations(())  # load the hash indices once, before the workers fork
         chunks = fork_map(_prepare, (registry, policy, statuses), _chunks(todo), workers or default_workers())
         for manifest, group in groupby(chunks, key=itemgetter(0)):
-            part = BuildSummary()
-            shards: set[str] = set()
-            pinned = True
-            order = IdOrder(manifest)
-            for _, prepared in group:
-                for lineno, record, result in prepared:
-                    order.check(lineno, record.id)
-                    bar.update(1)
-                    if isinstance(result, str):
-                        part.skipped[result] += 1
-                    elif isinstance(result, DaadError):
-                        part.rejected[getattr(result, "reason", "error")] += 1
-                        part.errors.append(str(result))
-                    else:
-                        shard, row, nbytes = result
-                        shards.add(shard)
-                        writer.write(shard, row, nbytes)
-                        pinned = pinned and record.image.sha256 is not None
-                        part.accepted += 1
-                        part.image_bytes += nbytes
-                        part.counts[(record.anomaly_class, str(record.source), record.licence)] += 1
-                        part.origins[record.origin] += 1
-            for shard in sorted(shards):
-                writer.close_shard(shard)
+            part, shards, pinned = _write_origin(writer, manifest, (line for _, chunk in group for line in chunk), bar)
             summary.add(part)
             if pinned:
                 files = {s: {"sha256": sha256_file(writer.tmp / s), "rows": writer.rows_written[s]} for s in sorted(shards)}
@@ -199,7 +177,7 @@ def build(
         files = sorted(writer.rows_written)
         writer.write_file("README.md", registry_card(registry, summary, files))
         build_info = summary.to_json() | {
-            "manifests": {p.name: sha256_file(p) for p in manifests},
+            "manifests": {p.name: digests[p] for p in manifests},
             "licence_policy": policy.name,
             "reuse": dict(sorted(entries.items())),
         }
@@ -218,11 +196,11 @@ def _rules_digest(registry: Registry) -> str:
     return digest.hexdigest()
 
 
-def _origin_key(manifest: Path, rules: str, policy: LicencePolicy, statuses: tuple[Status, ...]) -> str:
+def _origin_key(manifest_sha256: str, rules: str, policy: LicencePolicy, statuses: tuple[Status, ...]) -> str:
     """What an origin's shards are a function of, hashed."""
     inputs = {
         "format": BUILD_FORMAT,
-        "manifest": sha256_file(manifest),
+        "manifest": manifest_sha256,
         "rules": rules,
         "policy": [policy.name, policy.allowed],
         "statuses": sorted(str(s) for s in statuses),
@@ -247,6 +225,37 @@ def _adopt(writer: DatasetFolderWriter, out: Path, files: dict[str, dict]) -> bo
     for relpath, info in files.items():
         writer.adopt(relpath, out / relpath, info["rows"])
     return True
+
+
+def _write_origin(
+    writer: DatasetFolderWriter, manifest: Path, prepared: Iterator[Prepared], bar
+) -> tuple[BuildSummary, set[str], bool]:
+    """Write one manifest's prepared lines into their shards (closed at the end); returns its
+    summary, its shards, and whether every row's image is pinned by a sha256."""
+    part = BuildSummary()
+    shards: set[str] = set()
+    pinned = True
+    order = IdOrder(manifest)
+    for lineno, record, result in prepared:
+        order.check(lineno, record.id)
+        bar.update(1)
+        if isinstance(result, str):
+            part.skipped[result] += 1
+        elif isinstance(result, DaadError):
+            part.rejected[getattr(result, "reason", "error")] += 1
+            part.errors.append(str(result))
+        else:
+            shard, row, nbytes = result
+            shards.add(shard)
+            writer.write(shard, row, nbytes)
+            pinned = pinned and record.image.sha256 is not None
+            part.accepted += 1
+            part.image_bytes += nbytes
+            part.counts[(record.anomaly_class, str(record.source), record.licence)] += 1
+            part.origins[record.origin] += 1
+    for shard in sorted(shards):
+        writer.close_shard(shard)
+    return part, shards, pinned
 
 
 Prepared = tuple[int, Record, "str | DaadError | tuple[str, dict, int]"]

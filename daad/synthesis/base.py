@@ -76,12 +76,8 @@ class PerTargetGenerator(Generator, Protocol):
         ...
 
 
-def generate_per_target(
-    generator: PerTargetGenerator, targets: Iterable[Target], view: RegistryView | None, seed: int
-) -> Iterator[Synthesis]:
-    """``generator.generate`` for a per-target generator: prepare, then every target in order."""
-    generator.prepare(view)
-    targets = list(targets)
+def per_target_rows(generator: PerTargetGenerator, targets: Sequence[Target], seed: int) -> Iterator[Synthesis]:
+    """The rows of every target, in order (what ``generate`` yields once ``prepare`` has run)."""
     for index in range(len(targets)):
         yield from generator.rows_for(targets, index, seed)
 

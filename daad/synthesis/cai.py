@@ -40,13 +40,12 @@ import cv2
 import numpy as np
 
 from daad.errors import DaadError, LeakageError
-from daad.synthesis.base import GenerationReport, Synthesis, Target, generate_per_target
+from daad.synthesis.base import GenerationReport, Synthesis, Target, per_target_rows
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.injection import (
-    CLONE_FLAGS,
     CLOSE_KERNEL,
     DILATE_KERNEL,
-    SOLVERS,
+    check_blend,
     clone_margin,
     inject_patch,
     select_location,
@@ -166,10 +165,7 @@ class CAIConfig:
     """Poisson solver: ``dst`` (fast) or ``opencv`` (``cv2.seamlessClone``); within one grey level."""
 
     def __post_init__(self) -> None:
-        if self.mode not in CLONE_FLAGS:
-            raise ValueError(f"mode must be one of {tuple(CLONE_FLAGS)}, got {self.mode!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        check_blend(self.mode, self.solver)
         if len(self.ratios) != 3 or min(self.ratios) < 0 or sum(self.ratios) <= 0:
             raise ValueError(f"ratios must be three non-negative numbers (large, medium, small), got {self.ratios}")
         if self.median % 2 == 0:
@@ -338,14 +334,13 @@ class CAI:
 
     def generate(self, targets: Iterable[Target], view: RegistryView | None, seed: int) -> Iterator[Synthesis]:
         """Rows for ``targets`` from the patterns of ``view`` (a RegistryView, else LeakageError)."""
-        return generate_per_target(self, targets, view, seed)
+        self.prepare(view)
+        return per_target_rows(self, list(targets), seed)
 
     def generate_from_bank(self, targets: Iterable[Target], bank: PatternBank, seed: int) -> Iterator[Synthesis]:
         """Rows for ``targets`` from already-cropped patterns (kept as ``self.bank``)."""
         self.bank = bank
-        targets = list(targets)
-        for index in range(len(targets)):
-            yield from self.rows_for(targets, index, seed)
+        return per_target_rows(self, list(targets), seed)
 
     def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
         """The rows of ``targets[index]``, drawn from ``default_rng([seed, index])``."""

@@ -30,6 +30,14 @@ CLOSE_KERNEL = 5
 DILATE_KERNEL = 11
 
 
+def check_blend(mode: str, solver: str) -> None:
+    """``ValueError`` unless ``mode`` is a Poisson-editing mode and ``solver`` a solver."""
+    if mode not in CLONE_FLAGS:
+        raise ValueError(f"mode must be one of {tuple(CLONE_FLAGS)}, got {mode!r}")
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+
+
 def clone_margin(dilate_kernel: int) -> int:
     """Pixels the clone region (dilated mask) extends beyond the patch box on each side."""
     return dilate_kernel // 2
@@ -77,10 +85,9 @@ def clone_patch(
     # Both solvers put the clone box's top-left at (p - size // 2); align the patch box.
     px = centre[0] - w0 // 2 - (pad - x) + w // 2
     py = centre[1] - h0 // 2 - (pad - y) + h // 2
+    check_blend(mode, solver)
     if solver == "opencv":
         return cv2.seamlessClone(src, target, clone_mask, (int(px), int(py)), CLONE_FLAGS[mode])
-    if solver != "dst":
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     return seamless_clone(src, target, clone_mask, (int(px), int(py)), mode)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from daad.processes import fork_map
-from daad.synthesis.base import GenerationReport, PerTargetGenerator, Target
+from daad.synthesis.base import GenerationReport, PerTargetGenerator, Target, per_target_rows
 from daad.synthesis.output import EncodedRow, encode_row
 
 CHUNK = 4
@@ -24,8 +24,7 @@ def generate_encoded(
 ) -> Iterator[EncodedRow]:
     """The encoded rows of every target, in target order, from ``workers`` processes."""
     if workers <= 1 or len(targets) <= CHUNK:
-        for index in range(len(targets)):
-            yield from map(encode_row, generator.rows_for(targets, index, seed))
+        yield from map(encode_row, per_target_rows(generator, targets, seed))
         return
     chunks = [range(i, min(i + CHUNK, len(targets))) for i in range(0, len(targets), CHUNK)]
     for rows, report in fork_map(_rows, (generator, targets, seed), chunks, workers):

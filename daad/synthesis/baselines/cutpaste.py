@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from daad.synthesis.base import GenerationReport, Synthesis, Target, generate_per_target
+from daad.synthesis.base import GenerationReport, Synthesis, Target, per_target_rows
 
 if TYPE_CHECKING:
     from daad.registry import RegistryView
@@ -111,7 +111,8 @@ class CutPaste:
         """Nothing to load: patches come from the targets."""
 
     def generate(self, targets: Iterable[Target], view: RegistryView | None, seed: int) -> Iterator[Synthesis]:
-        return generate_per_target(self, targets, view, seed)
+        self.prepare(view)
+        return per_target_rows(self, list(targets), seed)
 
     def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
         """The rows of ``targets[index]``, drawn from ``default_rng([seed, index])``."""

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from daad.synthesis.base import GenerationReport, Synthesis, Target, generate_per_target
+from daad.synthesis.base import GenerationReport, Synthesis, Target, per_target_rows
 from daad.synthesis.baselines.perlin import perlin_noise
 from daad.synthesis.cai import require_view
 from daad.synthesis.baselines import BaselineError
@@ -108,7 +108,8 @@ class DRAEM:
 
     def generate(self, targets: Iterable[Target], view: RegistryView | None, seed: int) -> Iterator[Synthesis]:
         """Rows for ``targets``; without a texture folder, ``view`` must be a RegistryView."""
-        return generate_per_target(self, targets, view, seed)
+        self.prepare(view)
+        return per_target_rows(self, list(targets), seed)
 
     def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
         """The rows of ``targets[index]``, drawn from ``default_rng([seed, index])``."""

@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from daad.synthesis.base import GenerationReport, Synthesis, Target, generate_per_target
+from daad.synthesis.base import GenerationReport, Synthesis, Target, per_target_rows
 from daad.synthesis.baselines import BaselineError
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.injection import (
-    CLONE_FLAGS,
     CLOSE_KERNEL,
     DILATE_KERNEL,
-    SOLVERS,
+    check_blend,
     clone_margin,
     inject_patch,
     select_location,
@@ -53,10 +52,7 @@ class NSAConfig:
     solver: str = "dst"
 
     def __post_init__(self) -> None:
-        if self.mode not in CLONE_FLAGS:
-            raise ValueError(f"mode must be one of {tuple(CLONE_FLAGS)}, got {self.mode!r}")
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        check_blend(self.mode, self.solver)
 
 
 def nsa_patch(
@@ -102,7 +98,8 @@ class NSA:
         """Nothing to load: patches come from the targets."""
 
     def generate(self, targets: Iterable[Target], view: RegistryView | None, seed: int) -> Iterator[Synthesis]:
-        return generate_per_target(self, targets, view, seed)
+        self.prepare(view)
+        return per_target_rows(self, list(targets), seed)
 
     def rows_for(self, targets: Sequence[Target], index: int, seed: int) -> Iterator[Synthesis]:
         """The rows of ``targets[index]``, with patches of the other targets."""
