@@ -13,10 +13,12 @@ is checked): its rows are a function of those inputs alone, as every image is pi
 its sha256 (origins with unpinned images are always rebuilt). Its image files are then not
 read again; ``daad validate`` (or a build without reuse, the default) checks them.
 
-Manifest lines are parsed, checked and turned into rows (image read and sha256-checked,
-mask encoded) in forked worker processes, a chunk of lines at a time; the parent gets the
-chunks back in line order, checks the ids' order and writes the shards, so the bytes do
-not depend on the number of workers.
+Manifest lines are parsed, checked and turned into rows (all but the image: its mask
+encoded as PNG, its near copies looked up) in forked worker processes, a chunk of
+``CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
+order, reads each image and checks its sha256 (the bytes it stores are the bytes it
+checked, and they never cross a pipe) and writes the shards, so the bytes do not depend
+on the number of workers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from itertools import groupby, islice
 from operator import itemgetter
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -37,18 +40,17 @@ from daad.errors import DaadError, PathEscapeError, RecordFileError, RootNotFoun
 from daad.exclusion import FILENAME as RULES_FILE
 from daad.exclusion import HASHES_DIR
 from daad.features import REGISTRY_FEATURES
-from daad.images import read_verified, sha256_file
+from daad.images import sha256_file
 from daad.licences import LicencePolicy
 from daad.manifest import IdOrder, parse_line
-from daad.masks import encode_png
 from daad.processes import default_workers, fork_map
-from daad.record import Record
+from daad.record import ImageRef, Record
 from daad.registry import Registry
 from daad.shards import DatasetFolderWriter, image_cell
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Status
 
 CHUNK = 64
-BUILD_FORMAT = 1
+BUILD_FORMAT = 2
 """Bump when what a manifest line becomes changes, so that older shards are not reused."""
 
 
@@ -166,7 +168,7 @@ def build(
             registry.rules.near_duplicate_evaluations(())  # load the hash indices once, before the workers fork
         chunks = fork_map(_prepare, (registry, policy, statuses), _chunks(todo), workers or default_workers())
         for manifest, group in groupby(chunks, key=itemgetter(0)):
-            part, shards, pinned = _write_origin(writer, manifest, (line for _, chunk in group for line in chunk), bar)
+            part, shards, pinned = _write_origin(writer, registry, manifest, group, bar)
             summary.add(part)
             if pinned:
                 files = {s: {"sha256": sha256_file(writer.tmp / s), "rows": writer.rows_written[s]} for s in sorted(shards)}
@@ -228,39 +230,56 @@ def _adopt(writer: DatasetFolderWriter, out: Path, files: dict[str, dict]) -> bo
 
 
 def _write_origin(
-    writer: DatasetFolderWriter, manifest: Path, prepared: Iterator[Prepared], bar
+    writer: DatasetFolderWriter, registry: Registry, manifest: Path, chunks: Iterator[Prepared], bar
 ) -> tuple[BuildSummary, set[str], bool]:
-    """Write one manifest's prepared lines into their shards (closed at the end); returns its
-    summary, its shards, and whether every row's image is pinned by a sha256."""
+    """Read the images of one manifest's prepared lines and write the rows into their shards
+    (closed at the end); returns its summary, its shards, and whether every row's image is
+    pinned by a sha256."""
     part = BuildSummary()
     shards: set[str] = set()
     pinned = True
     order = IdOrder(manifest)
-    for lineno, record, result in prepared:
-        order.check(lineno, record.id)
-        bar.update(1)
-        if isinstance(result, str):
-            part.skipped[result] += 1
-        elif isinstance(result, DaadError):
-            part.rejected[getattr(result, "reason", "error")] += 1
-            part.errors.append(str(result))
-        else:
-            shard, row, nbytes = result
-            shards.add(shard)
-            writer.write(shard, row, nbytes)
-            pinned = pinned and record.image.sha256 is not None
-            part.accepted += 1
-            part.image_bytes += nbytes
-            part.counts[(record.anomaly_class, str(record.source), record.licence)] += 1
-            part.origins[record.origin] += 1
+    for _, lines in chunks:
+        for lineno, record_id, outcome in lines:
+            order.check(lineno, record_id)
+            if isinstance(outcome, Pending):
+                outcome = _complete(registry, record_id, outcome)
+            if isinstance(outcome, str):
+                part.skipped[outcome] += 1
+            elif isinstance(outcome, DaadError):
+                part.rejected[getattr(outcome, "reason", "error")] += 1
+                part.errors.append(str(outcome))
+            else:
+                pending, data = outcome
+                nbytes = len(data) + len(pending.row["mask"]["bytes"])
+                writer.write(pending.shard, pending.row | {"image": image_cell(data, pending.image_name)}, nbytes)
+                shards.add(pending.shard)
+                pinned = pinned and pending.image.sha256 is not None
+                part.accepted += 1
+                part.image_bytes += nbytes
+                part.counts[pending.counts_key] += 1
+                part.origins[pending.origin] += 1
+        bar.update(len(lines))
     for shard in sorted(shards):
         writer.close_shard(shard)
     return part, shards, pinned
 
 
-Prepared = tuple[int, Record, "str | DaadError | tuple[str, dict, int]"]
-"""A manifest line once prepared: line number, record, and a skip reason, the error, or
-``(shard, row, nbytes)``."""
+class Pending(NamedTuple):
+    """A manifest line's row, all but its image (read by the parent)."""
+
+    shard: str
+    row: dict
+    origin: str
+    image: ImageRef
+    image_name: str
+    counts_key: tuple[str, str, str]
+    """(anomaly_class, source, licence)"""
+
+
+Prepared = tuple[Path, list[tuple[int, str, "str | DaadError | Pending"]]]
+"""A chunk of a manifest once prepared: the manifest, and per line its number, the record
+id and a skip reason, the error, or the pending row."""
 
 
 def _chunks(manifests: list[Path]) -> Iterator[tuple[Path, list[tuple[int, str]]]]:
@@ -274,8 +293,8 @@ def _chunks(manifests: list[Path]) -> Iterator[tuple[Path, list[tuple[int, str]]
 
 def _prepare(
     job: tuple[Registry, LicencePolicy, tuple[Status, ...]], chunk: tuple[Path, list[tuple[int, str]]]
-) -> tuple[Path, list[Prepared]]:
-    """Parse, select and turn into rows the lines of one chunk (in a worker). Bad lines raise ``ManifestError``."""
+) -> Prepared:
+    """Parse, select and turn into pending rows the lines of one chunk (in a worker). Bad lines raise ``ManifestError``."""
     registry, policy, statuses = job
     manifest, lines = chunk
     records = [(lineno, parse_line(manifest, lineno, line)) for lineno, line in lines]
@@ -283,14 +302,8 @@ def _prepare(
     near_copies = registry.rules.near_duplicate_evaluations(r for (_, r), why in zip(records, reasons) if why is None)
     prepared = []
     for (lineno, record), reason in zip(records, reasons):
-        if reason is None:
-            result = _row(registry, record)
-            if not isinstance(result, DaadError):
-                row, nbytes = result
-                result = (shard_of(record, near_copies.get(record.id)), row, nbytes)
-        else:
-            result = reason
-        prepared.append((lineno, record, result))
+        outcome = reason if reason is not None else _pending(record, near_copies.get(record.id))
+        prepared.append((lineno, record.id, outcome))
     return manifest, prepared
 
 
@@ -305,22 +318,15 @@ def _skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, 
     return None
 
 
-def _row(registry: Registry, record: Record) -> tuple[dict, int] | DaadError:
-    """One shard row for ``record`` (bytes verified against the manifest), or the error."""
+def _pending(record: Record, near_copy_of: list[str] | None) -> Pending | DaadError:
+    """``record``'s row but for the image bytes, or the error."""
     assert record.anomaly_class in ANOMALY_CLASSES
-    try:
-        view_path = registry.image_path(record)
-        data = read_verified(view_path, record.image.sha256, record.id)
-        if record.mask is None:
-            raise RecordFileError(record.id, view_path, "no_mask", "record has no mask")
-        mask_png = encode_png(record.mask.decode())
-    except (RecordFileError, PathEscapeError, RootNotFoundError) as exc:
-        return exc
+    if record.mask is None:
+        return RecordFileError(record.id, record.image.path, "no_mask", "record has no mask")
     name = PurePosixPath(record.image.path or record.image.url or record.id).name
     row = {
         "id": record.id,
-        "image": image_cell(data, name),
-        "mask": image_cell(mask_png, f"{PurePosixPath(name).stem}_mask.png"),
+        "mask": image_cell(record.mask.png(), f"{PurePosixPath(name).stem}_mask.png"),
         "anomaly_class": ANOMALY_CLASSES.index(record.anomaly_class),
         "source": str(record.source),
         "origin": record.origin,
@@ -336,7 +342,17 @@ def _row(registry: Registry, record: Record) -> tuple[dict, int] | DaadError:
         "url": record.image.url,
         "page_url": record.page_url,
     }
-    return row, len(data) + len(mask_png)
+    key = (record.anomaly_class, str(record.source), record.licence)
+    return Pending(shard_of(record, near_copy_of), row, record.origin, record.image, name, key)
+
+
+def _complete(registry: Registry, record_id: str, pending: Pending) -> tuple[Pending, bytes] | DaadError:
+    """The pending row with its image bytes, read and checked against the manifest's sha256; or the error."""
+    try:
+        _, data = registry.read_image_file(pending.origin, pending.image, record_id)
+    except (RecordFileError, PathEscapeError, RootNotFoundError) as exc:
+        return exc
+    return pending, data
 
 
 def _count_lines(path: Path) -> int:

@@ -38,6 +38,11 @@ def read_verified(path: Path, sha256: str | None, record_id: str) -> bytes:
         raise RecordFileError(record_id, path, "missing", "file does not exist") from None
     except IsADirectoryError:
         raise RecordFileError(record_id, path, "missing", "is a directory") from None
+    return verified(data, sha256, record_id, path)
+
+
+def verified(data: bytes, sha256: str | None, record_id: str, path: Path | str | None) -> bytes:
+    """``data``, read from ``path``; raises ``RecordFileError`` if empty or not matching ``sha256``."""
     if not data:
         raise RecordFileError(record_id, path, "empty_file", "zero bytes")
     if sha256 is not None:

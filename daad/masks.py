@@ -6,11 +6,11 @@ the registry is self-contained; shards store the same mask as a 0/255 PNG.
 
 from __future__ import annotations
 
-import io
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 
@@ -33,8 +33,11 @@ class RLE:
 
     def decode(self) -> np.ndarray:
         """The mask as a C-contiguous ``uint8`` array of 0/1."""
-        coco = {"size": [self.height, self.width], "counts": self.counts.encode("ascii")}
-        return np.ascontiguousarray(mask_utils.decode(coco))
+        return np.ascontiguousarray(mask_utils.decode(self._coco()))
+
+    def png(self) -> bytes:
+        """The mask as :func:`encode_png` writes it (decoded column-major, as it is stored)."""
+        return encode_png(mask_utils.decode(self._coco()))
 
     def area(self) -> int:
         return int(mask_utils.area(self._coco()))
@@ -108,13 +111,36 @@ def encode_png(mask: np.ndarray, *, bits: int = 2) -> bytes:
 
     Decoders that follow the PNG spec expand 2-bit grey to 8 bits, so PIL (mode ``L``),
     ``datasets`` and OpenCV read it as 0/255; four pixels a byte make it a third of the
-    size of an 8-bit PNG and several times faster to compress.
+    size of an 8-bit PNG and several times faster to compress. The file is written here
+    (rows packed with numpy, filter type 0, zlib level 1; no ancillary chunks): PIL has no
+    way to take rows already packed, and its pack-and-encode took 2.5x as long per mask.
     """
     if bits not in (2, 8):
         raise ValueError(f"bits must be 2 or 8, got {bits}")
-    buffer = io.BytesIO()
-    Image.fromarray(np.where(mask != 0, 255, 0).astype(np.uint8), "L").save(buffer, "PNG", bits=bits, compress_level=1)
-    return buffer.getvalue()
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {mask.shape}")
+    height, width = mask.shape
+    on = np.asfortranarray(mask != 0).view(np.uint8)  # each column contiguous, as RLE.decode gives it
+    if bits == 8:
+        pixels = on * np.uint8(255)
+    else:
+        columns = on.T  # (width, height), C-contiguous: four adjacent columns make one byte
+        if width % 4:
+            columns = np.concatenate([columns, np.zeros((-width % 4, height), np.uint8)])
+        quads = columns.reshape(-1, 4, height)
+        pixels = quads[:, 0] * np.uint8(0xC0) | quads[:, 1] * np.uint8(0x30) | quads[:, 2] * np.uint8(0x0C) | quads[:, 3] * np.uint8(0x03)
+        pixels = pixels.T
+    rows = np.zeros((height, 1 + pixels.shape[1]), np.uint8)  # a filter-type byte (0, none) before each row
+    rows[:, 1:] = pixels
+    header = struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0)  # greyscale, deflate, no interlace
+    return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows, 1)) + _chunk(b"IEND", b"")
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def bbox_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -18,10 +18,8 @@ images of those very uniform textures fall within 8 bits too (at 10 bits: 99.6 %
 
 :class:`HashIndex` finds, for each query hash, the nearest indexed hash within the
 threshold by multi-index hashing: the 64 bits are split into four 16-bit chunks, so a
-pair within ``t`` bits agrees on some chunk to within ``t // 4`` bits. Each indexed hash
-is filed, per chunk, under every chunk value within that radius of its own, so a query
-looks up four buckets and compares (vectorised popcount) only the hashes found there,
-never all pairs.
+pair within ``t`` bits agrees on some chunk to within ``t // 4`` bits. Only the indexed
+hashes that agree so with a query are compared (vectorised popcount), never all pairs.
 """
 
 from __future__ import annotations
@@ -71,11 +69,11 @@ def variant_hashes(image: Image.Image) -> list[int]:
 
 
 def _neighbour_masks(bits: int, radius: int) -> np.ndarray:
-    """Every ``bits``-bit mask with at most ``radius`` bits set."""
+    """Every ``bits``-bit mask (``bits <= 16``) with at most ``radius`` bits set."""
     masks = [0]
     for r in range(1, radius + 1):
         masks += [sum(1 << b for b in combo) for combo in combinations(range(bits), r)]
-    return np.array(masks, dtype=np.int64)
+    return np.array(masks, dtype=np.uint16)
 
 
 @dataclass(frozen=True)
@@ -87,22 +85,23 @@ class Matches:
 
 
 class HashIndex:
-    """Multi-index hashing over 64-bit hashes (``uint64``), queried in vectorised batches."""
+    """Multi-index hashing over 64-bit hashes (``uint64``), queried in vectorised batches.
+
+    The candidates of a query are the indexed hashes within ``threshold // 4`` bits of it on
+    some 16-bit chunk. Per chunk the indexed hashes are filed in buckets by chunk value, and
+    found one of two ways with the same answer: a batch of fewer queries than indexed hashes
+    looks up every value within the radius of each query's own in buckets holding each hash
+    once; a larger batch looks up each query's own value in buckets where every hash is filed
+    under each value within the radius of its own (built on first use; 137 entries per hash
+    and chunk at the default threshold).
+    """
 
     def __init__(self, hashes: Sequence[int] | np.ndarray, threshold: int = THRESHOLD) -> None:
         self.hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1)
         self.threshold = threshold
         self._masks = _neighbour_masks(CHUNK_BITS, threshold // CHUNKS)
-        self._buckets = []
-        ids = np.repeat(np.arange(len(self.hashes), dtype=np.int32), len(self._masks))
-        for c in range(CHUNKS):
-            # every indexed hash is filed under each chunk value within the radius of its own
-            keys = (self._chunk(self.hashes, c)[:, None] ^ self._masks[None, :]).reshape(-1)
-            # 16-bit keys: numpy's stable sort is then a radix sort, several times faster
-            order = np.argsort(keys.astype(np.uint16), kind="stable")
-            starts = np.zeros(2**CHUNK_BITS + 1, dtype=np.int64)
-            np.cumsum(np.bincount(keys, minlength=2**CHUNK_BITS), out=starts[1:])
-            self._buckets.append((ids[order], starts))
+        self._exact = self._file(self._masks[:1])
+        self._spread: list[tuple[np.ndarray, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -110,6 +109,19 @@ class HashIndex:
     @staticmethod
     def _chunk(hashes: np.ndarray, c: int) -> np.ndarray:
         return ((hashes >> np.uint64(c * CHUNK_BITS)) & np.uint64(2**CHUNK_BITS - 1)).astype(np.int64)
+
+    def _file(self, masks: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per chunk: the hash ids filed under each chunk value XOR each of ``masks``, grouped
+        by that value, and where each value's group starts."""
+        filed = []
+        for c in range(CHUNKS):
+            # 16-bit keys: numpy's stable sort is then a radix sort, several times faster
+            keys = (self._chunk(self.hashes, c).astype(np.uint16)[:, None] ^ masks[None, :]).reshape(-1)
+            order = np.argsort(keys, kind="stable")
+            starts = np.zeros(2**CHUNK_BITS + 1, dtype=np.int64)
+            np.cumsum(np.bincount(keys, minlength=2**CHUNK_BITS), out=starts[1:])
+            filed.append(((order // len(masks)).astype(np.int32), starts))  # key position -> hash
+        return filed
 
     def query(self, hashes: Iterable[int] | np.ndarray) -> Matches:
         """Nearest indexed hash within the threshold for each query hash."""
@@ -121,18 +133,30 @@ class HashIndex:
             self._query_batch(batch, best[start : start + len(batch)], dist[start : start + len(batch)])
         return Matches(best, dist)
 
+    def _candidates(self, queries: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(query index, indexed hash index)`` of every candidate pair on chunk ``c``."""
+        keys = self._chunk(queries, c)
+        if len(queries) < len(self.hashes):  # probe every value within the radius
+            ids, starts = self._exact[c]
+            keys = (keys[:, None] ^ self._masks[None, :].astype(np.int64)).reshape(-1)
+            owner = np.arange(len(keys)) // len(self._masks)
+        else:
+            if self._spread is None:
+                self._spread = self._file(self._masks)
+            ids, starts = self._spread[c]
+            owner = np.arange(len(keys))
+        lo, counts = starts[keys], starts[keys + 1] - starts[keys]
+        total = int(counts.sum())
+        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        return np.repeat(owner, counts), ids[np.repeat(lo, counts) + offsets].astype(np.int64)
+
     def _query_batch(self, queries: np.ndarray, best: np.ndarray, dist: np.ndarray) -> None:
         if len(self.hashes) == 0:
             return
-        for c, (members, starts) in enumerate(self._buckets):
-            keys = self._chunk(queries, c)
-            lo, counts = starts[keys], starts[keys + 1] - starts[keys]
-            total = int(counts.sum())
-            if total == 0:
+        for c in range(CHUNKS):
+            qidx, cand = self._candidates(queries, c)
+            if len(qidx) == 0:
                 continue
-            qidx = np.repeat(np.arange(len(keys)), counts)
-            offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-            cand = members[np.repeat(lo, counts) + offsets].astype(np.int64)
             d = np.bitwise_count(queries[qidx] ^ self.hashes[cand]).astype(np.int64)
             near = d <= self.threshold
             qidx, cand, d = qidx[near], cand[near], d[near]

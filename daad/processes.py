@@ -42,15 +42,18 @@ def fork_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T], wo
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        # A fork start method hands the initializer's arguments over without pickling them.
-        with mp.get_context("fork").Pool(workers, initializer=_start, initargs=(function, state)) as pool:
-            pending: deque = deque()
-            for item in items:
-                pending.append(pool.apply_async(_call, (item,)))
-                if len(pending) >= WINDOW * workers:
+        # The workers inherit one BLAS thread: a BLAS library that starts its threads in a
+        # forked child leaves them spinning for a while, taking a core from the others.
+        with threadpool_limits(1):
+            # A fork start method hands the initializer's arguments over without pickling them.
+            with mp.get_context("fork").Pool(workers, initializer=_start, initargs=(function, state)) as pool:
+                pending: deque = deque()
+                for item in items:
+                    pending.append(pool.apply_async(_call, (item,)))
+                    if len(pending) >= WINDOW * workers:
+                        yield pending.popleft().get()
+                while pending:
                     yield pending.popleft().get()
-            while pending:
-                yield pending.popleft().get()
     finally:
         cv2.setNumThreads(threads)
 
@@ -59,7 +62,6 @@ def _start(function: Callable[[Any, Any], Any], state: Any) -> None:
     global _TASK
     _TASK = (function, state)
     cv2.setNumThreads(1)
-    threadpool_limits(1)
 
 
 def _call(item: Any) -> Any:

@@ -17,10 +17,10 @@ import numpy as np
 from daad.catalogue import Catalogue
 from daad.errors import RecordFileError
 from daad.exclusion import NO_EVALUATION, ExclusionRules
-from daad.images import decode_image, read_verified, to_rgb_array
+from daad.images import decode_image, read_verified, to_rgb_array, verified
 from daad.manifest import default_manifests_dir, manifest_paths, read_manifest
-from daad.record import Record
-from daad.roots import Roots, fetched_image_path, resolve_in_root
+from daad.record import ImageRef, Record
+from daad.roots import Roots, fetched_image_path, read_in_root, resolve_in_root
 from daad.taxonomy import Status, check_class
 
 
@@ -55,9 +55,26 @@ class Registry:
         """The local file of ``record``'s image (under its root, or in the fetch cache)."""
         if record.image.path is not None:
             return resolve_in_root(self.roots[record.origin], record.image.path, record.id)
-        if record.image.sha256 is None:
-            raise RecordFileError(record.id, record.image.url, "not_fetched", "run `daad fetch` first")
-        return fetched_image_path(record.image.sha256)
+        return _fetched(record.image, record.id)
+
+    def read_image(self, record: Record) -> tuple[Path, bytes]:
+        """Where ``record``'s image is read from, and its bytes, checked against its sha256."""
+        return self.read_image_file(record.origin, record.image, record.id)
+
+    def read_image_file(self, origin: str, image: ImageRef, record_id: str) -> tuple[Path, bytes]:
+        """Where the image ``image`` of record ``record_id`` (of ``origin``) is read from, and its
+        bytes, checked against its sha256.
+
+        Raises ``RecordFileError`` (missing, empty, sha256 mismatch, not fetched),
+        ``PathEscapeError`` or ``RootNotFoundError``.
+        """
+        if image.path is None:
+            path = _fetched(image, record_id)
+            return path, read_verified(path, image.sha256, record_id)
+        root = self.roots[origin]
+        data = read_in_root(root, image.path, record_id)
+        path = root / image.path
+        return path, verified(data, image.sha256, record_id, path)
 
     def view(
         self,
@@ -84,6 +101,13 @@ class Registry:
             sources=frozenset(sources) if sources else None,
             statuses=frozenset(Status(s) for s in statuses),
         )
+
+
+def _fetched(image: ImageRef, record_id: str) -> Path:
+    """Where ``daad fetch`` keeps a URL image; ``RecordFileError`` if it has not been fetched."""
+    if image.sha256 is None:
+        raise RecordFileError(record_id, image.url, "not_fetched", "run `daad fetch` first")
+    return fetched_image_path(image.sha256)
 
 
 @dataclass(frozen=True)
@@ -123,8 +147,8 @@ class RegistryView:
 
     def read_image(self, record: Record) -> np.ndarray:
         """``H x W x 3`` ``uint8`` RGB, verified against the record's sha256."""
-        path = self.image_path(record)
-        return to_rgb_array(decode_image(read_verified(path, record.image.sha256, record.id), record.id, path))
+        path, data = self.registry.read_image(record)
+        return to_rgb_array(decode_image(data, record.id, path))
 
     @staticmethod
     def read_mask(record: Record) -> np.ndarray:

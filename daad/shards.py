@@ -6,7 +6,9 @@ atomic ``renameat2(RENAME_EXCHANGE)``, so a build that fails or is killed (``kil
 included) leaves the previous output as it was. Rows are buffered per shard up to a
 fixed row count and a global byte budget, so memory stays bounded however many rows
 are written; the buffering depends only on the rows, so the same rows give the same
-bytes.
+bytes. Row groups are compressed and written by one background thread, in the order they
+were made (pyarrow lets go of the GIL meanwhile, so the caller goes on making rows); at
+most ``IN_FLIGHT`` of them wait for it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import errno
 import os
 import shutil
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +30,7 @@ import yaml
 
 ROWS_PER_GROUP = 128
 BUFFER_BYTES = 64 << 20
+IN_FLIGHT = 2
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -69,6 +74,8 @@ class DatasetFolderWriter:
         self._buffers: dict[str, list[dict[str, Any]]] = {}
         self._buffer_sizes: dict[str, int] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
+        self._in_flight: deque[Future] = deque()
         self.rows_written: dict[str, int] = {}
 
     def __enter__(self) -> DatasetFolderWriter:
@@ -90,11 +97,13 @@ class DatasetFolderWriter:
             self._flush(max(self._buffer_sizes, key=lambda s: (self._buffer_sizes[s], s)))
 
     def close_shard(self, shard: str) -> None:
-        """Flush and close one shard (e.g. when its origin is done), freeing its buffer."""
+        """Flush and close one shard (e.g. when its origin is done), freeing its buffer;
+        returns once its file is complete."""
         self._flush(shard)
         writer = self._writers.pop(shard, None)
         if writer is not None:
-            writer.close()
+            self._submit(writer.close)
+            self._drain()
 
     def adopt(self, relpath: str, source: Path, rows: int) -> None:
         """Take a finished shard of ``rows`` rows from an earlier build (hard link; copy across devices)."""
@@ -118,6 +127,8 @@ class DatasetFolderWriter:
         """Close every shard and swap the new folder in place of ``out``."""
         for shard in sorted(set(self._buffers) | set(self._writers)):
             self.close_shard(shard)
+        self._drain()
+        self._io.shutdown()
         _fsync_tree(self.tmp)
         if self.out.exists():
             _exchange(self.tmp, self.out)  # tmp now holds the previous output
@@ -128,6 +139,7 @@ class DatasetFolderWriter:
 
     def abort(self) -> None:
         """Drop everything written so far; the previous output stays untouched."""
+        self._io.shutdown(cancel_futures=True)
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
@@ -145,9 +157,20 @@ class DatasetFolderWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = pq.ParquetWriter(path, self.schema, compression="zstd", use_dictionary=False, write_statistics=False)
             self._writers[shard] = writer
-        writer.write_table(table, row_group_size=len(rows))
+        self._submit(writer.write_table, table, row_group_size=len(rows))
         self._buffers[shard] = []
         self._buffer_sizes[shard] = 0
+
+    def _submit(self, call, *args, **kwargs) -> None:
+        """Run ``call`` on the writing thread after what is already queued; wait while
+        ``IN_FLIGHT`` calls are queued (re-raising what they raised)."""
+        while len(self._in_flight) >= IN_FLIGHT:
+            self._in_flight.popleft().result()
+        self._in_flight.append(self._io.submit(call, *args, **kwargs))
+
+    def _drain(self) -> None:
+        while self._in_flight:
+            self._in_flight.popleft().result()
 
 
 def _exchange(a: Path, b: Path) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from daad.errors import DaadError, MaskMismatchError, RecordFileError
-from daad.images import decode_image, read_verified
+from daad.images import decode_image
 from daad.record import Record
 from daad.registry import Registry
 from daad.taxonomy import Status
@@ -46,8 +46,8 @@ class ValidationReport:
 
 def check_record(registry: Registry, record: Record) -> None:
     """Raise the specific error that makes ``record`` unusable, or return quietly."""
-    path = registry.image_path(record)
-    image = decode_image(read_verified(path, record.image.sha256, record.id), record.id, path)
+    path, data = registry.read_image(record)
+    image = decode_image(data, record.id, path)
     if record.mask is None:
         raise RecordFileError(record.id, path, "no_mask", "record has no mask")
     if (record.mask.width, record.mask.height) != image.size:

@@ -13,12 +13,13 @@ from PIL import Image
 
 from conftest import SD_ROOT
 from daad.build import BuildError, build
-from daad.errors import ManifestError, PathEscapeError
+from daad import roots as roots_module
+from daad.errors import ManifestError, PathEscapeError, RecordFileError
 from daad.images import sha256_file
 from daad.manifest import dumps, read_manifest, write_manifest
 from daad.masks import RLE
 from daad.registry import Registry
-from daad.roots import Roots, resolve_in_root
+from daad.roots import Roots, read_in_root, resolve_in_root
 from daad.validate import validate
 
 N = 12
@@ -125,6 +126,34 @@ def test_path_escaping_root_is_refused(small, sd_manifests, tmp_path):
         assert records[0].id in str(info.value) and bad in str(info.value)
     escaping = replace(records[0], image=replace(records[0].image, path="../secret.bmp"))
     write_manifest(sd_manifests / "sd_saliency_900.jsonl", [escaping, *records[1:]])
+    assert list(_rejects(registry)) == ["path_escape"]
+
+
+@pytest.mark.parametrize("kernel_check", ["openat2", "resolve"])
+def test_reading_under_a_root_follows_only_symlinks_that_stay_inside(small, tmp_path, monkeypatch, kernel_check):
+    registry, root, records = small
+    if kernel_check == "resolve":  # as where the kernel (or a sandbox) has no openat2
+        monkeypatch.setattr(roots_module, "_openat2", lambda: None)
+    first = records[0].image.path
+    (tmp_path / "outside").mkdir()
+    shutil.copy(root / first, tmp_path / "outside" / "x.bmp")
+    (root / "inside.bmp").symlink_to(root / first)  # absolute, pointing inside
+    (root / "relative.bmp").symlink_to(first)
+    (root / "out.bmp").symlink_to(tmp_path / "outside" / "x.bmp")
+    (root / "out_relative.bmp").symlink_to(Path("..") / "outside" / "x.bmp")
+    (root / "outdir").symlink_to(tmp_path / "outside", target_is_directory=True)
+    for good in ("inside.bmp", "relative.bmp", first):
+        assert read_in_root(root, good, "r/1") == (root / first).read_bytes()
+    for bad in ("out.bmp", "out_relative.bmp", "outdir/x.bmp", "../outside/x.bmp", str(tmp_path / "outside" / "x.bmp")):
+        with pytest.raises(PathEscapeError, match="r/1"):
+            read_in_root(root, bad, "r/1")
+    with pytest.raises(RecordFileError) as info:
+        read_in_root(root, "Source Images/nope.bmp", "r/1")
+    assert info.value.reason == "missing" and str(root / "Source Images/nope.bmp") in str(info.value)
+    with pytest.raises(RecordFileError, match="missing"):
+        read_in_root(root, "Source Images", "r/1")
+    escaping = replace(records[0], image=replace(records[0].image, path="outdir/x.bmp", sha256=sha256_file(root / first)))
+    write_manifest(registry.manifests_dir / "sd_saliency_900.jsonl", [escaping, *records[1:]])
     assert list(_rejects(registry)) == ["path_escape"]
 
 

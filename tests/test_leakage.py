@@ -52,13 +52,20 @@ def test_hash_index_agrees_with_pairwise_check():
     for i in range(300):  # i-th query: indexed[i] with (i % 14) random bits flipped
         for bit in rng.choice(64, size=i % 14, replace=False):
             flips[i] |= np.uint64(1) << np.uint64(bit)
+    indexed[3999] = indexed[7]  # a tie: the lower index wins
     queries = np.concatenate([indexed[:300] ^ flips, rng.integers(0, 2**64, size=2000, dtype=np.uint64)])
-    matches = HashIndex(indexed).query(queries)
+    index = HashIndex(indexed)
+    matches = index.query(queries)  # fewer queries than indexed hashes: probes the sorted chunks
+    assert index._spread is None
     assert np.array_equal(matches.index >= 0, pairwise_matches(queries, indexed))
     near = np.arange(300) % 14 <= THRESHOLD
     assert np.array_equal(matches.index[:300][near], np.arange(300)[near])
     assert np.array_equal(matches.distance[:300][near], (np.arange(300) % 14)[near])
     assert (matches.index[:300][~near] == -1).all()
+    filed = index.query(np.concatenate([queries, queries]))  # more: the filed buckets, same answers
+    assert index._spread is not None
+    assert np.array_equal(filed.index, np.concatenate([matches.index] * 2))
+    assert np.array_equal(filed.distance, np.concatenate([matches.distance] * 2))
 
 
 def test_near_copies_of_real_images_are_caught_and_distinct_images_are_not():
