@@ -128,7 +128,9 @@ def encode_png(mask: np.ndarray, *, bits: int = 2) -> bytes:
         if width % 4:
             columns = np.concatenate([columns, np.zeros((-width % 4, height), np.uint8)])
         quads = columns.reshape(-1, 4, height)
-        pixels = quads[:, 0] * np.uint8(0xC0) | quads[:, 1] * np.uint8(0x30) | quads[:, 2] * np.uint8(0x0C) | quads[:, 3] * np.uint8(0x03)
+        pixels = quads[:, 0] * np.uint8(0xC0)  # the first of four pixels in the top two bits
+        for k, bits_of_pixel in ((1, 0x30), (2, 0x0C), (3, 0x03)):
+            pixels |= quads[:, k] * np.uint8(bits_of_pixel)
         pixels = pixels.T
     rows = np.zeros((height, 1 + pixels.shape[1]), np.uint8)  # a filter-type byte (0, none) before each row
     rows[:, 1:] = pixels

@@ -118,7 +118,7 @@ class _OpenHow(ctypes.Structure):
     _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
 
 
-_SYS_OPENAT2 = 437  # the same number on every Linux architecture
+_SYS_OPENAT2 = ctypes.c_long(437)  # the same number on every Linux architecture
 _RESOLVE_BENEATH = 0x08
 _RESOLVE_NO_MAGICLINKS = 0x02
 
@@ -132,7 +132,7 @@ def _open_beneath(root: Path, relpath: str) -> int | None:
     dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-        fd = syscall(_SYS_OPENAT2, dirfd, os.fsencode(relpath), ctypes.byref(how), ctypes.sizeof(how))
+        fd = _call_openat2(syscall, dirfd, os.fsencode(relpath), how)
     finally:
         os.close(dirfd)
     if fd >= 0:
@@ -141,6 +141,10 @@ def _open_beneath(root: Path, relpath: str) -> int | None:
     if err in (errno.EXDEV, errno.ELOOP):
         return None
     raise OSError(err, os.strerror(err), relpath)
+
+
+def _call_openat2(syscall, dirfd: int, path: bytes, how: _OpenHow) -> int:
+    return syscall(_SYS_OPENAT2, ctypes.c_long(dirfd), path, ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
 
 
 @cache
@@ -154,7 +158,7 @@ def _openat2():
         return None
     syscall.restype = ctypes.c_long
     how = _OpenHow(os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, 0, _RESOLVE_BENEATH)
-    fd = syscall(_SYS_OPENAT2, -100, b".", ctypes.byref(how), ctypes.sizeof(how))  # AT_FDCWD
+    fd = _call_openat2(syscall, -100, b".", how)  # AT_FDCWD
     if fd < 0:
         return None
     os.close(fd)

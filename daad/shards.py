@@ -6,9 +6,9 @@ atomic ``renameat2(RENAME_EXCHANGE)``, so a build that fails or is killed (``kil
 included) leaves the previous output as it was. Rows are buffered per shard up to a
 fixed row count and a global byte budget, so memory stays bounded however many rows
 are written; the buffering depends only on the rows, so the same rows give the same
-bytes. Row groups are compressed and written by one background thread, in the order they
-were made (pyarrow lets go of the GIL meanwhile, so the caller goes on making rows); at
-most ``IN_FLIGHT`` of them wait for it.
+bytes. Row groups are compressed, written and synced to disk by one background thread, in
+the order they were made (pyarrow and the disk let go of the GIL meanwhile, so the caller
+goes on making rows); at most ``IN_FLIGHT`` of them wait for it.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ class DatasetFolderWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             writer = pq.ParquetWriter(path, self.schema, compression="zstd", use_dictionary=False, write_statistics=False)
             self._writers[shard] = writer
-        self._submit(writer.write_table, table, row_group_size=len(rows))
+        self._submit(_write_group, writer, self.tmp / shard, table)
         self._buffers[shard] = []
         self._buffer_sizes[shard] = 0
 
@@ -171,6 +171,17 @@ class DatasetFolderWriter:
     def _drain(self) -> None:
         while self._in_flight:
             self._in_flight.popleft().result()
+
+
+def _write_group(writer: pq.ParquetWriter, path: Path, table: pa.Table) -> None:
+    """Write ``table`` as one row group and flush it to disk (on the writing thread, so that
+    the caller does not wait for the disk, and ``commit`` has little left to sync)."""
+    writer.write_table(table, row_group_size=len(table))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def _exchange(a: Path, b: Path) -> None:
