@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from daad.exclusion import HASHES_DIR  # noqa: E402
 from daad.manifest import manifest_paths, read_manifest, write_manifest  # noqa: E402
 
 ROOTS = SOURCE_ROOTS
+ROUNDS = 5
 _BUILD = (
     "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
     "from daad.build import build; from daad.registry import Registry; from daad.roots import Roots;"
@@ -71,31 +73,36 @@ def real_sources(tmp: Path) -> None:
         (staging / str(i // 1000)).mkdir(parents=True, exist_ok=True)
         os.link(f, staging / str(i // 1000) / f"{i}{f.suffix}") if _same_fs(f, staging) else shutil.copy(f, staging / str(i // 1000) / f"{i}{f.suffix}")
     size = sum(f.stat().st_size for f in files)
-    cp_times, synced_times, build_times, rebuild_times = [], [], [], []
+    cached = files + sorted(staging.rglob("*.*"))  # what the build reads, and what cp reads
+    times: dict[str, list[float]] = {"cp -r": [], "cp -r, sync": [], "daad build": [], "daad build --reuse": []}
     roots = {o: ROOTS[o] for o in available}
-    for k in range(3):
+    for k in range(ROUNDS):  # each timed step starts with nothing left to write back, the images cached
         target = tmp / f"cp{k}"
+        _settle(tmp, cached)
         t = time.perf_counter()
         subprocess.run(["cp", "-r", str(staging), str(target)], check=True)
-        cp_times.append(time.perf_counter() - t)
-        for path in sorted(target.rglob("*")):  # what a build also does before its output counts
-            if path.is_file():
-                with open(path, "rb") as f:
-                    os.fsync(f.fileno())
-        synced_times.append(time.perf_counter() - t)
+        times["cp -r"].append(time.perf_counter() - t)
+        subprocess.run(["sync", "-f", str(target)], check=True)  # on disk, as a build's output is before it counts
+        times["cp -r, sync"].append(time.perf_counter() - t)
         shutil.rmtree(target)
+        _settle(tmp, cached)
         stats = run_build(manifests, roots, tmp / "out" / "daad")
-        build_times.append(stats["seconds"])
-        rebuild_times.append(run_build(manifests, roots, tmp / "out" / "daad", reuse=True)["seconds"])
-    cp_t, synced_t, build_t, rebuild_t = min(cp_times), min(synced_times), min(build_times), min(rebuild_times)
-    print(f"real sources: {', '.join(available)}: {len(files)} records, {size / 1e6:.1f} MB of images")
-    print(f"  cp -r        : {cp_t:.3f} s  {size / 1e6 / cp_t:8.1f} MB/s  {len(files) / cp_t:8.0f} images/s")
-    print(f"  cp -r, fsync : {synced_t:.3f} s  {size / 1e6 / synced_t:8.1f} MB/s  {len(files) / synced_t:8.0f} images/s")
-    print(f"  daad build   : {build_t:.3f} s  {size / 1e6 / build_t:8.1f} MB/s  {len(files) / build_t:8.0f} images/s"
-          f"  (peak RSS {stats['rss_mb']:.0f} MB, largest worker {stats['worker_rss_mb']:.0f} MB)")
-    print(f"  daad build, nothing changed (shards kept): {rebuild_t:.3f} s  {size / 1e6 / rebuild_t:8.1f} MB/s")
-    print(f"  build / copy rate ratio: full build {cp_t / build_t:.2f} (to cp -r + fsync: {synced_t / build_t:.2f}), "
-          f"unchanged rebuild {cp_t / rebuild_t:.2f}  (best of 3 each)")
+        times["daad build"].append(stats["seconds"])
+        _settle(tmp, cached)
+        times["daad build --reuse"].append(run_build(manifests, roots, tmp / "out" / "daad", reuse=True)["seconds"])
+    print(f"real sources: {', '.join(available)}: {len(files)} records, {size / 1e6:.1f} MB of images; "
+          f"{ROUNDS} rounds (seconds: best, median)")
+    for name, values in times.items():
+        best, median = min(values), statistics.median(values)
+        print(f"  {name:<19}: {best:.3f} s  {statistics.median(values):.3f} s  {size / 1e6 / best:7.1f} MB/s  "
+              f"{len(files) / best:6.0f} images/s")
+    print(f"  (build peak RSS {stats['rss_mb']:.0f} MB, largest worker {stats['worker_rss_mb']:.0f} MB; "
+          "the rebuild with nothing changed keeps the shards)")
+    for base in ("cp -r", "cp -r, sync"):
+        ratios = [c / b for c, b in zip(times[base], times["daad build"])]
+        print(f"  build / {base} rate: best vs best {min(times[base]) / min(times['daad build']):.2f}, "
+              f"per round {min(ratios):.2f}..{max(ratios):.2f}; unchanged rebuild "
+              f"{min(times[base]) / min(times['daad build --reuse']):.2f}")
 
 
 def synthetic(tmp: Path, sizes: list[int]) -> None:
@@ -116,6 +123,14 @@ def synthetic(tmp: Path, sizes: list[int]) -> None:
         print(f"  {n:>7} records: {stats['seconds']:7.1f} s  {n / stats['seconds']:7.0f} rec/s  "
               f"peak RSS {stats['rss_mb']:6.0f} MB, largest worker {stats['worker_rss_mb']:6.0f} MB")
         shutil.rmtree(tmp / f"synout{n}")
+
+
+def _settle(path: Path, files: list[Path]) -> None:
+    """Write back everything pending on ``path``'s file system, then read ``files`` (so that
+    every timed step starts from the same state: nothing to write back, the images cached)."""
+    subprocess.run(["sync", "-f", str(path)], check=True)
+    for f in files:
+        f.read_bytes()
 
 
 def _same_fs(a: Path, b: Path) -> bool:
