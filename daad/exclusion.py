@@ -15,13 +15,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from daad.errors import DaadError, LeakageError
 from PIL import Image
 from tqdm.auto import tqdm
 
+from daad.errors import DaadError, LeakageError
 from daad.neardup import HashIndex, parse_hash, variant_hashes
 from daad.record import Record
+
+if TYPE_CHECKING:
+    from daad.registry import RegistryView
 
 FILENAME = "exclusions.toml"
 HASHES_DIR = "eval_hashes"
@@ -185,14 +189,16 @@ def _load(path: Path, mtime_ns: int) -> tuple[EvaluationHashes, HashIndex]:
     return stored, HashIndex(stored.hashes)
 
 
-def require_view(view: object) -> None:
-    """Refuse anything but a :class:`~daad.registry.RegistryView` (which states its evaluation target)."""
+def require_view(view: object, generator: str = "generators") -> RegistryView:
+    """``view`` if it is a :class:`~daad.registry.RegistryView` (which states its evaluation
+    target); :class:`LeakageError` otherwise."""
     from daad.registry import RegistryView
 
     if not isinstance(view, RegistryView):
         raise LeakageError(
-            f"generators take a leak-free registry view, not {type(view).__name__}: use "
-            "Registry(...).view(evaluation=<evaluation dataset>) so that dataset's images (and "
-            "near copies) are excluded, or view(evaluation='none') to state that no evaluation "
+            f"{generator} needs a leak-free registry view (a RegistryView), not {type(view).__name__}: use "
+            "Registry(...).view(evaluation=<evaluation dataset>), a leak-free view without that dataset's "
+            "images and their near copies, or view(evaluation='none') to state that no evaluation "
             "dataset needs guarding"
         )
+    return view

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from daad.errors import DaadError, LeakageError
+from daad.errors import DaadError
+from daad.exclusion import require_view
 from daad.synthesis.base import GenerationReport, Synthesis, Target, per_target_rows
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.injection import (
@@ -63,18 +64,6 @@ TRIVIAL_STR = 0.1
 
 class CAIError(DaadError):
     """CAI cannot run on the given inputs (e.g. no usable source pattern for a target)."""
-
-
-def require_view(view: object, generator: str) -> RegistryView:
-    """``view`` if it is a :class:`RegistryView`; :class:`LeakageError` otherwise."""
-    from daad.registry import RegistryView
-
-    if not isinstance(view, RegistryView):
-        raise LeakageError(
-            f"{generator} needs a RegistryView, got {type(view).__name__}: take a leak-free view for the "
-            "evaluation dataset (Registry.view(evaluation='<dataset>')), or state evaluation='none' explicitly"
-        )
-    return view
 
 
 def scale_rank(str_values: np.ndarray | float) -> np.ndarray:

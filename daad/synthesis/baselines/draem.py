@@ -24,7 +24,7 @@ import numpy as np
 
 from daad.synthesis.base import GenerationReport, Synthesis, Target, per_target_rows
 from daad.synthesis.baselines.perlin import perlin_noise
-from daad.synthesis.cai import require_view
+from daad.exclusion import require_view
 from daad.synthesis.baselines import BaselineError
 
 if TYPE_CHECKING:
