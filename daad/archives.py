@@ -82,19 +82,7 @@ def _unpack_zip(archive: Path, target: Path, prefix: PurePosixPath | None, max_b
             else:
                 kind, link = ("dir" if info.is_dir() else "file"), ""
             members.append((info, _member(archive, info.filename, kind, info.file_size, link, prefix)))
-        _check(archive, [m for _, m in members if m is not None], max_bytes)
-        written = 0
-        budget = max_bytes
-        for info, member in members:
-            if member is None:
-                continue
-            if member.kind == "file":
-                with zf.open(info) as src:
-                    budget -= _copy(archive, src, _destination(archive, target, member), budget)
-                written += 1
-            else:
-                _make_non_file(archive, target, member)
-    return written
+        return _write_members(archive, target, prefix, members, max_bytes, zf.open)
 
 
 def _unpack_tar(archive: Path, target: Path, prefix: PurePosixPath | None, max_bytes: int) -> int:
@@ -113,29 +101,35 @@ def _unpack_tar(archive: Path, target: Path, prefix: PurePosixPath | None, max_b
             else:
                 raise UnsafeArchiveError(archive, f"member {info.name!r} is a device or fifo")
             members.append((info, _member(archive, info.name, kind, info.size, info.linkname, prefix)))
-        _check(archive, [m for _, m in members if m is not None], max_bytes)
-        written = 0
-        budget = max_bytes
-        for info, member in members:
-            if member is None:
-                continue
-            if member.kind == "file":
-                src = tf.extractfile(info)
-                assert src is not None
-                with src:
-                    budget -= _copy(archive, src, _destination(archive, target, member), budget)
-                written += 1
-            elif member.kind == "hardlink":
-                linked = _member(archive, member.link, "file", 0, "", prefix)
-                if linked is None:
-                    raise UnsafeArchiveError(archive, f"hard link {member.name!r} points outside {prefix}")
-                source = target / linked.relpath
-                if not source.resolve().is_relative_to(target.resolve()):
-                    raise UnsafeArchiveError(archive, f"hard link {member.name!r} leads outside the target")
-                shutil.copyfile(source, _destination(archive, target, member))
-                written += 1
-            else:
-                _make_non_file(archive, target, member)
+        return _write_members(archive, target, prefix, members, max_bytes, tf.extractfile)
+
+
+def _write_members(
+    archive: Path, target: Path, prefix: PurePosixPath | None, members: list, max_bytes: int, open_file
+) -> int:
+    """Check ``members`` (``(info, member or None)``) as a whole, then write them under
+    ``target``; ``open_file(info)`` opens a file member's data. Returns the files written."""
+    _check(archive, [m for _, m in members if m is not None], max_bytes)
+    written = 0
+    budget = max_bytes
+    for info, member in members:
+        if member is None:
+            continue
+        if member.kind == "file":
+            with open_file(info) as src:
+                budget -= _copy(archive, src, _destination(archive, target, member), budget)
+            written += 1
+        elif member.kind == "hardlink":
+            linked = _member(archive, member.link, "file", 0, "", prefix)
+            if linked is None:
+                raise UnsafeArchiveError(archive, f"hard link {member.name!r} points outside {prefix}")
+            source = target / linked.relpath
+            if not source.resolve().is_relative_to(target.resolve()):
+                raise UnsafeArchiveError(archive, f"hard link {member.name!r} leads outside the target")
+            shutil.copyfile(source, _destination(archive, target, member))
+            written += 1
+        else:
+            _make_non_file(archive, target, member)
     return written
 
 
