@@ -138,7 +138,7 @@ class HashIndex:
         keys = self._chunk(queries, c)
         if len(queries) < len(self.hashes):  # probe every value within the radius
             ids, starts = self._exact[c]
-            keys = (keys[:, None] ^ self._masks[None, :].astype(np.int64)).reshape(-1)
+            keys = (keys[:, None] ^ self._masks[None, :]).reshape(-1)
             owner = np.arange(len(keys)) // len(self._masks)
         else:
             if self._spread is None:

@@ -90,7 +90,6 @@ def read_in_root(root: Path, relpath: str, record_id: str) -> bytes:
     not a file, unreadable) or ``PathEscapeError``.
     """
     pure = _checked_relpath(root, relpath, record_id)
-    shown = root / pure
     try:
         fd = _open_beneath(root, str(pure))
         if fd is None:
@@ -98,11 +97,11 @@ def read_in_root(root: Path, relpath: str, record_id: str) -> bytes:
         with open(fd, "rb", buffering=0) as f:
             return f.readall()
     except FileNotFoundError:
-        raise RecordFileError(record_id, shown, "missing", "file does not exist") from None
+        raise RecordFileError(record_id, root / pure, "missing", "file does not exist") from None
     except (IsADirectoryError, NotADirectoryError):
-        raise RecordFileError(record_id, shown, "missing", "not a file") from None
+        raise RecordFileError(record_id, root / pure, "missing", "not a file") from None
     except OSError as exc:
-        raise RecordFileError(record_id, shown, "unreadable", exc.strerror or str(exc)) from None
+        raise RecordFileError(record_id, root / pure, "unreadable", exc.strerror or str(exc)) from None
 
 
 def _checked_relpath(root: Path, relpath: str, record_id: str) -> PurePosixPath:

@@ -99,6 +99,16 @@ def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, eva
         console.print(f"preview: {contact_sheet(kept, {t.id: t for t in targets}, preview)}")
 
 
+def _check_solver(solver: str) -> None:
+    """``--solver`` as CAI and NSA check it (``BadParameter`` otherwise)."""
+    from daad.synthesis.injection import check_blend
+
+    try:
+        check_blend("normal", solver)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--solver") from None
+
+
 def _dest(out: Path, preview: Path | None, name: str, several: bool) -> tuple[Path, Path | None]:
     if not several:
         return out, preview
@@ -135,10 +145,7 @@ def cai(
         CAIConfig(ratios=ratio)
     except ValueError:
         raise typer.BadParameter("--ratios expects three integers like 4:3:3") from None
-    try:
-        CAIConfig(solver=solver)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--solver") from None
+    _check_solver(solver)
     registry = open_registry(manifests, root)
     view = registry.view(evaluation=eval_, classes=_classes(classes))
     target_list = resolve_targets(registry, targets, target_origin, size)
@@ -206,10 +213,7 @@ def nsa(
     from daad.synthesis.baselines.nsa import NSA, NSAConfig
     from daad.synthesis.foreground import ForegroundExtractor
 
-    try:
-        NSAConfig(solver=solver)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--solver") from None
+    _check_solver(solver)
     target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size)
     fg = ForegroundExtractor(foreground, rembg_model)
     modes = _modes(mode, ("normal", "mixed"))
