@@ -181,8 +181,11 @@ def _dataset(fo, name: str, kind: str):
         dataset.info["daad_kind"] = kind
     dataset.mask_targets = {MASK_FIELD: MASK_TARGETS}
     dataset.app_config.active_fields = fo.ActiveFields(paths=["tags", CLASS_FIELD, MASK_FIELD])
-    dataset.app_config.color_scheme = fo.ColorScheme(
-        opacity=0.6, default_mask_targets_colors=[{"intTarget": 255, "color": MASK_COLOUR}]
+    red = [{"intTarget": 255, "color": MASK_COLOUR}]
+    dataset.app_config.color_scheme = fo.ColorScheme(  # the mask field's own colour too, so no default shows
+        opacity=0.6,
+        default_mask_targets_colors=red,
+        fields=[{"path": MASK_FIELD, "fieldColor": MASK_COLOUR, "maskTargetsColors": red}],
     )
     dataset.save()
     return dataset
