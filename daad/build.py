@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby, islice
 from operator import itemgetter
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import NamedTuple
 
 from tqdm.auto import tqdm
@@ -50,7 +51,7 @@ from daad.shards import DatasetFolderWriter, image_cell
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Status
 
 CHUNK = 64
-BUILD_FORMAT = 2
+BUILD_FORMAT = 3
 """Bump when what a manifest line becomes changes, so that older shards are not reused."""
 
 
@@ -125,7 +126,7 @@ def shard_of(record: Record, near_copy_of: list[str] | None = None) -> str:
     """The shard a record's row goes to: ``data/<origin>/<class>.parquet``, or
     ``<class>-dup-<E>[-<E2>...].parquet`` for a near copy of evaluation images (left out of ``no-<E>``)."""
     suffix = f"{DUP_MARK}{'-'.join(near_copy_of)}" if near_copy_of else ""
-    return str(PurePosixPath("data", record.origin, f"{record.anomaly_class}{suffix}.parquet"))
+    return f"data/{record.origin}/{record.anomaly_class}{suffix}.parquet"
 
 
 def build(
@@ -167,13 +168,14 @@ def build(
         if todo:
             registry.rules.near_duplicate_evaluations(())  # load the hash indices once, before the workers fork
         chunks = fork_map(_prepare, (registry, policy, statuses), _chunks(todo), workers or default_workers())
-        for manifest, group in groupby(chunks, key=itemgetter(0)):
-            part, shards, pinned = _write_origin(writer, registry, manifest, group, bar)
+        built = [(manifest, *_write_origin(writer, registry, manifest, group, bar)) for manifest, group in groupby(chunks, key=itemgetter(0))]
+        bar.close()
+        writer.finish()
+        for manifest, part, shards, pinned in built:
             summary.add(part)
             if pinned:
-                files = {s: {"sha256": sha256_file(writer.tmp / s), "rows": writer.rows_written[s]} for s in sorted(shards)}
+                files = {s: {"sha256": writer.sha256[s], "rows": writer.rows_written[s]} for s in sorted(shards)}
                 entries[manifest.stem] = {"key": keys[manifest], "files": files, "summary": part.to_json()}
-        bar.close()
         if summary.errors:
             raise BuildError(summary)
         files = sorted(writer.rows_written)
@@ -225,7 +227,7 @@ def _adopt(writer: DatasetFolderWriter, out: Path, files: dict[str, dict]) -> bo
         if not path.is_file() or sha256_file(path) != info["sha256"]:
             return False
     for relpath, info in files.items():
-        writer.adopt(relpath, out / relpath, info["rows"])
+        writer.adopt(relpath, out / relpath, info["rows"], info["sha256"])
     return True
 
 
@@ -323,10 +325,10 @@ def _pending(record: Record, near_copy_of: list[str] | None) -> Pending | DaadEr
     assert record.anomaly_class in ANOMALY_CLASSES
     if record.mask is None:
         return RecordFileError(record.id, record.image.path, "no_mask", "record has no mask")
-    name = PurePosixPath(record.image.path or record.image.url or record.id).name
+    name = posixpath.basename((record.image.path or record.image.url or record.id).rstrip("/"))
     row = {
         "id": record.id,
-        "mask": image_cell(record.mask.png(), f"{PurePosixPath(name).stem}_mask.png"),
+        "mask": image_cell(record.mask.png(), f"{posixpath.splitext(name)[0]}_mask.png"),
         "anomaly_class": ANOMALY_CLASSES.index(record.anomaly_class),
         "source": str(record.source),
         "origin": record.origin,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -21,6 +21,8 @@ class RLE:
     height: int
     width: int
     counts: str
+    _runs: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
+    """The decoded run lengths, kept once :meth:`from_json` has checked them."""
 
     @classmethod
     def encode(cls, mask: np.ndarray) -> RLE:
@@ -36,8 +38,10 @@ class RLE:
         return np.ascontiguousarray(mask_utils.decode(self._coco()))
 
     def png(self) -> bytes:
-        """The mask as :func:`encode_png` writes it (decoded column-major, as it is stored)."""
-        return encode_png(mask_utils.decode(self._coco()))
+        """The mask as a 2-bit greyscale PNG of 0/255, made from the runs in time proportional
+        to the runs, not the pixels (see :func:`_png_from_runs`)."""
+        runs = self._runs if self._runs is not None else _run_lengths(self.counts.encode("ascii"))
+        return _png_from_runs(runs, self.height, self.width)
 
     def area(self) -> int:
         return int(mask_utils.area(self._coco()))
@@ -66,9 +70,11 @@ class RLE:
             raise ValueError("mask counts must be an ASCII string (COCO compressed RLE)")
         rle = cls(size[0], size[1], counts)
         # pycocotools does not validate compressed strings; summing the runs does.
-        total = int(_run_lengths(counts.encode("ascii")).sum())
+        runs = _run_lengths(counts.encode("ascii"))
+        total = int(runs.sum())
         if total != size[0] * size[1]:
             raise ValueError(f"mask RLE covers {total} pixels, expected {size[0] * size[1]}")
+        object.__setattr__(rle, "_runs", runs)
         return rle
 
     def _coco(self) -> dict:
@@ -78,32 +84,63 @@ class RLE:
 def _run_lengths(counts: bytes) -> np.ndarray:
     """Decode the run lengths of a COCO compressed RLE string (the coding of maskApi.c's
     ``rleFrString``), vectorised; raises ``ValueError`` on characters or runs that are invalid."""
-    c = np.frombuffer(counts, dtype=np.uint8).astype(np.int64) - 48
+    c = np.frombuffer(counts, dtype=np.uint8) - np.uint8(48)  # characters below '0' wrap past 63
     if c.size == 0:
         return np.zeros(0, dtype=np.int64)
-    if c.min() < 0 or c.max() > 63:
+    if c.max() > 63:
         raise ValueError("invalid character in mask RLE")
-    more = (c & 0x20) != 0
-    if more[-1]:
+    last = (c & 0x20) == 0  # the last character of a run length
+    if not last[-1]:
         raise ValueError("mask RLE ends in the middle of a run length")
-    ends = np.flatnonzero(~more)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    group = np.repeat(np.arange(ends.size), ends - starts + 1)
-    k = np.arange(c.size) - starts[group]
-    if k.max() > 11:
+    ends = np.flatnonzero(last)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lengths = ends - starts + 1
+    if lengths.max() > 12:
         raise ValueError("run length too long in mask RLE")
-    values = np.zeros(ends.size, dtype=np.int64)
-    np.add.at(values, group, (c & 0x1F) << (5 * k))
+    shift = 5 * (np.arange(c.size) - np.repeat(starts, lengths))  # five bits a character, low bits first
+    runs = np.add.reduceat((c & 0x1F).astype(np.int64) << shift, starts)
     negative = (c[ends] & 0x10) != 0
-    values[negative] |= -1 << (5 * (ends - starts + 1)[negative])
+    if negative.any():
+        runs[negative] |= -1 << (5 * lengths[negative])
     # rleFrString: for m > 2, cnts[m] = x + cnts[m - 2], i.e. running sums along
     # the odd runs from cnts[1] and along the even runs from cnts[2].
-    runs = values.copy()
-    runs[1::2] = np.cumsum(values[1::2])
-    runs[2::2] = np.cumsum(values[2::2])
+    runs[1::2] = np.cumsum(runs[1::2])
+    runs[2::2] = np.cumsum(runs[2::2])
     if (runs < 0).any():
         raise ValueError("negative run length in mask RLE")
     return runs
+
+
+def _png_from_runs(runs: np.ndarray, height: int, width: int) -> bytes:
+    """The 2-bit greyscale PNG of a mask given by its column-major run lengths (off, on, off ...).
+
+    Rows are written with PNG's Up filter, which stores each byte minus the byte above it,
+    so a column's run of anomaly pixels is two non-zero bytes however long it is: where it
+    starts (+ its bits) and just after it ends (- its bits). Decoders add the rows back up.
+    """
+    stride = 1 + (width + 3) // 4  # the filter-type byte, then four pixels a byte
+    stops = np.cumsum(runs)[1::2]
+    lengths = runs[1::2]
+    stops, lengths = stops[lengths > 0], lengths[lengths > 0]
+    starts = stops - lengths
+    column = starts // height
+    top, bottom = starts - column * height, stops - column * height
+    spans = (stops - 1) // height - column + 1
+    if spans.size and spans.max() > 1:  # runs that go on into the next column: one piece per column
+        run = np.repeat(np.arange(spans.size), spans)
+        column = column[run] + np.arange(run.size) - np.repeat(np.cumsum(spans) - spans, spans)
+        top = np.maximum(starts[run] - column * height, 0)
+        bottom = np.minimum(stops[run] - column * height, height)
+    byte = 1 + (column >> 2)
+    bits = (0xC0 >> ((column & 3) << 1)).astype(np.uint8)  # the first of four pixels in the top two bits
+    up = np.zeros((height + 1) * stride, np.uint8)  # one row more, for runs that end at the bottom
+    np.add.at(up, top * stride + byte, bits)
+    np.subtract.at(up, bottom * stride + byte, bits)
+    rows = up[: height * stride].reshape(height, stride)
+    rows[:, 0] = 2  # filter type Up
+    return _png(width, height, 2, rows)
 
 
 def encode_png(mask: np.ndarray, *, bits: int = 2) -> bytes:
@@ -134,6 +171,11 @@ def encode_png(mask: np.ndarray, *, bits: int = 2) -> bytes:
         pixels = pixels.T
     rows = np.zeros((height, 1 + pixels.shape[1]), np.uint8)  # a filter-type byte (0, none) before each row
     rows[:, 1:] = pixels
+    return _png(width, height, bits, rows)
+
+
+def _png(width: int, height: int, bits: int, rows: np.ndarray) -> bytes:
+    """A greyscale PNG of ``rows`` (filtered scanlines, each with its filter-type byte)."""
     header = struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0)  # greyscale, deflate, no interlace
     return _PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(rows, 1)) + _chunk(b"IEND", b"")
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
+import io
 import os
 import shutil
 import uuid
@@ -73,10 +75,12 @@ class DatasetFolderWriter:
         self.tmp.mkdir()
         self._buffers: dict[str, list[dict[str, Any]]] = {}
         self._buffer_sizes: dict[str, int] = {}
-        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._writers: dict[str, tuple[pq.ParquetWriter, _HashingFile]] = {}
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
         self._in_flight: deque[Future] = deque()
         self.rows_written: dict[str, int] = {}
+        self.sha256: dict[str, str] = {}
+        """The sha256 of every shard written (computed as it was written, not read back)."""
 
     def __enter__(self) -> DatasetFolderWriter:
         return self
@@ -97,16 +101,22 @@ class DatasetFolderWriter:
             self._flush(max(self._buffer_sizes, key=lambda s: (self._buffer_sizes[s], s)))
 
     def close_shard(self, shard: str) -> None:
-        """Flush and close one shard (e.g. when its origin is done), freeing its buffer;
-        returns once its file is complete."""
+        """Flush and close one shard (e.g. when its origin is done), freeing its buffer; its
+        file is completed in the background (see :meth:`finish`)."""
         self._flush(shard)
         writer = self._writers.pop(shard, None)
         if writer is not None:
-            self._submit(writer.close)
-            self._drain()
+            self._submit(self._close, shard, *writer)
 
-    def adopt(self, relpath: str, source: Path, rows: int) -> None:
-        """Take a finished shard of ``rows`` rows from an earlier build (hard link; copy across devices)."""
+    def finish(self) -> None:
+        """Close every shard and wait until all are on disk; :attr:`sha256` then names them all."""
+        for shard in sorted(set(self._buffers) | set(self._writers)):
+            self.close_shard(shard)
+        self._drain()
+
+    def adopt(self, relpath: str, source: Path, rows: int, sha256: str) -> None:
+        """Take a finished shard of ``rows`` rows and the given sha256 from an earlier build
+        (hard link; copy across devices)."""
         path = self.tmp / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -114,6 +124,7 @@ class DatasetFolderWriter:
         except OSError:
             shutil.copyfile(source, path)
         self.rows_written[relpath] = rows
+        self.sha256[relpath] = sha256
 
     def write_file(self, relpath: str, data: bytes | str) -> None:
         """Write an extra file (card, checksums) into the new folder."""
@@ -125,9 +136,7 @@ class DatasetFolderWriter:
 
     def commit(self) -> Path:
         """Close every shard and swap the new folder in place of ``out``."""
-        for shard in sorted(set(self._buffers) | set(self._writers)):
-            self.close_shard(shard)
-        self._drain()
+        self.finish()
         self._io.shutdown()
         _fsync_tree(self.tmp)
         if self.out.exists():
@@ -140,8 +149,9 @@ class DatasetFolderWriter:
     def abort(self) -> None:
         """Drop everything written so far; the previous output stays untouched."""
         self._io.shutdown(cancel_futures=True)
-        for writer in self._writers.values():
+        for writer, sink in self._writers.values():
             writer.close()
+            sink.close()
         self._writers.clear()
         self._buffers.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -151,13 +161,13 @@ class DatasetFolderWriter:
         if not rows:
             return
         table = pa.Table.from_pylist(rows, schema=self.schema)
-        writer = self._writers.get(shard)
-        if writer is None:
+        if shard not in self._writers:
             path = self.tmp / shard
             path.parent.mkdir(parents=True, exist_ok=True)
-            writer = pq.ParquetWriter(path, self.schema, compression="zstd", use_dictionary=False, write_statistics=False)
-            self._writers[shard] = writer
-        self._submit(_write_group, writer, self.tmp / shard, table)
+            sink = _HashingFile(path)
+            writer = pq.ParquetWriter(sink, self.schema, compression="zstd", use_dictionary=False, write_statistics=False)
+            self._writers[shard] = (writer, sink)
+        self._submit(_write_group, *self._writers[shard], table)
         self._buffers[shard] = []
         self._buffer_sizes[shard] = 0
 
@@ -172,16 +182,40 @@ class DatasetFolderWriter:
         while self._in_flight:
             self._in_flight.popleft().result()
 
+    def _close(self, shard: str, writer: pq.ParquetWriter, sink: _HashingFile) -> None:
+        """Write a shard's footer, close its file and keep its sha256 (on the writing thread)."""
+        writer.close()
+        sink.close()
+        self.sha256[shard] = sink.digest.hexdigest()
 
-def _write_group(writer: pq.ParquetWriter, path: Path, table: pa.Table) -> None:
+
+class _HashingFile(io.RawIOBase):
+    """A file being written that keeps the sha256 of the bytes written to it."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "xb", buffering=0)
+        self.digest = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self._file.write(data)
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def _write_group(writer: pq.ParquetWriter, sink: _HashingFile, table: pa.Table) -> None:
     """Write ``table`` as one row group and flush it to disk (on the writing thread, so that
     the caller does not wait for the disk, and ``commit`` has little left to sync)."""
     writer.write_table(table, row_group_size=len(table))
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
+    os.fdatasync(sink.fileno())
 
 
 def _exchange(a: Path, b: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 
 import cv2
@@ -29,6 +30,12 @@ def _write(out, rows, **kwargs) -> bytes:
 def test_same_rows_same_bytes_in_whole_row_groups(tmp_path):
     first = _write(tmp_path / "one", ROWS)
     assert _write(tmp_path / "two", ROWS) == first
+    with DatasetFolderWriter(tmp_path / "three", FEATURES) as writer:
+        for row in ROWS:
+            writer.write("data/a.parquet", row)
+        writer.finish()
+        assert writer.sha256 == {"data/a.parquet": hashlib.sha256(first).hexdigest()}  # hashed as written
+        writer.commit()
     meta = pq.ParquetFile(tmp_path / "one" / "data" / "a.parquet").metadata
     assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [128, 128, 44]
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "one" / "data" / "a.parquet"), split="train")
@@ -76,10 +83,37 @@ def test_mask_pngs_decode_to_0_and_255_in_pil_opencv_and_datasets(bits, tmp_path
         assert (np.asarray(image) == expected).all()
         assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) == expected).all()
         assert encode_png(mask, bits=bits) == data
-    rle = RLE.encode(masks[4])
-    assert rle.png() == encode_png(rle.decode())
-    feature = datasets.Image()
-    decoded = feature.decode_example(feature.encode_example({"bytes": rle.png(), "path": None}))
-    assert set(np.unique(np.asarray(decoded))) == {0, 255}
     with pytest.raises(ValueError, match="bits"):
         encode_png(masks[0], bits=1)
+
+
+def _full_columns(h: int, w: int) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[:, 1 : w - 1] = 1  # one run through whole columns
+    mask[h // 2, 0] = 1  # a run of one pixel
+    return mask
+
+
+@pytest.mark.parametrize(
+    "mask",
+    [
+        np.ones((1, 1), np.uint8),
+        np.zeros((3, 5), np.uint8),
+        np.ones((7, 9), np.uint8),
+        _full_columns(5, 11),
+        _full_columns(1, 6),
+        np.eye(6, 13, dtype=np.uint8),
+        *(np.random.default_rng(seed).random((h, w)) < p for seed, (h, w, p) in enumerate([(13, 250, 0.1), (40, 7, 0.5), (9, 64, 0.95)])),
+    ],
+    ids=lambda m: f"{m.shape[0]}x{m.shape[1]}-{int(m.sum())}",
+)
+def test_rle_pngs_made_from_runs_decode_to_the_mask(mask):
+    for rle in (RLE.encode(mask), RLE.from_json(RLE.encode(mask).to_json())):  # runs decoded now, or kept from parsing
+        data = rle.png()
+        expected = np.where(mask != 0, 255, 0)
+        image = Image.open(io.BytesIO(data))
+        assert image.mode == "L" and (np.asarray(image) == expected).all()
+        assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) == expected).all()
+        feature = datasets.Image()
+        decoded = feature.decode_example(feature.encode_example({"bytes": data, "path": None}))
+        assert (np.asarray(decoded) == expected).all()
