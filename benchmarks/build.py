@@ -1,6 +1,8 @@
 """Build throughput on the real sources, next to a plain ``cp -r`` of the same image files
-(a full build, and a rebuild with nothing changed, which keeps the shards), and the
-memory of a build of a synthetic 100k-record manifest.
+(a full build, and a rebuild with nothing changed, which keeps the shards) and to the bare
+I/O floor of any parquet build (the same bytes read and written into one uncompressed
+parquet file by pyarrow: no masks, no checks, no sync); how much a second CPU adds here;
+and the memory of a build of a synthetic 100k-record manifest.
 
 Run: ``python benchmarks/build.py [--records 100000]``. Prints figures; asserts nothing.
 """
@@ -35,6 +37,14 @@ _BUILD = (
     "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,"
     "'worker_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))"
 )
+
+_FLOOR = (
+    "import sys, time, pyarrow as pa, pyarrow.parquet as pq; files = open(sys.argv[1]).read().splitlines();"
+    "t = time.perf_counter(); table = pa.table({'image': [open(f, 'rb').read() for f in files]});"
+    "pq.write_table(table, sys.argv[2], compression='none', use_dictionary=False, write_statistics=False);"
+    "print(time.perf_counter() - t)"
+)
+_SPIN = "import time; t = time.process_time(); x = 0\nwhile time.process_time() - t < 1: x += 1\nprint(x)"
 
 
 def run_build(manifests: Path, roots: dict[str, Path], out: Path, reuse: bool = False) -> dict:
@@ -74,7 +84,11 @@ def real_sources(tmp: Path) -> None:
         os.link(f, staging / str(i // 1000) / f"{i}{f.suffix}") if _same_fs(f, staging) else shutil.copy(f, staging / str(i // 1000) / f"{i}{f.suffix}")
     size = sum(f.stat().st_size for f in files)
     cached = files + sorted(staging.rglob("*.*"))  # what the build reads, and what cp reads
-    times: dict[str, list[float]] = {"cp -r": [], "cp -r, sync": [], "daad build": [], "daad build --reuse": []}
+    listing = tmp / "files.txt"
+    listing.write_text("\n".join(map(str, files)))
+    times: dict[str, list[float]] = {
+        "cp -r": [], "cp -r, sync": [], "bytes -> parquet": [], "daad build": [], "daad build --reuse": []
+    }
     roots = {o: ROOTS[o] for o in available}
     for k in range(ROUNDS):  # each timed step starts with nothing left to write back, the images cached
         target = tmp / f"cp{k}"
@@ -85,6 +99,11 @@ def real_sources(tmp: Path) -> None:
         subprocess.run(["sync", "-f", str(target)], check=True)  # on disk, as a build's output is before it counts
         times["cp -r, sync"].append(time.perf_counter() - t)
         shutil.rmtree(target)
+        _settle(tmp, cached)
+        floor = subprocess.run([sys.executable, "-c", _FLOOR, str(listing), str(tmp / "floor.parquet")],
+                               capture_output=True, text=True, check=True)
+        times["bytes -> parquet"].append(float(floor.stdout))
+        (tmp / "floor.parquet").unlink()
         _settle(tmp, cached)
         stats = run_build(manifests, roots, tmp / "out" / "daad")
         times["daad build"].append(stats["seconds"])
@@ -98,11 +117,19 @@ def real_sources(tmp: Path) -> None:
               f"{len(files) / best:6.0f} images/s")
     print(f"  (build peak RSS {stats['rss_mb']:.0f} MB, largest worker {stats['worker_rss_mb']:.0f} MB; "
           "the rebuild with nothing changed keeps the shards)")
-    for base in ("cp -r", "cp -r, sync"):
+    for base in ("cp -r", "cp -r, sync", "bytes -> parquet"):
         ratios = [c / b for c, b in zip(times[base], times["daad build"])]
         print(f"  build / {base} rate: best vs best {min(times[base]) / min(times['daad build']):.2f}, "
               f"per round {min(ratios):.2f}..{max(ratios):.2f}; unchanged rebuild "
               f"{min(times[base]) / min(times['daad build --reuse']):.2f}")
+
+
+def cpu_scaling() -> None:
+    """Work done by two CPU-bound processes at once, against one alone (2.0 = two whole cores)."""
+    alone = int(subprocess.run([sys.executable, "-c", _SPIN], capture_output=True, text=True, check=True).stdout)
+    pair = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    both = sum(int(p.communicate()[0]) for p in pair)
+    print(f"CPUs: {os.cpu_count()}; two busy processes do {both / alone:.2f}x the work of one in the same CPU time")
 
 
 def synthetic(tmp: Path, sizes: list[int]) -> None:
@@ -142,6 +169,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, nargs="*", default=[10_000, 50_000, 100_000])
     args = parser.parse_args()
+    cpu_scaling()
     with tempfile.TemporaryDirectory() as tmp:
         real_sources(Path(tmp))
         synthetic(Path(tmp), args.records)
