@@ -15,7 +15,7 @@ read again; ``daad validate`` (or a build without reuse, the default) checks the
 
 Manifest lines are parsed, checked and turned into rows (all but the image: its mask
 encoded as PNG, its near copies looked up) in forked worker processes, a chunk of
-``CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
+``daad.manifest.CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
 order, reads each image and checks its sha256 (the bytes it stores are the bytes it
 checked, and they never cross a pipe) and writes the shards, so the bytes do not depend
 on the number of workers.
@@ -29,7 +29,7 @@ import posixpath
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import groupby, islice
+from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
@@ -37,20 +37,19 @@ from typing import NamedTuple
 from tqdm.auto import tqdm
 
 from daad.card import DUP_MARK, registry_card
-from daad.errors import DaadError, PathEscapeError, RecordFileError, RootNotFoundError
+from daad.errors import DaadError, ManifestError, PathEscapeError, RecordFileError, RootNotFoundError
 from daad.exclusion import FILENAME as RULES_FILE
 from daad.exclusion import HASHES_DIR
 from daad.features import REGISTRY_FEATURES
 from daad.images import sha256_file
 from daad.licences import LicencePolicy
-from daad.manifest import IdOrder, parse_line
+from daad.manifest import IdOrder, line_chunks, parse_lines
 from daad.processes import default_workers, fork_map
 from daad.record import ImageRef, Record
 from daad.registry import Registry
 from daad.shards import DatasetFolderWriter, image_cell
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Status
 
-CHUNK = 64
 BUILD_FORMAT = 3
 """Bump when what a manifest line becomes changes, so that older shards are not reused."""
 
@@ -285,12 +284,10 @@ id and a skip reason, the error, or the pending row."""
 
 
 def _chunks(manifests: list[Path]) -> Iterator[tuple[Path, list[tuple[int, str]]]]:
-    """``(manifest, [(line number, line), ...])`` of every manifest, ``CHUNK`` lines at a time."""
+    """``(manifest, [(line number, line), ...])`` of every manifest, a chunk at a time."""
     for manifest in manifests:
-        with open(manifest, encoding="utf-8") as f:
-            lines = enumerate(f, start=1)
-            while chunk := list(islice(lines, CHUNK)):
-                yield manifest, chunk
+        for chunk in line_chunks(manifest):
+            yield manifest, chunk
 
 
 def _prepare(
@@ -299,7 +296,11 @@ def _prepare(
     """Parse, select and turn into pending rows the lines of one chunk (in a worker). Bad lines raise ``ManifestError``."""
     registry, policy, statuses = job
     manifest, lines = chunk
-    records = [(lineno, parse_line(manifest, lineno, line)) for lineno, line in lines]
+    records = []
+    for (lineno, _), record in zip(lines, parse_lines(manifest, lines)):
+        if isinstance(record, ManifestError):
+            raise record
+        records.append((lineno, record))
     reasons = [_skip_reason(record, policy, statuses) for _, record in records]
     near_copies = registry.rules.near_duplicate_evaluations(r for (_, r), why in zip(records, reasons) if why is None)
     prepared = []

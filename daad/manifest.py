@@ -11,12 +11,16 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 from daad.errors import ManifestError
+from daad.masks import decode_runs
 from daad.record import Record
 
 SUFFIX = ".jsonl"
+CHUNK = 64
+"""Lines parsed together (their masks decoded in one go)."""
 
 
 def dumps(record: Record) -> str:
@@ -28,26 +32,62 @@ def read_manifest(path: Path) -> Iterator[Record]:
     """Stream the records of one manifest, checking order, uniqueness and every field."""
     path = Path(path)
     order = IdOrder(path)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            record = parse_line(path, lineno, line)
+    for chunk in line_chunks(path):
+        for (lineno, _), record in zip(chunk, parse_lines(path, chunk)):
+            if isinstance(record, ManifestError):
+                raise record
             order.check(lineno, record.id)
             yield record
 
 
+def line_chunks(path: Path) -> Iterator[list[tuple[int, str]]]:
+    """The lines of ``path`` with their numbers, ``CHUNK`` at a time."""
+    with open(path, encoding="utf-8") as f:
+        lines = enumerate(f, start=1)
+        while chunk := list(islice(lines, CHUNK)):
+            yield chunk
+
+
 def parse_line(path: Path, lineno: int, line: str) -> Record:
     """The record on line ``lineno`` of manifest ``path``; ``ManifestError`` naming both if it is bad."""
-    if not line.strip():
-        raise ManifestError(path, lineno, "blank line")
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}") from None
-    try:
-        return Record.from_json(obj)
-    except ValueError as exc:
-        rid = obj.get("id") if isinstance(obj, dict) else None
-        raise ManifestError(path, lineno, f"{rid or 'record'}: {exc}") from None
+    (record,) = parse_lines(path, [(lineno, line)])
+    if isinstance(record, ManifestError):
+        raise record
+    return record
+
+
+def parse_lines(path: Path, lines: list[tuple[int, str]]) -> list[Record | ManifestError]:
+    """The record, or the ``ManifestError`` naming the file and line, of each numbered line
+    of manifest ``path`` (their masks' run lengths decoded together)."""
+    objects: list[object] = []
+    for lineno, line in lines:
+        if not line.strip():
+            objects.append(ManifestError(path, lineno, "blank line"))
+            continue
+        try:
+            objects.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            objects.append(ManifestError(path, lineno, f"malformed JSON: {exc.msg} at column {exc.colno}"))
+    masks = [_counts(obj) for obj in objects]
+    decoded = iter(decode_runs([c for c in masks if c is not None]))
+    results: list[Record | ManifestError] = []
+    for (lineno, _), obj, counts in zip(lines, objects, masks):
+        if isinstance(obj, ManifestError):
+            results.append(obj)
+            continue
+        try:
+            results.append(Record.from_json(obj, next(decoded) if counts is not None else None))
+        except ValueError as exc:
+            rid = obj.get("id") if isinstance(obj, dict) else None
+            results.append(ManifestError(path, lineno, f"{rid or 'record'}: {exc}"))
+    return results
+
+
+def _counts(obj: object) -> str | None:
+    """The RLE string of a parsed line's mask, if it has one that can be decoded."""
+    mask = obj.get("mask") if isinstance(obj, dict) else None
+    counts = mask.get("counts") if isinstance(mask, dict) else None
+    return counts if isinstance(counts, str) and counts.isascii() else None
 
 
 class IdOrder:

@@ -40,7 +40,7 @@ class RLE:
     def png(self) -> bytes:
         """The mask as a 2-bit greyscale PNG of 0/255, made from the runs in time proportional
         to the runs, not the pixels (see :func:`_png_from_runs`)."""
-        runs = self._runs if self._runs is not None else _run_lengths(self.counts.encode("ascii"))
+        runs = self._runs if self._runs is not None else decode_runs([self.counts])[0]
         return _png_from_runs(runs, self.height, self.width)
 
     def area(self) -> int:
@@ -55,8 +55,12 @@ class RLE:
         return {"size": [self.height, self.width], "counts": self.counts}
 
     @classmethod
-    def from_json(cls, value: object) -> RLE:
-        """Parse and check a manifest's mask value; raises ``ValueError`` when it is not a valid RLE."""
+    def from_json(cls, value: object, runs: np.ndarray | str | None = None) -> RLE:
+        """Parse and check a manifest's mask value; raises ``ValueError`` when it is not a valid RLE.
+
+        ``runs`` is what :func:`decode_runs` gave for its counts, where the caller decoded
+        many at once; by default they are decoded here.
+        """
         if not isinstance(value, dict) or set(value) != {"size", "counts"}:
             raise ValueError("mask must be an object with exactly 'size' and 'counts'")
         size, counts = value["size"], value["counts"]
@@ -68,12 +72,18 @@ class RLE:
             raise ValueError(f"mask size must be [height, width] of positive ints, got {size!r}")
         if not isinstance(counts, str) or not counts.isascii():
             raise ValueError("mask counts must be an ASCII string (COCO compressed RLE)")
-        rle = cls(size[0], size[1], counts)
-        # pycocotools does not validate compressed strings; summing the runs does.
-        runs = _run_lengths(counts.encode("ascii"))
+        # pycocotools does not validate compressed strings; decoding and summing the runs does.
+        if runs is None:
+            (runs,) = decode_runs([counts])
+        if isinstance(runs, str):
+            raise ValueError(runs)
+        pixels = size[0] * size[1]
+        if runs.size and int(runs.max()) > pixels:  # also keeps the sum below from overflowing
+            raise ValueError(f"mask RLE has a run of {int(runs.max())} pixels in a mask of {pixels}")
         total = int(runs.sum())
-        if total != size[0] * size[1]:
-            raise ValueError(f"mask RLE covers {total} pixels, expected {size[0] * size[1]}")
+        if total != pixels:
+            raise ValueError(f"mask RLE covers {total} pixels, expected {pixels}")
+        rle = cls(size[0], size[1], counts)
         object.__setattr__(rle, "_runs", runs)
         return rle
 
@@ -81,36 +91,50 @@ class RLE:
         return {"size": [self.height, self.width], "counts": self.counts.encode("ascii")}
 
 
-def _run_lengths(counts: bytes) -> np.ndarray:
-    """Decode the run lengths of a COCO compressed RLE string (the coding of maskApi.c's
-    ``rleFrString``), vectorised; raises ``ValueError`` on characters or runs that are invalid."""
-    c = np.frombuffer(counts, dtype=np.uint8) - np.uint8(48)  # characters below '0' wrap past 63
+def decode_runs(counts: list[str]) -> list[np.ndarray | str]:
+    """The run lengths of COCO compressed RLE strings (the coding of maskApi.c's
+    ``rleFrString``), or for a string that is not valid, why. All strings are decoded at
+    once, vectorised, so a chunk of manifest lines costs a few numpy calls, not a few per line.
+    """
+    n = len(counts)
+    lengths_of = np.fromiter(map(len, counts), np.int64, n)
+    c = np.frombuffer("".join(counts).encode("ascii"), np.uint8) - np.uint8(48)  # below '0' wraps past 63
     if c.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    if c.max() > 63:
-        raise ValueError("invalid character in mask RLE")
+        return [np.zeros(0, np.int64) for _ in counts]
+    errors: list[str | None] = [None] * n
+
+    def fail(strings: np.ndarray, why: str) -> None:
+        for i in strings.tolist():
+            errors[i] = errors[i] or why
+
+    owner = np.repeat(np.arange(n), lengths_of)  # the string of each character
+    fail(owner[c > 63], "invalid character in mask RLE")
     last = (c & 0x20) == 0  # the last character of a run length
-    if not last[-1]:
-        raise ValueError("mask RLE ends in the middle of a run length")
+    tails = np.cumsum(lengths_of)[lengths_of > 0] - 1
+    fail(owner[tails[~last[tails]]], "mask RLE ends in the middle of a run length")
+    last[tails] = True  # so that no run length goes on into the next string
     ends = np.flatnonzero(last)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    lengths = ends - starts + 1
-    if lengths.max() > 12:
-        raise ValueError("run length too long in mask RLE")
-    shift = 5 * (np.arange(c.size) - np.repeat(starts, lengths))  # five bits a character, low bits first
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    width = ends - starts + 1
+    string = owner[ends]  # the string of each run
+    fail(string[width > 12], "run length too long in mask RLE")
+    shift = 5 * np.minimum(np.arange(c.size) - np.repeat(starts, width), 12)  # five bits a character, low first
     runs = np.add.reduceat((c & 0x1F).astype(np.int64) << shift, starts)
     negative = (c[ends] & 0x10) != 0
-    if negative.any():
-        runs[negative] |= -1 << (5 * lengths[negative])
-    # rleFrString: for m > 2, cnts[m] = x + cnts[m - 2], i.e. running sums along
-    # the odd runs from cnts[1] and along the even runs from cnts[2].
-    runs[1::2] = np.cumsum(runs[1::2])
-    runs[2::2] = np.cumsum(runs[2::2])
-    if (runs < 0).any():
-        raise ValueError("negative run length in mask RLE")
-    return runs
+    runs[negative] |= -1 << (5 * np.minimum(width[negative], 12))
+    # rleFrString: for m > 2, cnts[m] = x + cnts[m - 2], i.e. running sums, within each string,
+    # along the odd runs from cnts[1] and along the even runs from cnts[2].
+    per_string = np.bincount(string, minlength=n)
+    bounds = np.cumsum(per_string)
+    first = bounds - per_string  # the index of each string's first run
+    m = np.arange(runs.size) - np.repeat(first, per_string)
+    odd, even = (m & 1) == 1, ((m & 1) == 0) & (m > 0)
+    for chosen in (odd, even):
+        total = np.concatenate(([0], np.cumsum(np.where(chosen, runs, 0))))
+        runs = np.where(chosen, total[1:] - np.repeat(total[first], per_string), runs)  # minus what came before the string
+    fail(string[runs < 0], "negative run length in mask RLE")
+    decoded = [runs[a:b] for a, b in zip(first.tolist(), bounds.tolist())]
+    return [why if why is not None else r for why, r in zip(errors, decoded)]
 
 
 def _png_from_runs(runs: np.ndarray, height: int, width: int) -> bytes:

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+import numpy as np
+
 from daad.licences import check_licence
 from daad.masks import RLE
 from daad.taxonomy import Source, Status, check_class
@@ -103,8 +105,11 @@ class Record:
         }
 
     @classmethod
-    def from_json(cls, obj: object) -> Record:
-        """Build and check a record; raises ``ValueError`` naming the offending field."""
+    def from_json(cls, obj: object, mask_runs: np.ndarray | str | None = None) -> Record:
+        """Build and check a record; raises ``ValueError`` naming the offending field.
+
+        ``mask_runs``: the mask's runs as :func:`daad.masks.decode_runs` gave them, where
+        the caller decoded many at once."""
         if not isinstance(obj, dict):
             raise ValueError("a record must be a JSON object")
         known = {f.name for f in fields(cls)}
@@ -127,7 +132,7 @@ class Record:
             status = Status(obj.get("status") or Status.ACCEPTED)
         except ValueError:
             raise ValueError(f"unknown status {obj['status']!r}; expected one of {', '.join(Status)}") from None
-        mask = RLE.from_json(obj["mask"]) if obj.get("mask") is not None else None
+        mask = RLE.from_json(obj["mask"], mask_runs) if obj.get("mask") is not None else None
         record = cls(
             id=rid,
             anomaly_class=check_class(obj["anomaly_class"]),

@@ -18,7 +18,7 @@ from daad.exclusion import ExclusionError
 from daad.ingest import ingest
 from daad.loaders import get_loader
 from daad.manifest import read_manifest
-from daad.masks import RLE
+from daad.masks import RLE, decode_runs
 from daad.record import Record
 from daad.registry import Registry
 from daad.roots import Roots
@@ -40,10 +40,29 @@ def test_rle_round_trip_matches_pycocotools_geometry():
             assert rle.bbox() == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
 
 
-@pytest.mark.parametrize("counts", ["~~", "0", "PP"])
+@pytest.mark.parametrize("counts", ["~~", "0", "PP", "PPPPPPPPPPPPP1", "0@", "ooooooooooo?0"])
 def test_bad_rle_is_refused(counts):
     with pytest.raises(ValueError, match="mask RLE"):
         RLE.from_json({"size": [10, 10], "counts": counts})
+
+
+def test_rles_decoded_together_are_decoded_as_one_by_one():
+    rng = np.random.default_rng(3)
+    masks = [rng.random((h, w)) < p for h, w, p in ((1, 1, 1), (9, 4, 0.5), (30, 70, 0.05), (5, 5, 0.0), (12, 3, 0.9))]
+    good = [RLE.encode(m).counts for m in masks]
+    bad = ["~~", "PP", "0@"]  # a character out of range, a run cut short, a negative run
+    short = ["0", ""]  # valid codes, but of no mask of these sizes
+    mixed = [good[0], bad[0], good[1], short[0], bad[1], good[2], short[1], good[3], bad[2], good[4]]
+    together = decode_runs(mixed)
+    for counts, runs in zip(mixed, together):
+        (alone,) = decode_runs([counts])
+        assert type(runs) is type(alone) and (runs == alone if isinstance(runs, str) else np.array_equal(runs, alone))
+    assert [isinstance(r, str) for r in together] == [c in bad for c in mixed]
+    assert [r.tolist() for c, r in zip(mixed, together) if c in short] == [[0], []]
+    for mask, counts, runs in zip(masks, good, [r for c, r in zip(mixed, together) if c in good]):
+        rle = RLE.from_json({"size": list(mask.shape), "counts": counts}, runs)
+        assert np.array_equal(rle.decode(), mask.astype(np.uint8))  # pycocotools agrees with the runs' total
+        assert runs[1::2].sum() == mask.sum() and runs.sum() == mask.size
 
 
 def test_record_json_round_trip_and_checks():
