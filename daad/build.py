@@ -167,7 +167,10 @@ def build(
         if todo:
             registry.rules.near_duplicate_evaluations(())  # load the hash indices once, before the workers fork
         chunks = fork_map(_prepare, (registry, policy, statuses), _chunks(todo), workers or default_workers())
-        built = [(manifest, *_write_origin(writer, registry, manifest, group, bar)) for manifest, group in groupby(chunks, key=itemgetter(0))]
+        built = [
+            (manifest, *_write_origin(writer, registry, manifest, group, bar))
+            for manifest, group in groupby(chunks, key=itemgetter(0))
+        ]
         bar.close()
         writer.finish()
         for manifest, part, shards, pinned in built:

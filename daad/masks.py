@@ -131,7 +131,8 @@ def decode_runs(counts: list[str]) -> list[np.ndarray | str]:
     odd, even = (m & 1) == 1, ((m & 1) == 0) & (m > 0)
     for chosen in (odd, even):
         total = np.concatenate(([0], np.cumsum(np.where(chosen, runs, 0))))
-        runs = np.where(chosen, total[1:] - np.repeat(total[first], per_string), runs)  # minus what came before the string
+        # each string's sums start from what came before it
+        runs = np.where(chosen, total[1:] - np.repeat(total[first], per_string), runs)
     fail(string[runs < 0], "negative run length in mask RLE")
     decoded = [runs[a:b] for a, b in zip(first.tolist(), bounds.tolist())]
     return [why if why is not None else r for why, r in zip(errors, decoded)]

@@ -8,7 +8,8 @@ fixed row count and a global byte budget, so memory stays bounded however many r
 are written; the buffering depends only on the rows, so the same rows give the same
 bytes. Row groups are compressed, written and synced to disk by one background thread, in
 the order they were made (pyarrow and the disk let go of the GIL meanwhile, so the caller
-goes on making rows); at most ``IN_FLIGHT`` of them wait for it.
+goes on making rows); at most ``IN_FLIGHT`` of them wait for it. Each shard's sha256 is
+taken from its bytes as they are written, so it is never read back.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class DatasetFolderWriter:
             self._submit(self._close, shard, *writer)
 
     def finish(self) -> None:
-        """Close every shard and wait until all are on disk; :attr:`sha256` then names them all."""
+        """Close every shard and wait until all are written; :attr:`sha256` then names them all."""
         for shard in sorted(set(self._buffers) | set(self._writers)):
             self.close_shard(shard)
         self._drain()
