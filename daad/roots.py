@@ -120,6 +120,7 @@ class _OpenHow(ctypes.Structure):
 _SYS_OPENAT2 = ctypes.c_long(437)  # the same number on every Linux architecture
 _RESOLVE_BENEATH = 0x08
 _RESOLVE_NO_MAGICLINKS = 0x02
+_READ_BENEATH = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
 
 
 def _open_beneath(root: Path, relpath: str) -> int | None:
@@ -130,8 +131,7 @@ def _open_beneath(root: Path, relpath: str) -> int | None:
         return None
     dirfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        how = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-        fd = _call_openat2(syscall, dirfd, os.fsencode(relpath), how)
+        fd = _call_openat2(syscall, dirfd, os.fsencode(relpath), _READ_BENEATH)
     finally:
         os.close(dirfd)
     if fd >= 0:

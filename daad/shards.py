@@ -201,8 +201,9 @@ class _HashingFile(io.RawIOBase):
         return True
 
     def write(self, data) -> int:
-        self.digest.update(data)
-        return self._file.write(data)
+        written = self._file.write(data)
+        self.digest.update(memoryview(data)[:written])  # a short write is retried with the rest
+        return written
 
     def fileno(self) -> int:
         return self._file.fileno()
