@@ -31,6 +31,9 @@ ROUNDS = 5
 _BUILD = (
     "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
     "from daad.build import build; from daad.registry import Registry; from daad.roots import Roots;"
+    "import multiprocessing, daad.processes as p;"
+    # the start method daad used before its forkserver, measured in the same rounds
+    "p._context = (lambda: multiprocessing.get_context('fork')) if sys.argv[6] == 'fork' else p._context;"
     "roots = json.loads(sys.argv[3]); t = time.perf_counter();"
     "s = build(Registry(Path(sys.argv[2]), Roots(roots)), Path(sys.argv[4]), progress=False, reuse=sys.argv[5] == '1');"
     "print(json.dumps({'seconds': time.perf_counter() - t, 'rows': s.accepted, 'bytes': s.image_bytes,"
@@ -48,10 +51,11 @@ _FLOOR = (
 _SPIN = "import time; t = time.process_time(); x = 0\nwhile time.process_time() - t < 1: x += 1\nprint(x)"
 
 
-def run_build(manifests: Path, roots: dict[str, Path], out: Path, reuse: bool = False) -> dict:
+def run_build(manifests: Path, roots: dict[str, Path], out: Path, reuse: bool = False, start: str = "forkserver") -> dict:
+    """One build in a fresh process (its workers started by ``start``: daad's forkserver, or ``fork``)."""
     roots_json = json.dumps({k: str(v) for k, v in roots.items()})
     result = subprocess.run(
-        [sys.executable, "-c", _BUILD, str(REPO), str(manifests), roots_json, str(out), "1" if reuse else "0"],
+        [sys.executable, "-c", _BUILD, str(REPO), str(manifests), roots_json, str(out), "1" if reuse else "0", start],
         capture_output=True, text=True, check=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -88,7 +92,8 @@ def real_sources(tmp: Path) -> None:
     listing = tmp / "files.txt"
     listing.write_text("\n".join(map(str, files)))
     times: dict[str, list[float]] = {
-        "cp -r": [], "cp -r, sync": [], "bytes -> parquet": [], "daad build": [], "daad build --reuse": []
+        "cp -r": [], "cp -r, sync": [], "bytes -> parquet": [], "daad build": [], "daad build --reuse": [],
+        "build, fork workers": [],
     }
     roots = {o: ROOTS[o] for o in available}
     for k in range(ROUNDS):  # each timed step starts with nothing left to write back, the images cached
@@ -110,6 +115,8 @@ def real_sources(tmp: Path) -> None:
         times["daad build"].append(stats["seconds"])
         _settle(tmp, cached)
         times["daad build --reuse"].append(run_build(manifests, roots, tmp / "out" / "daad", reuse=True)["seconds"])
+        _settle(tmp, cached)
+        times["build, fork workers"].append(run_build(manifests, roots, tmp / "out" / "fork", start="fork")["seconds"])
     print(f"real sources: {', '.join(available)}: {len(files)} records, {size / 1e6:.1f} MB of images; "
           f"{ROUNDS} rounds (seconds: best, median)")
     for name, values in times.items():
@@ -118,6 +125,9 @@ def real_sources(tmp: Path) -> None:
               f"{len(files) / best:6.0f} images/s")
     print(f"  (build peak RSS {stats['rss_mb']:.0f} MB, largest worker {stats['worker_rss_mb']:.0f} MB; "
           "the rebuild with nothing changed keeps the shards)")
+    ratios = [b / f for f, b in zip(times["build, fork workers"], times["daad build"])]
+    print(f"  start method: build with forkserver workers / with fork workers, time: "
+          f"{min(times['daad build']) / min(times['build, fork workers']):.2f} best vs best, per round {min(ratios):.2f}..{max(ratios):.2f} (above 1: what the forkserver costs)")
     for base in ("cp -r", "cp -r, sync", "bytes -> parquet"):
         ratios = [c / b for c, b in zip(times[base], times["daad build"])]
         print(f"  build / {base} rate: best vs best {min(times[base]) / min(times['daad build']):.2f}, "

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import os
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+import daad.processes
 
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
@@ -116,7 +120,7 @@ def main() -> None:
     roots = Roots({"sd_saliency_900": DATA / "sd-saliency-900", "crackforest": DATA / "crackforest", "kolektorsdd": KSDD})
     view = Registry(Path(__file__).resolve().parents[1] / "manifests", roots).view(evaluation="kolektorsdd")
     STATE["bank"] = PatternBank.from_view(view)
-    STATE["textures"] = [Texture(p.id, lambda img=p.image: img, True) for p in STATE["bank"].patterns[::10]]
+    STATE["textures"] = [Texture(p.id, partial(np.asarray, p.image), True) for p in STATE["bank"].patterns[::10]]
     normals = list(itertools.islice(iter_normals(KSDD), max(args.core_targets, args.e2e_targets)))
     targets = list(load_targets([(n.id, n.path) for n in normals[: args.core_targets]], 256))
     items = [(n.id, n.path) for n in normals[: args.e2e_targets]]
@@ -149,6 +153,13 @@ def main() -> None:
     for mode in ("normal", "mixed"):
         print(f"CAI-{mode[0].upper()}: cv2.seamlessClone solver / DST solver = "
               f"{core[f'cai-{mode}/opencv'] / core[f'cai-{mode}']:.2f}x (median ms per image)")
+    forkserver = daad.processes._context
+    daad.processes._context = lambda: multiprocessing.get_context("fork")  # the start method daad used before
+    forked = end_to_end("cai-normal", items, args.workers)
+    daad.processes._context = forkserver
+    clean = end_to_end("cai-normal", items, args.workers)
+    print(f"start method, cai-normal e2e: fork workers {forked:.1f} img/s, forkserver workers {clean:.1f} img/s "
+          f"(forkserver / fork = {clean / forked:.2f})")
     cai_ms = core["cai-normal"]
     print(f"CAI-N with the per-pixel ILS loop would take about {cai_ms + n_ms:.1f} ms/img "
           f"({(cai_ms + n_ms) / cai_ms:.1f}x the array version)")

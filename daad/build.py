@@ -14,7 +14,7 @@ its sha256 (origins with unpinned images are always rebuilt). Its image files ar
 read again; ``daad validate`` (or a build without reuse, the default) checks them.
 
 Manifest lines are parsed, checked and turned into rows (all but the image: its mask
-encoded as PNG, its near copies looked up) in forked worker processes, a chunk of
+encoded as PNG, its near copies looked up) in worker processes (:mod:`daad.processes`), a chunk of
 ``daad.manifest.CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
 order, reads each image and checks its sha256 (the bytes it stores are the bytes it
 checked, and they never cross a pipe) and writes the shards, so the bytes do not depend
@@ -44,7 +44,7 @@ from daad.features import REGISTRY_FEATURES
 from daad.images import sha256_file
 from daad.licences import LicencePolicy
 from daad.manifest import IdOrder, line_chunks, parse_lines
-from daad.processes import default_workers, fork_map
+from daad.processes import default_workers, process_map
 from daad.record import ImageRef, Record
 from daad.registry import Registry
 from daad.shards import DatasetFolderWriter, image_cell
@@ -165,8 +165,8 @@ def build(
                 todo.append(manifest)
         bar = tqdm(total=sum(_count_lines(p) for p in todo), unit="rec", desc="build", disable=not progress)
         if todo:
-            registry.rules.near_duplicate_evaluations(())  # load the hash indices once, before the workers fork
-        chunks = fork_map(_prepare, (registry, policy, statuses), _chunks(todo), workers or default_workers())
+            registry.rules.near_duplicate_evaluations(())  # load the hash indices once, so each worker receives them loaded
+        chunks = process_map(_prepare, (registry, policy, statuses), _chunks(todo), workers or default_workers())
         built = [
             (manifest, *_write_origin(writer, registry, manifest, group, bar))
             for manifest, group in groupby(chunks, key=itemgetter(0))

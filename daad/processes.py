@@ -1,11 +1,22 @@
-"""Mapping a function over items in forked worker processes, results in item order."""
+"""Mapping a function over items in worker processes, results in item order.
+
+Workers are never forked from the calling process: it may hold threads (a FiftyOne
+session's pymongo monitors, torch's or OpenCV's pools), and a lock held by one of them at
+fork time is never released in the child, which then hangs. Workers come from a
+*forkserver* (or *spawn* where there is none): a fresh, single-threaded interpreter that
+imports daad's worker modules once and forks each worker from that clean state. The
+function and its state reach the workers pickled; items and results are pickled too.
+"""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import forkserver
 from typing import Any, TypeVar
 
 import cv2
@@ -13,10 +24,15 @@ from threadpoolctl import threadpool_limits
 
 WINDOW = 4
 """Items in flight per worker."""
+WORKER_MODULES = ("daad.build", "daad.synthesis.parallel")
+"""Imported once by the forkserver, so that a worker starts without importing them."""
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""The environment the forkserver starts in: its imports start no BLAS threads."""
 T = TypeVar("T")
 R = TypeVar("R")
 _TASK: tuple[Callable[[Any, Any], Any], Any] | None = None
 """The function and state a worker runs (set in the worker only)."""
+_SERVER_LOCK = threading.Lock()
 
 
 def default_workers() -> int:
@@ -24,44 +40,59 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def fork_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T], workers: int) -> Iterator[R]:
+def process_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T], workers: int) -> Iterator[R]:
     """``function(state, item)`` for every item, in item order.
 
-    With ``workers > 1`` the calls run in forked processes that inherit ``state`` (only
-    items and results are pickled; at most ``WINDOW`` per worker are in flight, so memory
-    stays bounded however many items come), each with single-threaded OpenCV and BLAS so that
-    N workers on N cores do not oversubscribe them. OpenCV's thread pool does not survive
-    a fork (the children deadlock in it), so this process runs OpenCV single-threaded
-    while its workers live. With ``workers <= 1``, or where processes cannot be forked,
-    the calls run here.
+    With ``workers > 1`` the calls run in ``workers`` processes started from a clean
+    interpreter (see the module docstring); ``function`` must be a module-level function and
+    ``state`` picklable. At most ``WINDOW`` items per worker are in flight, so memory stays
+    bounded however many items come. Each worker runs OpenCV and BLAS single-threaded, so
+    N workers on N cores do not oversubscribe them. A worker that dies raises
+    ``BrokenProcessPool`` here instead of leaving this process waiting. With
+    ``workers <= 1`` the calls run in this process.
     """
-    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+    if workers <= 1:
         for item in items:
             yield function(state, item)
         return
-    threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
+    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start, initargs=(function, state))
     try:
-        # The workers inherit one BLAS thread: a BLAS library that starts its threads in a
-        # forked child leaves them spinning for a while, taking a core from the others.
-        with threadpool_limits(1):
-            # A fork start method hands the initializer's arguments over without pickling them.
-            with mp.get_context("fork").Pool(workers, initializer=_start, initargs=(function, state)) as pool:
-                pending: deque = deque()
-                for item in items:
-                    pending.append(pool.apply_async(_call, (item,)))
-                    if len(pending) >= WINDOW * workers:
-                        yield pending.popleft().get()
-                while pending:
-                    yield pending.popleft().get()
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(_call, item))
+            if len(pending) >= WINDOW * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
     finally:
-        cv2.setNumThreads(threads)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _context() -> mp.context.BaseContext:
+    """The forkserver context with its server running single-threaded, or spawn where there is none."""
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    context = mp.get_context("forkserver")
+    with _SERVER_LOCK:
+        saved = {name: os.environ.get(name) for name in SINGLE_THREADED}
+        os.environ.update(SINGLE_THREADED)
+        try:
+            context.set_forkserver_preload(list(WORKER_MODULES))
+            forkserver.ensure_running()  # a no-op once running; started here with this environment
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+    return context
 
 
 def _start(function: Callable[[Any, Any], Any], state: Any) -> None:
     global _TASK
     _TASK = (function, state)
     cv2.setNumThreads(1)
+    threadpool_limits(1)
 
 
 def _call(item: Any) -> Any:

@@ -27,6 +27,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
 
+def pytest_sessionstart(session):
+    """The tests read the real public data: without it, one message says where it is looked for."""
+    missing = [str(p) for p in SOURCE_ROOTS.values() if not p.is_dir()]
+    if missing:
+        raise pytest.UsageError(
+            f"daad's tests read the real public data, not found at {', '.join(missing)}: put the shared "
+            f"data folder beside the checkout (../shared/data) or set DAAD_SHARED_DATA to it"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """No test reads or writes the user's daad cache or data dir."""

@@ -30,7 +30,7 @@ NAME = "curate-app"
 
 def _chromium(url: str, profile: Path, *mode: str, budget_ms: int = 20000) -> subprocess.CompletedProcess:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (see .ci/fiftyone_notes.md)")
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh as root, or sudo apt-get install -y chromium fonts-dejavu-core")
     command = [
         str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -4,14 +4,14 @@ Each target's rows depend only on the targets, its index and the seed
 (:class:`~daad.synthesis.base.PerTargetGenerator`), so workers take chunks of target
 indices, synthesise and PNG-encode their rows, and send them back with their report
 (retries, give-ups); the parent receives the chunks in index order, adds the reports to
-its generator's and yields the rows (:func:`daad.processes.fork_map`).
+its generator's and yields the rows (:func:`daad.processes.process_map`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from daad.processes import fork_map
+from daad.processes import process_map
 from daad.synthesis.base import GenerationReport, PerTargetGenerator, Target, per_target_rows
 from daad.synthesis.output import EncodedRow, encode_row
 
@@ -27,7 +27,7 @@ def generate_encoded(
         yield from map(encode_row, per_target_rows(generator, targets, seed))
         return
     chunks = [range(i, min(i + CHUNK, len(targets))) for i in range(0, len(targets), CHUNK)]
-    for rows, report in fork_map(_rows, (generator, targets, seed), chunks, workers):
+    for rows, report in process_map(_rows, (generator, targets, seed), chunks, workers):
         generator.report.add(report)
         yield from rows
 

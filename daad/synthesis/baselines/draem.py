@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,17 +56,20 @@ class Texture:
 
 def folder_textures(folder: Path) -> list[Texture]:
     """Every image under ``folder`` (sorted) as a texture."""
-    from daad.synthesis.targets import folder_items, load_targets
+    from daad.synthesis.targets import folder_items
 
-    return [
-        Texture(tid, lambda item=(tid, path): next(load_targets([item], None)).image)
-        for tid, path in folder_items(Path(folder))
-    ]
+    return [Texture(tid, partial(_read_file, tid, path)) for tid, path in folder_items(Path(folder))]
 
 
 def registry_textures(view: RegistryView) -> list[Texture]:
     """The images of a registry view as textures (their ids go into ``source_ids``)."""
-    return [Texture(r.id, lambda r=r: view.read_image(r), True) for r in view]
+    return [Texture(r.id, partial(view.read_image, r), True) for r in view]
+
+
+def _read_file(tid: str, path: Path) -> np.ndarray:
+    from daad.synthesis.targets import load_targets
+
+    return next(load_targets([(tid, path)], None)).image
 
 
 def perlin_mask(shape: tuple[int, int], config: DRAEMConfig, rng: np.random.Generator) -> np.ndarray:

@@ -1,0 +1,95 @@
+"""Worker pools are safe in a threaded process: a build and a generator called from a
+process with a live FiftyOne (pymongo) client and a busy torch thread pool finish, with
+the bytes one process writes, and no worker is a fork of this process."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+
+import pytest
+import torch
+
+from conftest import SD_ROOT, SHARED_DATA, SOURCE_ROOTS, copy_manifests
+from daad.build import build
+from daad.loaders.kolektorsdd import iter_normals
+from daad.processes import process_map
+from daad.registry import Registry
+from daad.roots import Roots
+from daad.synthesis.cai import CAI, CAIConfig
+from daad.synthesis.foreground import ForegroundExtractor
+from daad.synthesis.parallel import CHUNK, generate_encoded
+from daad.synthesis.targets import load_targets
+from helpers.curation import shared_session
+
+
+def _parent_pid(_state, _item) -> int:
+    return os.getppid()
+
+
+def _open_directories() -> set[str]:
+    """The directories this process holds open descriptors of."""
+    paths = set()
+    for fd in os.listdir("/proc/self/fd"):
+        target = os.path.realpath(f"/proc/self/fd/{fd}")
+        if os.path.isdir(target):
+            paths.add(target)
+    return paths
+
+
+@pytest.fixture
+def busy_threads():
+    """A FiftyOne client talking to its mongod, and torch matmuls on its thread pool, until the test ends."""
+    fo = shared_session().fiftyone()
+    stop = threading.Event()
+    torch.set_num_threads(2)
+
+    def query_database():
+        while not stop.is_set():
+            fo.list_datasets()
+
+    def multiply():
+        a = torch.randn(256, 256)
+        while not stop.is_set():
+            a = torch.tanh(a @ a)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (query_database, multiply)]
+    for thread in threads:
+        thread.start()
+    yield threads
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+def test_workers_are_not_forks_of_the_caller(busy_threads):
+    assert threading.active_count() >= 3
+    parents = set(process_map(_parent_pid, None, range(8), workers=2))
+    assert os.getpid() not in parents and len(parents) == 1  # all forked by one clean server
+
+
+def test_build_and_generator_finish_beside_live_threads(busy_threads, tmp_path):
+    manifests = copy_manifests(tmp_path / "m", "sd_saliency_900", "crackforest", "kolektorsdd")
+    registry = Registry(manifests, Roots(SOURCE_ROOTS))
+    outs, directories = [], _open_directories()
+    for workers in (1, 2):
+        out = tmp_path / f"build{workers}"
+        summary = build(registry, out, origins=["sd_saliency_900"], progress=False, workers=workers)
+        assert summary.accepted == 900
+        outs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outs[0] == outs[1]
+    assert _open_directories() <= directories  # the roots' descriptors are closed
+
+    view = registry.view(evaluation="kolektorsdd", classes=["crack", "scratch"])
+    items = [(n.id, n.path) for n in itertools.islice(iter_normals(SHARED_DATA / "kolektorsdd-yolo"), 2 * CHUNK + 1)]
+    targets = list(load_targets(items, 96))
+    rows = []
+    for workers in (1, 2):
+        generator = CAI(CAIConfig(mode="normal", per_target=2), ForegroundExtractor("classical"))
+        generator.prepare(view)
+        rows.append(list(generate_encoded(generator, targets, seed=5, workers=workers)))
+    assert rows[0] == rows[1] and len(rows[0]) > len(targets)
+    assert all(thread.is_alive() for thread in busy_threads)
+    assert SD_ROOT.is_dir()
