@@ -14,13 +14,14 @@ from PIL import Image
 from torch import nn
 from typer.testing import CliRunner
 
+from conftest import SD_ROOT, copy_manifests
 from daad.cli import app
-from daad.evaluation.data import Sample, kolektorsdd_set, load_generated
+from daad.evaluation.data import EvaluationDataError, Sample, kolektorsdd_set, load_generated, rows_made_from
 from daad.evaluation.fid import NOT_COMPUTED, authenticity, frechet_distance, kernel_inception_distance, polynomial_mmd2
 from daad.evaluation.metrics import evaluate_maps
 from daad.evaluation.train import TrainConfig, full_resolution_maps, train_detector
 from daad.synthesis.base import Synthesis
-from daad.synthesis.output import write_generated
+from daad.synthesis.output import read_generated, write_generated
 
 H, W = 96, 64  # tall, like KolektorSDD's 1250 x 500
 
@@ -157,6 +158,36 @@ def test_daad_eval_writes_the_report(fake_kolektorsdd, tmp_path):
     assert len(overlays) == 2 * 4
     assert cv2.imread(str(overlays[0])).shape[0] == 256
     assert (out / "curves.png").stat().st_size > 10_000
+
+
+def test_targets_come_from_the_train_split_and_eval_refuses_rows_made_from_test_images(fake_kolektorsdd, tmp_path):
+    """``--target-origin`` of an evaluation dataset takes its training normals only; a set
+    generated from every normal (``--target-split all``) is refused by ``daad eval``, by row."""
+    manifests = copy_manifests(tmp_path / "m", "sd_saliency_900")
+    ev = kolektorsdd_set(fake_kolektorsdd)
+    test_ids = {s.id for s in ev.test}
+    outs = {}
+    for split in ("train", "all"):
+        outs[split] = tmp_path / f"cai-{split}"
+        result = CliRunner().invoke(app, [
+            "synth", "cai", "--target-origin", "kolektorsdd", "--target-split", split, "--eval", "kolektorsdd",
+            "--per-target", "1", "--size", "64", "--workers", "1", "--out", str(outs[split]), "-q",
+            "--manifests", str(manifests), "--root", f"kolektorsdd={fake_kolektorsdd}", "--root", f"sd_saliency_900={SD_ROOT}",
+        ])
+        assert result.exit_code == 0, result.output
+    train_targets = {row["target_id"] for row in read_generated(outs["train"])}
+    assert train_targets == {s.id for s in ev.train_normals}
+    all_targets = {row["target_id"] for row in read_generated(outs["all"])}
+    leaked = rows_made_from(outs["all"], test_ids)
+    assert all_targets & test_ids and leaked and not rows_made_from(outs["train"], test_ids)
+    result = CliRunner().invoke(app, [
+        "eval", "--eval-dataset", "kolektorsdd", "--root", str(fake_kolektorsdd), "--generated", str(outs["all"]),
+        "--size", "32", "--steps", "2", "--eval-every", "2", "--batch-size", "2", "--width", "4", "--device", "cpu",
+        "--out", str(tmp_path / "report"), "--quiet",
+    ])
+    assert isinstance(result.exception, EvaluationDataError), result.output
+    assert f"{len(leaked)} rows were made from test images of kolektorsdd" in str(result.exception)
+    assert not (tmp_path / "report" / "report.json").exists()
 
 
 # --- Authenticity (FID / KID) -------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from daad.cli.app import ManifestsOption, QuietOption, RootOption, console, open_registry, synth_app
-from daad.cli.synth import SizeOption, TargetOriginOption, TargetsOption, resolve_targets
+from daad.cli.synth import SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, resolve_targets
 
 cdm_app = typer.Typer(help="CDM: learn anomaly classes from CAI output, then sample new ones.", no_args_is_help=True)
 synth_app.add_typer(cdm_app, name="cdm")
@@ -62,6 +62,7 @@ def sample(
     out: Annotated[Path, typer.Option("--out", help="Output dataset folder.")],
     targets: TargetsOption = None,
     target_origin: TargetOriginOption = None,
+    target_split: TargetSplitOption = "train",
     classes: ClassesOption = None,
     per_target: Annotated[int, typer.Option(help="Pseudo-anomalies per target image.")] = 10,
     steps: Annotated[int, typer.Option(help="Denoising steps (DDIM).")] = 50,
@@ -87,7 +88,7 @@ def sample(
         mixed_precision=mixed_precision, device=device,
     ))
     registry = open_registry(manifests, root) if target_origin else None
-    target_list = resolve_targets(registry, targets, target_origin, size)
+    target_list = resolve_targets(registry, targets, target_origin, size, target_split)
     summary = write_generated(
         out, generator.generate(target_list, None, seed), generator=generator.name,
         params=generator.params() | {"size": size}, seed=seed,

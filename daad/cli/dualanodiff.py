@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from daad.cli.app import ManifestsOption, QuietOption, RootOption, console, open_registry, synth_app
-from daad.cli.synth import ForegroundOption, RembgOption, SizeOption, TargetOriginOption, TargetsOption, resolve_targets
+from daad.cli.synth import ForegroundOption, RembgOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, resolve_targets
 
 dualanodiff_app = typer.Typer(
     help="DualAnoDiff: train on anomaly image-mask pairs, then sample aligned image-mask pairs.", no_args_is_help=True
@@ -118,6 +118,7 @@ def sample(
     batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 4,
     targets: TargetsOption = None,
     target_origin: TargetOriginOption = None,
+    target_split: TargetSplitOption = "train",
     size: SizeOption = 512,
     mask_method: Annotated[str, typer.Option(help="threshold or rembg (on the part image).")] = "threshold",
     mask_threshold: Annotated[int, typer.Option(help="Difference from the part's neutral background (0-255).")] = 24,
@@ -141,7 +142,7 @@ def sample(
     info = read_info(checkpoint)
     chosen = []
     if targets is not None or target_origin is not None:
-        chosen = resolve_targets(open_registry(manifests, root), targets, target_origin, size)
+        chosen = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split)
     config = SampleConfig(
         checkpoint=checkpoint,
         output_dir=out,

@@ -20,6 +20,14 @@ TargetsOption = Annotated[Path | None, typer.Option("--targets", help="Folder of
 TargetOriginOption = Annotated[
     str | None, typer.Option("--target-origin", help="Use this origin's normal images (its root from --root).")
 ]
+TargetSplitOption = Annotated[
+    str,
+    typer.Option(
+        "--target-split",
+        help="With --target-origin naming an evaluation dataset: 'train' (its training normals; its test "
+        "normals never become targets) or 'all'.",
+    ),
+]
 EvalOption = Annotated[
     str, typer.Option("--eval", help="Evaluation dataset to guard against leakage ('none' to state there is none).")
 ]
@@ -43,15 +51,24 @@ RembgOption = Annotated[
 PREVIEW_ROWS = 12
 
 
-def resolve_targets(registry, targets: Path | None, target_origin: str | None, size: int) -> list:
+def resolve_targets(registry, targets: Path | None, target_origin: str | None, size: int, split: str = "train") -> list:
+    """The target normals: a folder's images, or an origin's normals (only its training
+    normals when the origin is an evaluation dataset and ``split`` is ``train``)."""
+    from daad.evaluation.data import EVALUATION_SETS, normal_split
     from daad.synthesis.targets import folder_items, load_targets, origin_items
 
     if (targets is None) == (target_origin is None):
         raise typer.BadParameter("give exactly one of --targets FOLDER or --target-origin ORIGIN")
+    if split not in ("train", "all"):
+        raise typer.BadParameter(f"expected train or all, got {split!r}", param_hint="--target-split")
     if targets is not None:
         items, licence = folder_items(targets), "unknown"
     else:
-        items = origin_items(target_origin, registry.roots[target_origin])
+        root = registry.roots[target_origin]
+        items = origin_items(target_origin, root)
+        if split == "train" and target_origin in EVALUATION_SETS:
+            train, _ = normal_split(target_origin, root)
+            items = [item for item in items if item[0] in train]
         licence = registry.catalogue[target_origin].licence if target_origin in registry.catalogue else "unknown"
     if not items:
         raise typer.BadParameter("no target images found")
@@ -121,6 +138,7 @@ def cai(
     eval_: EvalOption,
     targets: TargetsOption = None,
     target_origin: TargetOriginOption = None,
+    target_split: TargetSplitOption = "train",
     classes: ClassesOption = None,
     per_target: PerTargetOption = 10,
     ratios: Annotated[str, typer.Option("--ratios", help="large:medium:small mix.")] = "4:3:3",
@@ -148,7 +166,7 @@ def cai(
     _check_solver(solver)
     registry = open_registry(manifests, root)
     view = registry.view(evaluation=eval_, classes=_classes(classes))
-    target_list = resolve_targets(registry, targets, target_origin, size)
+    target_list = resolve_targets(registry, targets, target_origin, size, target_split)
     bank = PatternBank.from_view(view)
     licences = {p.id: p.licence for p in bank.patterns}
     fg = ForegroundExtractor(foreground, rembg_model)
@@ -167,6 +185,7 @@ def cutpaste(
     eval_: EvalOption,
     targets: TargetsOption = None,
     target_origin: TargetOriginOption = None,
+    target_split: TargetSplitOption = "train",
     per_target: PerTargetOption = 10,
     variant: Annotated[str, typer.Option("--variant", help="normal, scar or both.")] = "normal",
     seed: SeedOption = 0,
@@ -180,7 +199,7 @@ def cutpaste(
     """CutPaste (and CutPaste-scar): patches of the target image itself; uses no registry record."""
     from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
 
-    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size)
+    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split)
     variants = _modes(variant, ("normal", "scar"))
     for v in variants:
         generator = CutPaste(CutPasteConfig(scar=v == "scar", per_target=per_target))
@@ -196,6 +215,7 @@ def nsa(
     eval_: EvalOption,
     targets: TargetsOption = None,
     target_origin: TargetOriginOption = None,
+    target_split: TargetSplitOption = "train",
     per_target: PerTargetOption = 10,
     mode: Annotated[str, typer.Option("--mode", help="normal, mixed or both.")] = "normal",
     seed: SeedOption = 0,
@@ -214,7 +234,7 @@ def nsa(
     from daad.synthesis.foreground import ForegroundExtractor
 
     _check_solver(solver)
-    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size)
+    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split)
     fg = ForegroundExtractor(foreground, rembg_model)
     modes = _modes(mode, ("normal", "mixed"))
     for m in modes:
@@ -231,6 +251,7 @@ def draem(
     eval_: EvalOption,
     targets: TargetsOption = None,
     target_origin: TargetOriginOption = None,
+    target_split: TargetSplitOption = "train",
     textures: Annotated[
         Path | None, typer.Option("--textures", help="Folder of texture images (e.g. DTD); default: registry images.")
     ] = None,
@@ -248,7 +269,7 @@ def draem(
     from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, folder_textures
 
     registry = open_registry(manifests, root)
-    target_list = resolve_targets(registry, targets, target_origin, size)
+    target_list = resolve_targets(registry, targets, target_origin, size, target_split)
     view = registry.view(evaluation=eval_, classes=_classes(classes))
     generator = DRAEM(DRAEMConfig(per_target=per_target), folder_textures(textures) if textures else None)
     generator.prepare(view)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from daad.errors import DaadError
 from daad.images import decode_image, read_verified, to_rgb_array
@@ -70,6 +71,11 @@ def split_normals(ids: list[str], train_fraction: float, seed: int) -> tuple[set
     return {ids[i] for i in order[:n_train]}, {ids[i] for i in order[n_train:]}
 
 
+def kolektorsdd_split(root: Path, train_fraction: float = KOLEKTORSDD_TRAIN_FRACTION, seed: int = SPLIT_SEED) -> tuple[set[str], set[str]]:
+    """KolektorSDD's defect-free image ids as (train, test): a fixed, seeded ``train_fraction``."""
+    return split_normals([n.id for n in kolektorsdd.iter_normals(Path(root))], train_fraction, seed)
+
+
 def kolektorsdd_set(root: Path, train_fraction: float = KOLEKTORSDD_TRAIN_FRACTION, seed: int = SPLIT_SEED) -> EvaluationSet:
     """KolektorSDD: train = a fixed ``train_fraction`` of the defect-free images; test = every defective image + the rest."""
     root = Path(root)
@@ -80,7 +86,7 @@ def kolektorsdd_set(root: Path, train_fraction: float = KOLEKTORSDD_TRAIN_FRACTI
     normals = list(kolektorsdd.iter_normals(root))
     if not records or not normals:
         raise EvaluationDataError(f"KolektorSDD at {root}: found {len(records)} defective and {len(normals)} normal images")
-    train_ids, _ = split_normals([n.id for n in normals], train_fraction, seed)
+    train_ids, _ = kolektorsdd_split(root, train_fraction, seed)
 
     def normal_sample(n) -> Sample:
         image = read_image(n.path, n.id)
@@ -93,6 +99,15 @@ def kolektorsdd_set(root: Path, train_fraction: float = KOLEKTORSDD_TRAIN_FRACTI
 
 
 EVALUATION_SETS: dict[str, Callable[[Path], EvaluationSet]] = {"kolektorsdd": kolektorsdd_set}
+NORMAL_SPLITS: dict[str, Callable[[Path], tuple[set[str], set[str]]]] = {"kolektorsdd": kolektorsdd_split}
+"""Each evaluation dataset's (train, test) normal ids, read without decoding an image."""
+
+
+def normal_split(name: str, root: Path) -> tuple[set[str], set[str]]:
+    """The (train, test) ids of evaluation dataset ``name``'s normal images."""
+    if name not in NORMAL_SPLITS:
+        raise EvaluationDataError(f"unknown evaluation dataset {name!r}; known: {', '.join(sorted(NORMAL_SPLITS))}")
+    return NORMAL_SPLITS[name](root)
 
 
 def load_evaluation_set(name: str, root: Path) -> EvaluationSet:
@@ -114,3 +129,13 @@ def load_generated(path: Path) -> GeneratedSet:
     except FileNotFoundError:
         name = path.name
     return GeneratedSet(name, path, samples)
+
+
+def rows_made_from(path: Path, ids: set[str]) -> list[str]:
+    """The rows of generated dataset ``path`` whose target or real anomalies are among ``ids``
+    (read from the provenance columns alone)."""
+    leaked = []
+    for shard in sorted((Path(path) / "data").glob("*.parquet")):
+        table = pq.read_table(shard, columns=["id", "target_id", "source_ids"]).to_pylist()
+        leaked += [row["id"] for row in table if row["target_id"] in ids or ids.intersection(row["source_ids"])]
+    return leaked

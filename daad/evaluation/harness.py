@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from daad.evaluation.data import EvaluationSet, Sample, load_generated
+from daad.evaluation.data import EvaluationDataError, EvaluationSet, Sample, load_generated, rows_made_from
 from daad.evaluation.fid import authenticity
 from daad.evaluation.metrics import LocalisationMetrics, evaluate_maps
 from daad.evaluation.train import TrainConfig, full_resolution_maps, train_detector
@@ -42,6 +42,14 @@ def evaluate_generated(
     overlays: int = OVERLAYS_PER_GENERATOR,
 ) -> list[GeneratorResult]:
     """Train and score one detector per generated dataset folder, in order."""
+    test_ids = {s.id for s in evaluation.test}
+    for path in generated:  # before any training: a leak anywhere invalidates the comparison
+        leaked = rows_made_from(path, test_ids)
+        if leaked:
+            raise EvaluationDataError(
+                f"{path}: {len(leaked)} rows were made from test images of {evaluation.name} (first: {', '.join(leaked[:3])}); "
+                f"generate from its training normals (--target-origin {evaluation.name} --target-split train)"
+            )
     results = []
     examples = evaluation.test_anomalies[:overlays]
     for path in generated:
