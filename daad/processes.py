@@ -5,26 +5,40 @@ session's pymongo monitors, torch's or OpenCV's pools), and a lock held by one o
 fork time is never released in the child, which then hangs. Workers come from a
 *forkserver* (or *spawn* where there is none): a fresh, single-threaded interpreter that
 imports daad's worker modules once and forks each worker from that clean state. The
-function and its state reach the workers pickled; items and results are pickled too.
+function and its state reach the workers pickled (once, however many workers); items and
+results are pickled too. As with any multiprocessing code that does not fork, a *script*
+that starts workers needs the ``if __name__ == "__main__":`` guard (each worker imports
+the script's module); ``daad``'s commands and notebooks need nothing.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import forkserver
 from typing import Any, TypeVar
 
 import cv2
 from threadpoolctl import threadpool_limits
 
+from daad.errors import DaadError
+
 WINDOW = 4
 """Items in flight per worker."""
-WORKER_MODULES = ("daad.build", "daad.synthesis.parallel")
+WORKER_MODULES = (
+    "daad.build",
+    "daad.synthesis.parallel",
+    "daad.synthesis.cai",
+    "daad.synthesis.baselines.cutpaste",
+    "daad.synthesis.baselines.nsa",
+    "daad.synthesis.baselines.draem",
+)
 """Imported once by the forkserver, so that a worker starts without importing them."""
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """The environment the forkserver starts in: its imports start no BLAS threads."""
@@ -33,6 +47,10 @@ R = TypeVar("R")
 _TASK: tuple[Callable[[Any, Any], Any], Any] | None = None
 """The function and state a worker runs (set in the worker only)."""
 _SERVER_LOCK = threading.Lock()
+
+
+class WorkerError(DaadError):
+    """A worker process died before returning its results."""
 
 
 def default_workers() -> int:
@@ -48,14 +66,15 @@ def process_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T],
     ``state`` picklable. At most ``WINDOW`` items per worker are in flight, so memory stays
     bounded however many items come. Each worker runs OpenCV and BLAS single-threaded, so
     N workers on N cores do not oversubscribe them. A worker that dies raises
-    ``BrokenProcessPool`` here instead of leaving this process waiting. With
+    :class:`WorkerError` here instead of leaving this process waiting. With
     ``workers <= 1`` the calls run in this process.
     """
     if workers <= 1:
         for item in items:
             yield function(state, item)
         return
-    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start, initargs=(function, state))
+    task = pickle.dumps((function, state), protocol=pickle.HIGHEST_PROTOCOL)
+    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start, initargs=(task,))
     try:
         pending: deque[Future] = deque()
         for item in items:
@@ -64,6 +83,12 @@ def process_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T],
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except BrokenProcessPool as exc:
+        raise WorkerError(
+            "a worker process died (killed, out of memory, or a script without the "
+            "`if __name__ == \"__main__\":` guard that every worker imports); run with workers=1 (--workers 1) "
+            "to see the error in this process"
+        ) from exc
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -88,9 +113,9 @@ def _context() -> mp.context.BaseContext:
     return context
 
 
-def _start(function: Callable[[Any, Any], Any], state: Any) -> None:
+def _start(task: bytes) -> None:
     global _TASK
-    _TASK = (function, state)
+    _TASK = pickle.loads(task)
     cv2.setNumThreads(1)
     threadpool_limits(1)
 

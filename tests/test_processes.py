@@ -1,6 +1,7 @@
 """Worker pools are safe in a threaded process: a build and a generator called from a
 process with a live FiftyOne (pymongo) client and a busy torch thread pool finish, with
-the bytes one process writes, and no worker is a fork of this process."""
+the bytes one process writes, and no worker is a fork of this process; a worker that dies
+is an error, not a wait."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from conftest import SD_ROOT, SHARED_DATA, SOURCE_ROOTS, copy_manifests
 from daad.build import build
 from daad.loaders.kolektorsdd import iter_normals
-from daad.processes import process_map
+from daad.processes import WorkerError, process_map
 from daad.registry import Registry
 from daad.roots import Roots
 from daad.synthesis.cai import CAI, CAIConfig
@@ -26,6 +27,12 @@ from helpers.curation import shared_session
 
 def _parent_pid(_state, _item) -> int:
     return os.getppid()
+
+
+def _die(_state, item: int) -> int:
+    if item == 3:
+        os._exit(1)
+    return item
 
 
 def _open_directories() -> set[str]:
@@ -68,6 +75,12 @@ def test_workers_are_not_forks_of_the_caller(busy_threads):
     assert threading.active_count() >= 3
     parents = set(process_map(_parent_pid, None, range(8), workers=2))
     assert os.getpid() not in parents and len(parents) == 1  # all forked by one clean server
+
+
+def test_a_dead_worker_raises_instead_of_waiting():
+    with pytest.raises(WorkerError, match="worker process died"):
+        list(process_map(_die, None, range(8), workers=2))
+    assert list(process_map(_die, None, range(3), workers=2)) == [0, 1, 2]  # the next pool starts afresh
 
 
 def test_build_and_generator_finish_beside_live_threads(busy_threads, tmp_path):
