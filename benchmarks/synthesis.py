@@ -153,10 +153,10 @@ def main() -> None:
     for mode in ("normal", "mixed"):
         print(f"CAI-{mode[0].upper()}: cv2.seamlessClone solver / DST solver = "
               f"{core[f'cai-{mode}/opencv'] / core[f'cai-{mode}']:.2f}x (median ms per image)")
-    forkserver = daad.processes._context
-    daad.processes._context = lambda: multiprocessing.get_context("fork")  # the start method daad used before
+    forkserver = daad.processes.start_server
+    daad.processes.start_server = lambda modules: multiprocessing.get_context("fork")  # the start method daad used before
     forked = end_to_end("cai-normal", items, args.workers)
-    daad.processes._context = forkserver
+    daad.processes.start_server = forkserver
     clean = end_to_end("cai-normal", items, args.workers)
     print(f"start method, cai-normal e2e: fork workers {forked:.1f} img/s, forkserver workers {clean:.1f} img/s "
           f"(forkserver / fork = {clean / forked:.2f})")

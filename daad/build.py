@@ -44,7 +44,7 @@ from daad.features import REGISTRY_FEATURES
 from daad.images import sha256_file
 from daad.licences import LicencePolicy
 from daad.manifest import IdOrder, line_chunks, parse_lines
-from daad.processes import default_workers, process_map
+from daad.processes import default_workers, process_map, start_server
 from daad.record import ImageRef, Record
 from daad.registry import Registry
 from daad.shards import DatasetFolderWriter, image_cell
@@ -145,6 +145,9 @@ def build(
     Raises :class:`BuildError` (output untouched) on bad records.
     """
     out = Path(out)
+    workers = workers or default_workers()
+    if workers > 1:
+        start_server((__name__,))  # its imports overlap with hashing the inputs below
     policy = licence_policy or LicencePolicy.everything()
     summary = BuildSummary(licence_policy=policy.name)
     manifests = registry.manifests(origins)
@@ -166,7 +169,7 @@ def build(
         bar = tqdm(total=sum(_count_lines(p) for p in todo), unit="rec", desc="build", disable=not progress)
         if todo:
             registry.rules.near_duplicate_evaluations(())  # load the hash indices once, so each worker receives them loaded
-        chunks = process_map(_prepare, (registry, policy, statuses), _chunks(todo), workers or default_workers())
+        chunks = process_map(_prepare, (registry, policy, statuses), _chunks(todo), workers)
         built = [
             (manifest, *_write_origin(writer, registry, manifest, group, bar))
             for manifest, group in groupby(chunks, key=itemgetter(0))

@@ -147,8 +147,9 @@ def manifest_paths(manifests_dir: Path) -> list[Path]:
 
 
 def default_manifests_dir() -> Path:
-    """``$DAAD_MANIFESTS``, else the ``manifests/`` folder of the checkout daad runs from."""
+    """``$DAAD_MANIFESTS``, else the registry shipped with daad (``daad/manifests``: in a
+    checkout, a link to its ``manifests/`` folder; in a wheel, a copy)."""
     env = os.environ.get("DAAD_MANIFESTS")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "manifests"
+    return (Path(__file__).parent / "manifests").resolve()

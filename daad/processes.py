@@ -31,15 +31,6 @@ from daad.errors import DaadError
 
 WINDOW = 4
 """Items in flight per worker."""
-WORKER_MODULES = (
-    "daad.build",
-    "daad.synthesis.parallel",
-    "daad.synthesis.cai",
-    "daad.synthesis.baselines.cutpaste",
-    "daad.synthesis.baselines.nsa",
-    "daad.synthesis.baselines.draem",
-)
-"""Imported once by the forkserver, so that a worker starts without importing them."""
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """The environment the forkserver starts in: its imports start no BLAS threads."""
 T = TypeVar("T")
@@ -74,7 +65,8 @@ def process_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T],
             yield function(state, item)
         return
     task = pickle.dumps((function, state), protocol=pickle.HIGHEST_PROTOCOL)
-    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start, initargs=(task,))
+    context = start_server((function.__module__,))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(task,))
     try:
         pending: deque[Future] = deque()
         for item in items:
@@ -93,8 +85,10 @@ def process_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T],
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _context() -> mp.context.BaseContext:
-    """The forkserver context with its server running single-threaded, or spawn where there is none."""
+def start_server(modules: Iterable[str]) -> mp.context.BaseContext:
+    """The context workers start from: the forkserver, started now if it is not running
+    (single-threaded, importing ``modules`` while this process goes on), or spawn where
+    there is no forkserver. Call it early in a job to overlap the server's imports with it."""
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     context = mp.get_context("forkserver")
@@ -102,8 +96,8 @@ def _context() -> mp.context.BaseContext:
         saved = {name: os.environ.get(name) for name in SINGLE_THREADED}
         os.environ.update(SINGLE_THREADED)
         try:
-            context.set_forkserver_preload(list(WORKER_MODULES))
-            forkserver.ensure_running()  # a no-op once running; started here with this environment
+            context.set_forkserver_preload(sorted(set(modules)))
+            forkserver.ensure_running()  # returns at once; a no-op once the server runs
         finally:
             for name, value in saved.items():
                 if value is None:

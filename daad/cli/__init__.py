@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from rich.markup import escape
+
 from daad.cli import registry as _registry  # noqa: F401  (ingest, validate, build, stats, sources)
 from daad.cli import curate as _curate  # noqa: F401  (curate open, curate sync)
 from daad.cli import sources as _sources  # noqa: F401  (fetch)
@@ -17,10 +19,25 @@ from daad.cli.app import app, err_console
 from daad.errors import DaadError
 
 
+EXTRAS = {
+    "fiftyone": "curate", "psutil": "curate", "rembg": "foreground", "onnxruntime": "foreground",
+    "torch": "eval", "sklearn": "eval", "matplotlib": "eval",
+    "diffusers": "diffusion", "transformers": "diffusion", "peft": "diffusion", "accelerate": "diffusion",
+}
+"""The extra that installs each optional package a command may import."""
+
+
 def main() -> None:
-    """Entry point of the ``daad`` console script: daad errors print as one clear message."""
+    """Entry point of the ``daad`` console script: daad errors and missing extras print as one clear line."""
     try:
         app()
     except DaadError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+    except ModuleNotFoundError as exc:
+        package = (exc.name or "").split(".")[0]
+        if package not in EXTRAS:
+            raise
+        advice = f'pip install "daad[{EXTRAS[package]}]"'
+        err_console.print(f"[bold red]error:[/] this command needs {package}: {escape(advice)}", highlight=False)
         sys.exit(2)

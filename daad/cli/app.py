@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+
+from daad.errors import DaadError
 
 app = typer.Typer(
     name="daad",
@@ -21,9 +24,13 @@ app.add_typer(synth_app, name="synth")
 console = Console()
 err_console = Console(stderr=True)
 
+class RegistryNotFoundError(DaadError):
+    """The manifests folder a command was pointed at holds no registry."""
+
+
 ManifestsOption = Annotated[
     Path | None,
-    typer.Option("--manifests", help="Manifest folder (default: $DAAD_MANIFESTS or the checkout's manifests/)."),
+    typer.Option("--manifests", help="Manifest folder (default: $DAAD_MANIFESTS, else the registry shipped with daad)."),
 ]
 RootOption = Annotated[
     list[str] | None,
@@ -34,7 +41,8 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 
 
 def open_registry(manifests: Path | None, roots: list[str] | None):
-    """A Registry from the shared CLI options."""
+    """A Registry from the shared CLI options; a folder without a source catalogue is refused."""
+    from daad.catalogue import FILENAME
     from daad.registry import Registry
     from daad.roots import Roots, parse_root_options
 
@@ -42,4 +50,24 @@ def open_registry(manifests: Path | None, roots: list[str] | None):
         explicit = parse_root_options(roots)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--root") from None
-    return Registry(manifests, Roots(explicit))
+    registry = Registry(manifests, Roots(explicit))
+    if not (registry.manifests_dir / FILENAME).is_file():
+        raise RegistryNotFoundError(
+            f"no daad registry at {registry.manifests_dir} (no {FILENAME}): pass --manifests DIR or set DAAD_MANIFESTS"
+        )
+    return registry
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"daad {version('daad')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print daad's version and exit.")
+    ] = False,
+) -> None:
+    """DAAD: the Domain-Agnostic Anomaly Dataset registry, builder and generators."""

@@ -80,7 +80,7 @@ def validate(
 
 @app.command()
 def build(
-    out: Annotated[Path, typer.Option("--out", help="Output folder (load it with load_dataset(path)).")] = Path("daad"),
+    out: Annotated[Path, typer.Option("--out", help="Output folder (load it with load_dataset(path)).")] = Path("build/daad"),
     manifests: ManifestsOption = None,
     root: RootOption = None,
     origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
@@ -134,6 +134,8 @@ def stats(
 ) -> None:
     """Counts of records per class x source x licence."""
     registry = open_registry(manifests, None)
+    if not registry.manifests():
+        raise RegistryNotFoundError(f"no manifests in {registry.manifests_dir}: pass --manifests DIR or set DAAD_MANIFESTS")
     counts: Counter = Counter()
     for record in registry.records():
         if status == "all" or record.status == status:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from daad.processes import process_map
+from daad.processes import process_map, start_server
 from daad.synthesis.base import GenerationReport, PerTargetGenerator, Target, per_target_rows
 from daad.synthesis.output import EncodedRow, encode_row
 
@@ -26,6 +26,7 @@ def generate_encoded(
     if workers <= 1 or len(targets) <= CHUNK:
         yield from map(encode_row, per_target_rows(generator, targets, seed))
         return
+    start_server((__name__, type(generator).__module__))
     chunks = [range(i, min(i + CHUNK, len(targets))) for i in range(0, len(targets), CHUNK)]
     for rows, report in process_map(_rows, (generator, targets, seed), chunks, workers):
         generator.report.add(report)

@@ -1,0 +1,75 @@
+"""daad as a user installs it: a wheel built from the checkout, installed (not editable) into
+a fresh venv, run from an unrelated folder. The venv reaches the already-installed
+dependencies through a ``.pth`` line (nothing is downloaded), not the checkout."""
+
+from __future__ import annotations
+
+import json
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SOURCE_ROOTS
+
+LICENCES = ("CC-BY-NC-SA-4.0", "LicenseRef-CrackForest-NonCommercial", "LicenseRef-SD-saliency-900-research")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The bin/ folder of a fresh venv holding daad's wheel."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp), str(REPO)],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next(tmp.glob("daad-*.whl"))
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    purelib = next(venv.glob("lib/python*/site-packages"))
+    (purelib / "deps.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    subprocess.run([venv / "bin/python", "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    return venv / "bin"
+
+
+def _daad(bin_dir: Path, cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DAAD_MANIFESTS")}
+    return subprocess.run([bin_dir / "daad", *args], cwd=cwd, env=base | (env or {}), capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_the_wheel_carries_its_registry_and_builds_from_another_folder(installed, tmp_path):
+    located = subprocess.run([installed / "python", "-c", "import daad.manifest as m; print(m.__file__)"],
+                             cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert not Path(located.stdout.strip()).is_relative_to(REPO)  # the installed copy, not the checkout
+    version = _daad(installed, tmp_path, "--version")
+    assert version.returncode == 0 and version.stdout.strip() == "daad 0.1.0"
+    sources = _daad(installed, tmp_path, "sources", "--json")
+    assert sources.returncode == 0, sources.stderr
+    assert {"sd_saliency_900", "crackforest", "kolektorsdd"} <= {s["id"] for s in json.loads(sources.stdout)}
+    stats = _daad(installed, tmp_path, "stats", "--json")
+    assert sum(row["records"] for row in json.loads(stats.stdout)) == 1070
+
+    roots = {f"DAAD_ROOT_{origin.upper()}": str(path) for origin, path in SOURCE_ROOTS.items()}
+    accept = [arg for lic in LICENCES for arg in ("--accept-licence", lic)]
+    build = _daad(installed, tmp_path, "build", "--no-download", "-q", *accept, env=roots)
+    assert build.returncode == 0, build.stderr
+    assert (tmp_path / "build/daad/README.md").is_file() and "built 1070 rows" in build.stdout
+
+
+def test_a_missing_registry_and_a_missing_extra_are_one_line(installed, tmp_path):
+    stats = _daad(installed, tmp_path, "stats", "--manifests", str(tmp_path / "nowhere"))
+    assert stats.returncode == 2 and "--manifests" in stats.stderr and "DAAD_MANIFESTS" in stats.stderr
+    assert "Traceback" not in stats.stderr
+    code = "import sys; sys.modules['fiftyone'] = None; from daad.cli import main; sys.argv = sys.argv[1:]; main()"
+    curate = subprocess.run([installed / "python", "-c", code, "daad", "curate", "open", "--no-app", "--origin", "crackforest"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert curate.returncode == 2 and "pip install 'daad[curate]'" in curate.stderr, curate.stderr
+    assert "Traceback" not in curate.stderr and len(curate.stderr.strip().splitlines()) <= 2
+    code = "import sys; sys.modules['torch'] = None; from daad.cli import main; sys.argv = sys.argv[1:]; main()"
+    evaluate = subprocess.run([installed / "python", "-c", code, "daad", "eval", "--eval-dataset", "kolektorsdd",
+                               "--root", str(SOURCE_ROOTS["kolektorsdd"]), "--generated", str(tmp_path), "--out", str(tmp_path / "r")],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert evaluate.returncode == 2 and 'pip install "daad[eval]"' in evaluate.stderr, evaluate.stderr
