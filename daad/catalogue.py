@@ -11,7 +11,7 @@ import re
 import string
 import tomllib
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from daad.errors import DaadError
@@ -80,6 +80,12 @@ class Layout:
             fields = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f is not None}
             if missing := fields - groups:
                 raise ValueError(f"layout {name} {getattr(self, name)!r} uses {sorted(missing)}, not groups of match")
+        for name in ("images", "mask"):
+            path = PurePosixPath(getattr(self, name))
+            if path.is_absolute() or ".." in path.parts:
+                raise ValueError(f"layout {name} {getattr(self, name)!r} must stay under the origin's root")
+        if self.mask_format == "bitmap" and self.label is None and "label" not in groups:
+            raise ValueError("layout with bitmap masks needs a constant label or a (?P<label>...) group in match")
 
 
 @dataclass(frozen=True, slots=True)

@@ -100,6 +100,8 @@ def test_labelme_file_with_two_labels_or_broken_json_is_reported(tmp_path):
      "mask_format"),
     ('images = "*.jpg"\nmatch = "(?P<name>.+"\nid = "{name}"\nmask = "{name}.png"', "match"),
     ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"\nmasks = "x"', "masks"),
+    ('images = "../*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"\nlabel = "x"', "root"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"', "label"),
 ])
 def test_bad_layout_table_is_refused_naming_the_origin(tmp_path, table, message):
     manifests = copy_manifests(tmp_path / "manifests")
