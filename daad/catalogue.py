@@ -7,9 +7,11 @@ DAAD classes. Native names that fit none of the classes map to ``unmapped``.
 
 from __future__ import annotations
 
+import re
+import string
 import tomllib
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from daad.errors import DaadError
@@ -37,6 +39,55 @@ class Download:
     format: str = "zip"
 
 
+MASK_FORMATS = ("bitmap", "labelme")
+UNANNOTATED = ("skip", "normal")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A published layout described as data (``[<origin>.layout]``), read by :mod:`daad.loaders.layout`.
+
+    Every file matching ``images`` (a glob under the root) whose root-relative POSIX path
+    fully matches the regular expression ``match`` is an image; the named groups fill the
+    templates ``id`` (the native id) and ``mask`` (the mask file's path). A group named
+    ``label`` is the native label, ``split`` the record's split; ``label`` (the field) is a
+    constant native label instead, and LabelMe masks carry their labels in their shapes.
+    """
+
+    images: str
+    match: str
+    id: str
+    mask: str
+    mask_format: str = "bitmap"
+    threshold: int = 0
+    """Bitmap masks: pixels brighter than this are the anomaly (127: binarise 0/255 masks at 128)."""
+    label: str | None = None
+    normal_labels: tuple[str, ...] = ()
+    """Native labels whose images are defect-free (MTD's ``Free``)."""
+    unannotated: str = "skip"
+    """An image without its mask file: ``skip`` (reported as ``no_annotation``) or ``normal``."""
+
+    def __post_init__(self) -> None:
+        if self.mask_format not in MASK_FORMATS:
+            raise ValueError(f"layout mask_format {self.mask_format!r} is not one of {', '.join(MASK_FORMATS)}")
+        if self.unannotated not in UNANNOTATED:
+            raise ValueError(f"layout unannotated {self.unannotated!r} is not one of {', '.join(UNANNOTATED)}")
+        try:
+            groups = set(re.compile(self.match).groupindex)
+        except re.error as exc:
+            raise ValueError(f"layout match {self.match!r}: {exc}") from None
+        for name in ("id", "mask"):
+            fields = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f is not None}
+            if missing := fields - groups:
+                raise ValueError(f"layout {name} {getattr(self, name)!r} uses {sorted(missing)}, not groups of match")
+        for name in ("images", "mask"):
+            path = PurePosixPath(getattr(self, name))
+            if path.is_absolute() or ".." in path.parts:
+                raise ValueError(f"layout {name} {getattr(self, name)!r} must stay under the origin's root")
+        if self.mask_format == "bitmap" and self.label is None and "label" not in groups:
+            raise ValueError("layout with bitmap masks needs a constant label or a (?P<label>...) group in match")
+
+
 @dataclass(frozen=True, slots=True)
 class SourceEntry:
     """One origin of the catalogue."""
@@ -51,6 +102,8 @@ class SourceEntry:
     classes: dict[str, str] = field(default_factory=dict)
     """Native defect name -> DAAD class or ``unmapped``."""
     download: Download | None = None
+    layout: Layout | None = None
+    """The published layout as data, for sources without a loader module of their own."""
     manual_download: str | None = None
     """How to get the data where the authors require accepting terms on a website."""
     derived_from: tuple[str, ...] = ()
@@ -119,6 +172,9 @@ class Catalogue:
 
 def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
     download = value.get("download")
+    layout = value.get("layout")
+    if layout is not None:
+        layout = Layout(**{k: tuple(v) if k == "normal_labels" else v for k, v in layout.items()})
     classes = {str(k): check_class(str(v)) for k, v in value.get("classes", {}).items()}
     return SourceEntry(
         id=origin,
@@ -130,6 +186,7 @@ def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
         source=Source(value.get("source", Source.EXISTING_DATASET)),
         classes=classes,
         download=Download(**download) if download else None,
+        layout=layout,
         manual_download=value.get("manual_download"),
         derived_from=tuple(value.get("derived_from", ())),
         in_daad_paper=bool(value.get("in_daad_paper", False)),

@@ -20,6 +20,8 @@ CATALOGUE = Catalogue.load(default_manifests_dir())
 
 WRITERS = {
     "mtd": fake.write_mtd,
+    "deepcrack": fake.write_deepcrack,
+    "bsdata": fake.write_bsdata,
     "mvtec_ad": fake.write_mvtec_ad,
     "mpdd": fake.write_mpdd,
     "visa": fake.write_visa,

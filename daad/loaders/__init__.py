@@ -1,7 +1,9 @@
 """One module per source: each reads a dataset as its authors publish it.
 
 ``LOADERS`` maps an origin id to its module; every module exposes
-``iter_records(root, entry=None)`` and ``iter_normals(root)``.
+``iter_records(root, entry=None)`` and ``iter_normals(root)``. A source whose layout is
+described as data in the catalogue (``[<origin>.layout]``) has no module: it is read by
+:class:`daad.loaders.layout.LayoutLoader`, which exposes the same two functions.
 """
 
 from __future__ import annotations
@@ -9,7 +11,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from daad.catalogue import CatalogueError
 from daad.errors import DaadError
+from daad.loaders.catalogue_entry import catalogue_entry
+from daad.loaders.layout import LayoutLoader
 
 LOADERS: dict[str, str] = {
     "btad": "daad.loaders.btad",
@@ -20,7 +25,6 @@ LOADERS: dict[str, str] = {
     "kolektorsdd": "daad.loaders.kolektorsdd",
     "ksdd2": "daad.loaders.ksdd2",
     "mpdd": "daad.loaders.mpdd",
-    "mtd": "daad.loaders.mtd",
     "mvtec_ad": "daad.loaders.mvtec_ad",
     "mvtec_loco": "daad.loaders.mvtec_loco",
     "sd_saliency_900": "daad.loaders.sd_saliency_900",
@@ -28,9 +32,14 @@ LOADERS: dict[str, str] = {
 }
 
 
-def get_loader(origin: str) -> ModuleType:
-    """The loader module of ``origin``."""
-    try:
+def get_loader(origin: str) -> ModuleType | LayoutLoader:
+    """The loader module of ``origin``, or its layout loader when the catalogue describes its layout."""
+    if origin in LOADERS:
         return importlib.import_module(LOADERS[origin])
-    except KeyError:
-        raise DaadError(f"no loader for origin {origin!r}; known: {', '.join(sorted(LOADERS))}") from None
+    try:
+        layout = catalogue_entry(origin).layout
+    except CatalogueError as exc:
+        raise DaadError(f"no loader for origin {origin!r}: {exc}; modules: {', '.join(sorted(LOADERS))}") from None
+    if layout is None:
+        raise DaadError(f"no loader for origin {origin!r}: no module and no [{origin}.layout] in the catalogue")
+    return LayoutLoader(origin)

@@ -55,19 +55,74 @@ def _mask(path: Path, mask: np.ndarray, value: int = 255) -> None:
 
 
 def write_mtd(root: Path) -> Expected:
-    """``MT_<Type>/Imgs/<name>.jpg`` + same-name ``.png``; ``MT_Free`` normals (with empty masks)."""
+    """``MT_<Type>/Imgs/<name>.jpg`` + same-name anti-aliased ``.png``; ``MT_Free`` normals (with empty masks);
+    an all-black mask in a defect folder (MTD has four, all Uneven)."""
     seed = 0
     for kind, n in (("Blowhole", 2), ("Break", 1), ("Crack", 1), ("Fray", 1), ("Uneven", 1)):
         for i in range(n):
             seed += 1
             name = f"exp{i}_num_{seed}"
             _image(root / f"MT_{kind}" / "Imgs" / f"{name}.jpg", seed, mode="L")
-            _mask(root / f"MT_{kind}" / "Imgs" / f"{name}.png", blob(seed))
+            _mask(root / f"MT_{kind}" / "Imgs" / f"{name}.png", antialiased(seed), value=1)
     _image(root / "MT_Crack" / "Imgs" / "exp9_num_99.jpg", 99, mode="L")  # its mask is missing
+    _image(root / "MT_Uneven" / "Imgs" / "exp4_num_98.jpg", 98, mode="L")
+    _mask(root / "MT_Uneven" / "Imgs" / "exp4_num_98.png", np.zeros((SIZE, SIZE), np.uint8))  # all black
     for i in range(3):
         _image(root / "MT_Free" / "Imgs" / f"exp0_num_{100 + i}.jpg", 100 + i, mode="L")
         _mask(root / "MT_Free" / "Imgs" / f"exp0_num_{100 + i}.png", np.zeros((SIZE, SIZE), np.uint8))
-    return Expected({"Blowhole": 2, "Break": 1, "Crack": 1, "Fray": 1, "Uneven": 1}, 3, {"no_annotation": 1})
+    (root / "README.md").write_text("This is the datasets of the paper ...\n")
+    return Expected({"Blowhole": 2, "Break": 1, "Crack": 1, "Fray": 1, "Uneven": 1}, 3,
+                    {"no_annotation": 1, "empty_mask": 1})
+
+
+def antialiased(seed: int) -> np.ndarray:
+    """A 0..255 mask like MTD's: a 255 core with a ring of 128 and a ring of 127 around it."""
+    core = blob(seed)
+    ring = cv2.dilate(core, np.ones((3, 3), np.uint8))
+    outer = cv2.dilate(ring, np.ones((3, 3), np.uint8))
+    return np.where(core == 1, 255, np.where(ring == 1, 128, np.where(outer == 1, 127, 0))).astype(np.uint8)
+
+
+def write_deepcrack(root: Path) -> Expected:
+    """``{train,test}_img/<name>.jpg`` + ``{train,test}_lab/<name>.png`` (0/255), a portrait test image, README."""
+    names = {"train": ("11111", "11112", "7Q3A9060-1"), "test": ("11125-1", "IMG_6544-2")}
+    for split, stems in names.items():
+        for i, stem in enumerate(stems):
+            seed = 1100 + 10 * (split == "test") + i
+            size = (SIZE, SIZE + 8) if stem == "IMG_6544-2" else (SIZE + 8, SIZE)  # 384x544 among 544x384
+            _image(root / f"{split}_img" / f"{stem}.jpg", seed, size=size)
+            _mask(root / f"{split}_lab" / f"{stem}.png", blob(seed, size))
+    (root / "README.md").write_text("## Crack Detection Dataset\n")
+    return Expected({"crack": 5})
+
+
+def write_bsdata(root: Path) -> Expected:
+    """``data/<name>.jpg``; ``label/<name>.json`` (LabelMe 4.5.6, ``Pitting`` polygons, ``imageData`` inline) for
+    the pitted ones; the rest are normals; a stray copy in ``data/BSD/test/``; ``image_data.json``."""
+    stems = [f"01_2009{i:02d}0523{i:02d}21_585000_090_crop_{1 + i % 2}" for i in range(5)]
+    images = []
+    for i, stem in enumerate(stems):
+        size = (SIZE + 16, SIZE) if i % 2 else (SIZE + 24, SIZE)
+        _image(root / "data" / f"{stem}.jpg", 1200 + i, size=size)
+        annotation = None
+        if i < 2:  # pitted: one polygon, then two
+            polygons = [[[3.5, 4.2], [12.8, 3.9], [11.1, 12.6], [4.4, 10.0]]]
+            if i == 1:
+                polygons.append([[20, 20], [28, 21], [24, 28]])
+            annotation = f"{stem}.json"
+            (root / "label").mkdir(parents=True, exist_ok=True)
+            (root / "label" / annotation).write_text(json.dumps({
+                "version": "4.5.6", "flags": {}, "imagePath": f"{stem}.jpg", "imageData": "/9j/4AAQSkZJRg==",
+                "imageHeight": size[1], "imageWidth": size[0],
+                "shapes": [{"label": "Pitting", "points": p, "group_id": None, "shape_type": "polygon", "flags": {}}
+                           for p in polygons],
+            }, indent=2))
+        images.append({"filename": f"{stem}.jpg", "train_test_split": "train" if annotation else None,
+                       "type": 2, "wear_dev": [], "annotations": annotation})
+    (root / "data" / "BSD" / "test").mkdir(parents=True)
+    (root / "data" / "BSD" / "test" / f"{stems[0]}.jpg").write_bytes((root / "data" / f"{stems[0]}.jpg").read_bytes())
+    (root / "image_data.json").write_text(json.dumps({"images": images}, indent=4))
+    return Expected({"Pitting": 2}, 3)
 
 
 def _mvtec_like(root: Path, layout: dict[str, dict[str, int]], normals: int) -> Expected:

@@ -1,0 +1,186 @@
+"""Sources read through a catalogue layout (MTD, DeepCrack, BSData): their quirks on fake trees of the
+published layouts, the committed manifests made from the real files, and the download path of each
+pinned commit served from 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, copy_manifests, split_items
+from daad.catalogue import Catalogue, CatalogueError
+from daad.ingest import ingest
+from daad.loaders import get_loader
+from daad.loaders.layout import LayoutLoader
+from daad.manifest import read_manifest
+from daad.prepare import DOWNLOADED, PrepareOptions, prepare_source
+from daad.registry import Registry
+from daad.roots import Roots
+from daad.taxonomy import Status
+from helpers import fake_datasets as fake
+from test_download import ArchiveServer, _path_of, _run, _zip
+
+CATALOGUE = Catalogue.load(REPO / "manifests")
+WRITERS = {"mtd": fake.write_mtd, "deepcrack": fake.write_deepcrack, "bsdata": fake.write_bsdata}
+
+# What the committed manifests hold, counted from the publishers' files (see sources.toml notes).
+COMMITTED = {
+    "mtd": Counter({("Blowhole", "pits"): 115, ("Break", "crack"): 85, ("Crack", "crack"): 57,
+                    ("Fray", "abrasion"): 32, ("Uneven", "abrasion"): 99}),
+    "deepcrack": Counter({("crack", "crack"): 537}),
+    "bsdata": Counter({("Pitting", "pits"): 394}),
+}
+
+
+def test_layout_sources_have_no_module_but_a_layout_loader():
+    for origin in WRITERS:
+        assert get_loader(origin) == LayoutLoader(origin)
+        assert CATALOGUE[origin].layout is not None
+
+
+def test_mtd_antialiased_masks_are_binarised_at_128(tmp_path):
+    fake.write_mtd(tmp_path)
+    records, skipped = split_items(get_loader("mtd").iter_records(tmp_path))
+    assert skipped == Counter({"no_annotation": 1, "empty_mask": 1})
+    record = next(r for r in records if r.id == "mtd/Blowhole/exp0_num_1")
+    grey = fake.antialiased(1)
+    assert set(np.unique(grey)) == {0, 127, 128, 255}
+    assert np.array_equal(record.mask.decode(), (grey >= 128).astype(np.uint8))
+    normals = list(get_loader("mtd").iter_normals(tmp_path))
+    assert [n.id for n in normals] == [f"mtd/Free/exp0_num_{100 + i}" for i in range(3)]
+
+
+def test_deepcrack_ids_splits_and_portrait_images(tmp_path):
+    fake.write_deepcrack(tmp_path)
+    records, skipped = split_items(get_loader("deepcrack").iter_records(tmp_path))
+    assert not skipped
+    by_id = {r.id: r for r in records}
+    assert sorted(by_id) == sorted(
+        [f"deepcrack/train/{s}" for s in ("11111", "11112", "7Q3A9060-1")]
+        + [f"deepcrack/test/{s}" for s in ("11125-1", "IMG_6544-2")]
+    )
+    assert Counter(r.split for r in records) == Counter({"train": 3, "test": 2})
+    portrait = by_id["deepcrack/test/IMG_6544-2"]
+    assert (portrait.width, portrait.height) == (fake.SIZE, fake.SIZE + 8)
+    assert np.array_equal(portrait.mask.decode(), fake.blob(1111, (fake.SIZE, fake.SIZE + 8)))
+    assert not list(get_loader("deepcrack").iter_normals(tmp_path))
+
+
+def test_bsdata_labelme_polygons_unlabelled_normals_and_stray_copy(tmp_path):
+    fake.write_bsdata(tmp_path)
+    records, skipped = split_items(get_loader("bsdata").iter_records(tmp_path))
+    assert not skipped and {r.anomaly_class for r in records} == {"pits"}
+    one, two = sorted(records, key=lambda r: r.id)
+    assert two.mask.decode()[24, 24] == 1 and one.mask.decode()[24, 24] == 0  # the second polygon
+    assert two.area > one.area
+    normals = list(get_loader("bsdata").iter_normals(tmp_path))
+    assert len(normals) == 3 and all(n.path.parent == tmp_path / "data" for n in normals)  # not data/BSD/test
+    assert not {n.id for n in normals} & {r.id for r in records}
+
+
+def test_labelme_file_with_two_labels_or_broken_json_is_reported(tmp_path):
+    fake.write_bsdata(tmp_path)
+    first, second = sorted((tmp_path / "label").glob("*.json"))
+    data = json.loads(first.read_text())
+    data["shapes"].append({**data["shapes"][0], "label": "Rust"})
+    first.write_text(json.dumps(data))
+    second.write_text("{not json")
+    records, skipped = split_items(get_loader("bsdata").iter_records(tmp_path))
+    assert records == [] and skipped == Counter({"bad_annotation": 2})
+
+
+@pytest.mark.parametrize("table, message", [
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)\\\\.jpg"\nid = "{name}"\nmask = "{stem}.png"', "'stem'"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)\\\\.jpg"\nid = "{name}"\nmask = "{name}.png"\nmask_format = "coco"',
+     "mask_format"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+"\nid = "{name}"\nmask = "{name}.png"', "match"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"\nmasks = "x"', "masks"),
+    ('images = "../*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"\nlabel = "x"', "root"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"', "label"),
+])
+def test_bad_layout_table_is_refused_naming_the_origin(tmp_path, table, message):
+    manifests = copy_manifests(tmp_path / "manifests")
+    with open(manifests / "sources.toml", "a", encoding="utf-8") as f:
+        f.write(f'\n[mine]\nname = "x"\nhomepage = "https://example.org"\nlicence = "unknown"\n\n[mine.layout]\n{table}\n')
+    with pytest.raises(CatalogueError, match=rf"source 'mine'.*{message}"):
+        Catalogue.load(manifests)
+
+
+@pytest.mark.parametrize("origin", sorted(COMMITTED))
+def test_committed_manifest_is_consistent(origin):
+    records = list(read_manifest(REPO / "manifests" / f"{origin}.jsonl"))
+    entry = CATALOGUE[origin]
+    assert Counter((r.native_label, r.anomaly_class) for r in records) == COMMITTED[origin]
+    ids = [r.id for r in records]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    pattern = re.compile(entry.layout.match)
+    for record in records:
+        assert record.status is Status.ACCEPTED and record.licence == entry.licence and record.origin == origin
+        assert pattern.fullmatch(record.image.path), record.image.path
+        assert re.fullmatch(r"[0-9a-f]{64}", record.image.sha256) and record.area > 0
+    assert len({r.image.sha256 for r in records}) == len(records)
+    if origin == "deepcrack":
+        assert Counter(r.split for r in records) == Counter({"train": 300, "test": 237})
+
+
+# ---- the download path: the pinned commit's archive, served from 127.0.0.1 -------------------------
+
+REPO_EXTRAS = {"mtd": "dataset.jpg", "deepcrack": "Web App/main.py", "bsdata": "split_dataset.py"}
+"""A file of each repository outside the data (the archive holds the whole repository)."""
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory):
+    """Each layout source's fake tree, ingested into scratch manifests and served as its pinned commit archive."""
+    base = tmp_path_factory.mktemp("mirror")
+    manifests = copy_manifests(base / "manifests")
+    server = ArchiveServer()
+    for origin, write in WRITERS.items():
+        write(base / "src" / origin)
+        ingest(get_loader(origin).iter_records(base / "src" / origin, CATALOGUE[origin]), manifests / f"{origin}.jsonl")
+        spec = CATALOGUE[origin].download
+        top = spec.subpath.split("/")[0]
+        entries = {f"{spec.subpath}/{p.relative_to(base / 'src' / origin).as_posix()}": p.read_bytes()
+                   for p in sorted((base / "src" / origin).rglob("*")) if p.is_file()}
+        entries[f"{top}/{REPO_EXTRAS[origin]}"] = b"not data\n"
+        server.files[_path_of(CATALOGUE, origin)] = _zip(entries)
+    yield base, manifests, server
+    server.close()
+
+
+@pytest.mark.parametrize("origin", sorted(WRITERS))
+def test_pinned_archive_reproduces_the_manifest(mirror, tmp_path, origin):
+    base, manifests, server = mirror
+    data = tmp_path / "data"
+    registry = Registry(manifests, Roots(data=data))
+    options = PrepareOptions(data=data, accepted=frozenset({CATALOGUE[origin].licence}), base_url=server.url,
+                             timeout=10, retries=0, progress=False)
+    outcome = prepare_source(registry, registry.catalogue[origin], options)
+    committed = list(read_manifest(manifests / f"{origin}.jsonl"))
+    assert (outcome.status, outcome.files) == (DOWNLOADED, len(committed))
+    whole_repository = "/" not in CATALOGUE[origin].download.subpath  # else only the subpath is unpacked
+    assert (data / origin / REPO_EXTRAS[origin]).exists() == whole_repository
+    again = tmp_path / "again.jsonl"
+    ingest(get_loader(origin).iter_records(data / origin, CATALOGUE[origin]), again)
+    assert again.read_bytes() == (manifests / f"{origin}.jsonl").read_bytes()
+    assert [r.image.sha256 for r in read_manifest(again)] == [r.image.sha256 for r in committed]
+
+
+def test_one_command_builds_the_layout_sources_from_the_mirror(mirror, tmp_path):
+    base, manifests, server = mirror
+    env = {"DAAD_DATA_DIR": str(tmp_path / "data"), "DAAD_DOWNLOAD_BASE_URL": server.url,
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "200"}
+    accept = [a for origin in WRITERS for a in ("--accept-licence", CATALOGUE[origin].licence)]
+    done = _run("build", "--manifests", str(manifests), "--out", str(tmp_path / "out" / "daad"), "--quiet",
+                "--workers", "1", *[a for o in WRITERS for a in ("--origin", o)], *accept, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "built 13 rows from 3 origin(s); rejected 0" in done.stdout
+    shards = sorted(p.relative_to(tmp_path / "out" / "daad" / "data").as_posix()
+                    for p in (tmp_path / "out" / "daad" / "data").rglob("*.parquet"))
+    assert shards == ["bsdata/pits.parquet", "deepcrack/crack.parquet", "mtd/abrasion.parquet",
+                      "mtd/crack.parquet", "mtd/pits.parquet"]
