@@ -33,7 +33,7 @@ from daad.synthesis.cai import (
     scale_rank,
 )
 from daad.synthesis.foreground import ForegroundExtractor
-from daad.synthesis.injection import select_location
+from daad.synthesis.injection import MASK_RULES, PATTERN_DILATE, inject_patch, select_location
 from daad.synthesis.output import generator_info, read_generated, write_generated
 from daad.synthesis.targets import load_targets
 
@@ -112,7 +112,7 @@ def test_the_view_is_leak_free_and_patterns_are_crops_to_the_mask(bank):
 @pytest.mark.parametrize("mode", ["normal", "mixed"])
 def test_every_row_respects_stm_mas_ils_pe_and_mask(targets, bank, view, mode):
     fg = object_foreground(targets)
-    gen = CAI(CAIConfig(mode=mode, per_target=10), fg)
+    gen = CAI(CAIConfig(mode=mode, per_target=10, mask_rule="paper"), fg)  # the paper's Eq. 4, checked exactly
     rows = list(gen.generate_from_bank(targets, bank, seed=11))
     assert gen.name == f"cai-{mode}" and len(rows) == 30
     assert gen.report.gave_up == 0 and gen.report.quota_shifted == 0
@@ -298,3 +298,26 @@ def test_cli_refuses_an_unknown_evaluation_dataset(manifests, tmp_path):
     result = CliRunner().invoke(app, ["synth", "cai", "--targets", str(target_folder(tmp_path, 1)), "--eval", "nope",
                                       "--out", str(tmp_path / "o"), *_cli_args(manifests)])
     assert result.exit_code != 0 and "nope" in str(result.exception or result.output)
+
+
+def test_pattern_mask_rule_marks_thin_injected_lines_that_the_paper_rule_erases():
+    """A 2 px line injected into a textured target: the paper's Eq. 4 mask (7 x 7 median)
+    loses most of it; the pattern rule marks all of it and nothing off the placed pattern."""
+    rng = np.random.default_rng(0)
+    texture = cv2.GaussianBlur(rng.normal(140, 12, (128, 128)).astype(np.float32), (0, 0), 2)
+    target = np.repeat(texture.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    patch, line = np.full((40, 40, 3), 140, np.uint8), np.zeros((40, 40), np.uint8)
+    cv2.line(line, (4, 6), (35, 33), 1, 2)
+    patch[line > 0] = 40
+    placed = np.zeros((128, 128), np.uint8)
+    placed[44:84, 44:84] = line
+    near_pattern = cv2.dilate(placed, np.ones((2 * PATTERN_DILATE + 1,) * 2, np.uint8))
+    masks = {}
+    for rule in MASK_RULES:
+        result, masks[rule] = inject_patch(target, np.ones((128, 128), np.uint8), patch, line, (64, 64), "normal",
+                                           threshold=7, median=7, mask_rule=rule)
+    assert (masks["pattern"] & placed).sum() >= 0.95 * line.sum()
+    assert not (masks["pattern"] & (near_pattern == 0)).any()
+    assert (masks["paper"] & placed).sum() < 0.6 * line.sum()
+    with pytest.raises(ValueError, match="mask rule"):
+        CAIConfig(mask_rule="blob")

@@ -149,6 +149,8 @@ def cai(
     foreground: ForegroundOption = "auto",
     rembg_model: RembgOption = None,
     solver: SolverOption = "dst",
+    mask_rule: Annotated[str, typer.Option(
+        "--mask-rule", help="pattern (the difference on the placed pattern) or paper (Eq. 4 over the clone box).")] = "pattern",
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
@@ -163,6 +165,10 @@ def cai(
         CAIConfig(ratios=ratio)
     except ValueError:
         raise typer.BadParameter("--ratios expects three integers like 4:3:3") from None
+    from daad.synthesis.injection import MASK_RULES
+
+    if mask_rule not in MASK_RULES:
+        raise typer.BadParameter(f"expected one of {', '.join(MASK_RULES)}, got {mask_rule!r}", param_hint="--mask-rule")
     _check_solver(solver)
     registry = open_registry(manifests, root)
     view = registry.view(evaluation=eval_, classes=_classes(classes))
@@ -172,7 +178,7 @@ def cai(
     fg = ForegroundExtractor(foreground, rembg_model)
     modes = _modes(mode, ("normal", "mixed"))
     for m in modes:
-        generator = CAI(CAIConfig(mode=m, per_target=per_target, ratios=ratio, solver=solver), fg, bank)
+        generator = CAI(CAIConfig(mode=m, per_target=per_target, ratios=ratio, solver=solver, mask_rule=mask_rule), fg, bank)
         dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
         _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
                licences=licences, preview=sheet, quiet=quiet,

@@ -22,7 +22,9 @@ injected into a target domain's normal images, stage by stage:
    ``cv2.seamlessClone`` itself with ``solver="opencv"``), the source mask closed (5 px)
    and dilated (11 px, as OpenCV erodes it by 3 px inside, which would erase thin
    cracks); only foreground pixels keep the result.
-6. **Mask** = grey difference > ``threshold``, median-filtered (Eq. 4). An empty or tiny
+6. **Mask** = grey difference > ``threshold`` on the placed pattern (``mask_rule="pattern"``,
+   the default), or over the clone box, median-filtered (Eq. 4, ``mask_rule="paper"``);
+   see :mod:`daad.synthesis.injection`. An empty or tiny
    mask (< ``min_mask_px``), or no legal location, is retried with a fresh draw, at most
    ``max_tries`` times; give-ups are counted in :class:`CAIReport`.
 
@@ -48,6 +50,7 @@ from daad.synthesis.injection import (
     DILATE_KERNEL,
     check_blend,
     clone_margin,
+    MASK_RULES,
     inject_patch,
     select_location,
 )
@@ -152,9 +155,13 @@ class CAIConfig:
     max_tries: int = 20
     solver: str = "dst"
     """Poisson solver: ``dst`` (fast) or ``opencv`` (``cv2.seamlessClone``); within one grey level."""
+    mask_rule: str = "pattern"
+    """``pattern`` (the difference on the placed pattern) or ``paper`` (Eq. 4 over the clone box)."""
 
     def __post_init__(self) -> None:
         check_blend(self.mode, self.solver)
+        if self.mask_rule not in MASK_RULES:
+            raise ValueError(f"mask rule must be one of {', '.join(MASK_RULES)}, got {self.mask_rule!r}")
         if len(self.ratios) != 3 or min(self.ratios) < 0 or sum(self.ratios) <= 0:
             raise ValueError(f"ratios must be three non-negative numbers (large, medium, small), got {self.ratios}")
         if self.median % 2 == 0:
@@ -234,6 +241,7 @@ def inject(
         target, foreground, patch, patch_mask, centre, config.mode,
         threshold=config.threshold, median=config.median,
         close_kernel=config.close_kernel, dilate_kernel=config.dilate_kernel, solver=config.solver,
+        mask_rule=config.mask_rule,
     )
     if int(np.count_nonzero(mask)) < config.min_mask_px:
         return "tiny_mask"
