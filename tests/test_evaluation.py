@@ -16,7 +16,9 @@ from typer.testing import CliRunner
 
 from conftest import SD_ROOT, copy_manifests
 from daad.cli import app
-from daad.evaluation.data import EvaluationDataError, Sample, kolektorsdd_set, load_generated, rows_made_from
+from daad.evaluation.data import (
+    EvaluationDataError, Sample, kolektorsdd_set, load_generated, mvtec_layout_set, rows_made_from,
+)
 from daad.evaluation.fid import NOT_COMPUTED, authenticity, frechet_distance, kernel_inception_distance, polynomial_mmd2
 from daad.evaluation.metrics import evaluate_maps
 from daad.evaluation.train import TrainConfig, full_resolution_maps, train_detector
@@ -188,6 +190,41 @@ def test_targets_come_from_the_train_split_and_eval_refuses_rows_made_from_test_
     assert isinstance(result.exception, EvaluationDataError), result.output
     assert f"{len(leaked)} rows were made from test images of kolektorsdd" in str(result.exception)
     assert not (tmp_path / "report" / "report.json").exists()
+
+
+def test_eval_on_a_users_folder_in_mvtec_layout(tmp_path):
+    """A user's own category folder (MVTec AD layout) is an evaluation dataset: its train/good
+    trains, its test images score; rows made from its test images are refused; a folder
+    that is not one category is named with the categories it holds."""
+    rng = np.random.default_rng(4)
+    category = tmp_path / "data" / "tiles"
+    for folder, n in (("train/good", 8), ("test/good", 3), ("test/crack", 3)):
+        (category / folder).mkdir(parents=True)
+        for i in range(n):
+            image = normal_image(rng)
+            if folder == "test/crack":
+                image, mask = dark_blob(image, rng)
+                (category / "ground_truth/crack").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(mask * 255).save(category / "ground_truth/crack" / f"{i:03d}_mask.png")
+            Image.fromarray(image).save(category / folder / f"{i:03d}.png")
+    ev = mvtec_layout_set(category)
+    assert (len(ev.train_normals), len(ev.test), len(ev.test_anomalies)) == (8, 6, 3)
+    assert ev.test_anomalies[0].id == "tiles/test/crack/000.png" and ev.test_anomalies[0].mask.max() == 1
+    good = write_blob_dataset(tmp_path / "gen", ev.train_normals, 2, seed=1, name="blobs")
+    leaky = write_blob_dataset(tmp_path / "leaky", ev.test[:2], 1, seed=1, name="leaky")
+    args = ["eval", "--eval-dataset", "mvtec-layout", "--root", str(category), "--size", "32", "--steps", "4",
+            "--eval-every", "2", "--batch-size", "4", "--width", "4", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--generated", str(good), "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert [r["rows"] for r in report["results"]] == [16]
+    result = CliRunner().invoke(app, [*args, "--generated", str(leaky), "--out", str(tmp_path / "report2")])
+    assert isinstance(result.exception, EvaluationDataError) and "2 rows were made from test images" in str(result.exception)
+    with pytest.raises(EvaluationDataError, match="categories found in it: tiles"):
+        mvtec_layout_set(tmp_path / "data")
+    (category / "ground_truth/crack/001_mask.png").unlink()
+    with pytest.raises(EvaluationDataError, match="tiles/test/crack/001.png: its mask .* is missing"):
+        mvtec_layout_set(category)
 
 
 # --- Authenticity (FID / KID) -------------------------------------------------------------

@@ -15,7 +15,9 @@ def evaluate(
     generated: Annotated[list[Path], typer.Option("--generated", help="A generated dataset folder (repeatable).")],
     root: Annotated[Path, typer.Option("--root", help="Where the evaluation dataset lives, as its authors publish it.")],
     out: Annotated[Path, typer.Option("--out", help="Report folder (report.json, report.md, overlays/, curves.png).")],
-    eval_dataset: Annotated[str, typer.Option("--eval-dataset", help="Evaluation dataset.")] = "kolektorsdd",
+    eval_dataset: Annotated[str, typer.Option(
+        "--eval-dataset", help="kolektorsdd, or mvtec-layout: one category folder of your own in MVTec AD's layout "
+        "(train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png).")] = "kolektorsdd",
     size: Annotated[int, typer.Option(help="Square resolution of the detector (multiple of 32).")] = 256,
     steps: Annotated[int, typer.Option(help="Training steps per generator.")] = 1000,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training set (overrides --steps).")] = None,

@@ -17,9 +17,11 @@ import pyarrow.parquet as pq
 
 from daad.errors import DaadError
 from daad.images import decode_image, read_verified, to_rgb_array
+from daad.annotations.bitmap import read_mask
 from daad.loaders import kolektorsdd
 from daad.loaders.base import Skipped
 from daad.synthesis.output import generator_info, read_generated
+from daad.synthesis.targets import IMAGE_SUFFIXES
 
 KOLEKTORSDD_TRAIN_FRACTION = 0.8
 SPLIT_SEED = 0
@@ -98,7 +100,43 @@ def kolektorsdd_set(root: Path, train_fraction: float = KOLEKTORSDD_TRAIN_FRACTI
     return EvaluationSet("kolektorsdd", train, anomalies + test_normals)
 
 
-EVALUATION_SETS: dict[str, Callable[[Path], EvaluationSet]] = {"kolektorsdd": kolektorsdd_set}
+def mvtec_layout_set(root: Path) -> EvaluationSet:
+    """One category of a folder in MVTec AD's layout (a user's own data, or a published one):
+    train = ``train/good``; test = ``test/good`` (empty masks) + ``test/<defect>/*`` with
+    ``ground_truth/<defect>/<stem>_mask.png`` (0/255, binarised at 128)."""
+    root = Path(root)
+    if not (root / "train" / "good").is_dir() or not (root / "test").is_dir():
+        found = sorted(p.name for p in root.iterdir() if (p / "train" / "good").is_dir()) if root.is_dir() else []
+        hint = f"; categories found in it: {', '.join(found)} (pass one of them)" if found else ""
+        raise EvaluationDataError(f"{root} is not a category folder in MVTec AD's layout (train/good, test/, ground_truth/){hint}")
+
+    def images(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+    def sample(path: Path, mask_path: Path | None) -> Sample:
+        sample_id = f"{root.name}/{path.relative_to(root).as_posix()}"
+        image = read_image(path, sample_id)
+        if mask_path is None:
+            return Sample(sample_id, image, np.zeros(image.shape[:2], np.uint8))
+        if not mask_path.is_file():
+            raise EvaluationDataError(f"{sample_id}: its mask {mask_path} is missing")
+        mask = read_mask(mask_path, threshold=127)
+        if mask.shape != image.shape[:2]:
+            raise EvaluationDataError(f"{sample_id}: mask {mask_path} is {mask.shape[::-1]}, image {image.shape[1::-1]}")
+        return Sample(sample_id, image, mask)
+
+    train = [sample(p, None) for p in images(root / "train" / "good")]
+    test = []
+    for folder in sorted(d for d in (root / "test").iterdir() if d.is_dir()):
+        for path in images(folder):
+            mask_path = None if folder.name == "good" else root / "ground_truth" / folder.name / f"{path.stem}_mask.png"
+            test.append(sample(path, mask_path))
+    if not train or not any(s.mask.any() for s in test):
+        raise EvaluationDataError(f"{root}: {len(train)} training normals and {len(test)} test images, none anomalous")
+    return EvaluationSet(root.name, train, test)
+
+
+EVALUATION_SETS: dict[str, Callable[[Path], EvaluationSet]] = {"kolektorsdd": kolektorsdd_set, "mvtec-layout": mvtec_layout_set}
 NORMAL_SPLITS: dict[str, Callable[[Path], tuple[set[str], set[str]]]] = {"kolektorsdd": kolektorsdd_split}
 """Each evaluation dataset's (train, test) normal ids, read without decoding an image."""
 

@@ -48,7 +48,7 @@ def evaluate_generated(
         if leaked:
             raise EvaluationDataError(
                 f"{path}: {len(leaked)} rows were made from test images of {evaluation.name} (first: {', '.join(leaked[:3])}); "
-                f"generate from its training normals (--target-origin {evaluation.name} --target-split train)"
+                "generate from its training normals only (--target-split train, or --targets <category>/train/good)"
             )
     results = []
     examples = evaluation.test_anomalies[:overlays]
