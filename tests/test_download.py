@@ -72,6 +72,8 @@ class ArchiveServer:
                     server.ranges.append(rng)
                     start = int(rng[6:].split("-")[0])
                 self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
