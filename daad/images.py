@@ -34,6 +34,7 @@ MAX_PIXELS = 64_000_000
 """Images above this many pixels are refused as possible decompression bombs."""
 EIGHT_BIT_MODES = frozenset({"1", "L", "P", "RGB", "RGBA", "LA", "PA", "CMYK", "YCbCr", "RGBX", "La", "RGBa"})
 """The modes whose ``convert("RGB")`` keeps every value (wider modes are clipped)."""
+_ORIENTATION = 0x0112
 _ROTATED = frozenset({5, 6, 7, 8})
 """EXIF orientations that swap width and height."""
 
@@ -93,7 +94,7 @@ def verified(data: bytes, sha256: str | None, record_id: str, path: Path | str |
 def decode_image(data: bytes, record_id: str, path: Path | str | None = None) -> Image.Image:
     """Fully decode ``data`` with PIL, EXIF orientation applied; truncated, corrupt, oversized
     and wider-than-8-bit images raise ``RecordFileError``."""
-    with _named_errors(record_id, path):
+    with image_errors(record_id, path):
         image = _opened(data, record_id, path)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
@@ -105,14 +106,17 @@ def image_size(data: bytes, record_id: str, path: Path | str | None = None) -> t
     alone (no pixel decoded), with the checks that need no decoding: it is an image PIL knows,
     not a decompression bomb, 8 bits a channel, and (PNG: every chunk's CRC; JPEG: its end
     marker, else a full decode) not truncated. Raises ``RecordFileError`` like :func:`decode_image`."""
-    with _named_errors(record_id, path):
+    with image_errors(record_id, path):
         image = _opened(data, record_id, path)
-        orientation = image.getexif().get(0x0112)
+        width, height = image.size
         if image.format == "PNG":
             image.verify()  # chunk CRCs, IDAT included, without inflating it
-        elif image.format != "JPEG" or not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
-            image.load()  # no cheap test of completeness: decode it
-        width, height = image.size
+            # PIL looks for an eXIf chunk after IDAT by decoding the image: only when there is one
+            orientation = Image.open(io.BytesIO(data)).getexif().get(_ORIENTATION) if b"eXIf" in data else None
+        else:
+            orientation = image.getexif().get(_ORIENTATION)
+            if image.format != "JPEG" or not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+                image.load()  # no cheap test of completeness: decode it
     return (height, width) if orientation in _ROTATED else (width, height)
 
 
@@ -132,8 +136,9 @@ def _opened(data: bytes, record_id: str, path: Path | str | None) -> Image.Image
 
 
 @contextmanager
-def _named_errors(record_id: str, path: Path | str | None) -> Iterator[None]:
-    """Turns what PIL raises on bad data into ``RecordFileError`` (``decompression_bomb``, ``corrupt_image``)."""
+def image_errors(record_id: str, path: Path | str | None, corrupt: str = "corrupt_image") -> Iterator[None]:
+    """Turns what PIL raises on bad data into ``RecordFileError`` (``decompression_bomb``, or
+    ``corrupt``)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -143,7 +148,7 @@ def _named_errors(record_id: str, path: Path | str | None) -> Iterator[None]:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise RecordFileError(record_id, path, "decompression_bomb", str(exc)) from None
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise RecordFileError(record_id, path, "corrupt_image", f"{type(exc).__name__}: {exc}") from None
+        raise RecordFileError(record_id, path, corrupt, f"{type(exc).__name__}: {exc}") from None
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
