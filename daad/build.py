@@ -17,8 +17,11 @@ Manifest lines are parsed, checked and turned into rows (all but the image: its 
 encoded as PNG, its near copies looked up) in forked worker processes, a chunk of
 ``daad.manifest.CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
 order, reads each image and checks its sha256 (the bytes it stores are the bytes it
-checked, and they never cross a pipe) and writes the shards, so the bytes do not depend
-on the number of workers.
+checked, and they never cross a pipe) and its header against the mask
+(:func:`daad.images.image_size`), and writes the shards, so the bytes do not depend on the
+number of workers. A line whose record ``daad validate`` would reject (unknown licence,
+empty mask or one too large to draw, corrupt or truncated image, bomb, wrong size) is
+rejected by name; the mask checks are made on its runs, before any pixel is allocated.
 """
 
 from __future__ import annotations

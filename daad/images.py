@@ -104,8 +104,8 @@ def decode_image(data: bytes, record_id: str, path: Path | str | None = None) ->
 def image_size(data: bytes, record_id: str, path: Path | str | None = None) -> tuple[int, int]:
     """``(width, height)`` of the image ``data`` as :func:`decode_image` gives it, from its header
     alone (no pixel decoded), with the checks that need no decoding: it is an image PIL knows,
-    not a decompression bomb, 8 bits a channel, and (PNG: every chunk's CRC; JPEG: its end
-    marker, else a full decode) not truncated. Raises ``RecordFileError`` like :func:`decode_image`."""
+    not a decompression bomb, 8 bits a channel, and not truncated (PNG: every chunk's CRC;
+    JPEG: its end marker; raw pixels: the file's length; else a full decode). Raises ``RecordFileError`` like :func:`decode_image`."""
     with image_errors(record_id, path):
         image = _opened(data, record_id, path)
         width, height = image.size
@@ -115,9 +115,22 @@ def image_size(data: bytes, record_id: str, path: Path | str | None = None) -> t
             orientation = Image.open(io.BytesIO(data)).getexif().get(_ORIENTATION) if b"eXIf" in data else None
         else:
             orientation = image.getexif().get(_ORIENTATION)
-            if image.format != "JPEG" or not data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9"):
+            if not _looks_complete(image, data):
                 image.load()  # no cheap test of completeness: decode it
     return (height, width) if orientation in _ROTATED else (width, height)
+
+
+def _looks_complete(image: Image.Image, data: bytes) -> bool:
+    """Whether ``data`` holds all of ``image``'s pixel data, judged without decoding it: a JPEG
+    ends with its end-of-image marker; raw (uncompressed) pixels, as in most BMPs, fit in the file.
+    ``False`` means "decode to know"."""
+    if image.format == "JPEG":
+        return data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
+    if len(image.tile) == 1 and image.tile[0][0] == "raw":
+        _, extents, offset, args = image.tile[0]
+        stride = args[1] if isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], int) else 0
+        return stride > 0 and len(data) >= offset + stride * (extents[3] - extents[1])
+    return False
 
 
 def _opened(data: bytes, record_id: str, path: Path | str | None) -> Image.Image:
