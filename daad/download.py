@@ -434,9 +434,17 @@ class _RedirectPolicy(urllib.request.HTTPRedirectHandler):
         super().__init__()
         self._start = start
 
+    def http_error_302(self, req, fp, code, msg, headers):
+        target = headers.get("location") or headers.get("uri")
+        if target:
+            target = urllib.parse.urljoin(req.full_url, target)
+            refusal = redirect_refusal(self._start, target)
+            if refusal is not None:
+                fp.close()
+                raise _Failure("bad_redirect", f"redirect to {target} refused: {refusal}", code)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
     def redirect_request(self, req, fp, code, msg, headers, newurl):
-        refusal = redirect_refusal(self._start, newurl)
-        if refusal is not None:
-            fp.close()
-            raise _Failure("bad_redirect", f"redirect to {newurl} refused: {refusal}", code)
         return super().redirect_request(req, fp, code, msg, headers, quote_url(newurl))
