@@ -124,7 +124,7 @@ def _looks_complete(image: Image.Image, data: bytes) -> bool:
     """Whether ``data`` holds all of ``image``'s pixel data, judged without decoding it: a JPEG
     ends with its end-of-image marker; raw (uncompressed) pixels, as in most BMPs, fit in the file.
     ``False`` means "decode to know"."""
-    if image.format == "JPEG":
+    if image.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with more pictures after the first
         return data.rstrip(b"\0\r\n ").endswith(b"\xff\xd9")
     if len(image.tile) == 1 and image.tile[0][0] == "raw":
         _, extents, offset, args = image.tile[0]
