@@ -2,7 +2,7 @@
 (a full build, and a rebuild with nothing changed, which keeps the shards) and to the bare
 I/O floor of any parquet build (the same bytes read and written into one uncompressed
 parquet file by pyarrow: no masks, no checks, no sync); how much a second CPU adds here;
-and the memory of a build of a synthetic 100k-record manifest.
+and the memory of a build and of a validate of a synthetic 100k-record manifest.
 
 Run: ``python benchmarks/build.py [--records 100000]``. Prints figures; asserts nothing.
 """
@@ -38,6 +38,13 @@ _BUILD = (
     "roots = json.loads(sys.argv[3]); t = time.perf_counter();"
     "s = build(Registry(Path(sys.argv[2]), Roots(roots)), Path(sys.argv[4]), progress=False, reuse=sys.argv[5] == '1');"
     "print(json.dumps({'seconds': time.perf_counter() - t, 'rows': s.accepted, 'bytes': s.image_bytes,"
+    "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
+)
+_VALIDATE = (
+    "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+    "from daad.validate import validate; from daad.registry import Registry; from daad.roots import Roots;"
+    "t = time.perf_counter(); r = validate(Registry(Path(sys.argv[2]), Roots(json.loads(sys.argv[3]))), progress=False);"
+    "print(json.dumps({'seconds': time.perf_counter() - t, 'accepted': r.accepted,"
     "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
 )
 
@@ -160,7 +167,16 @@ def synthetic(tmp: Path, sizes: list[int]) -> None:
         stats = run_build(manifests, {"sd_saliency_900": ROOTS["sd_saliency_900"]}, tmp / f"synout{n}" / "daad")
         print(f"  {n:>7} records: {stats['seconds']:7.1f} s  {n / stats['seconds']:7.0f} rec/s  "
               f"peak RSS {stats['rss_mb']:6.0f} MB")
+        checked = run_validate(manifests, {"sd_saliency_900": ROOTS["sd_saliency_900"]})
+        print(f"  {'':>7} validate: {checked['seconds']:7.1f} s  {n / checked['seconds']:7.0f} rec/s  "
+              f"peak RSS {checked['rss_mb']:6.0f} MB")
         shutil.rmtree(tmp / f"synout{n}")
+
+
+def run_validate(manifests: Path, roots: dict[str, Path]) -> dict:
+    """``daad validate`` in a fresh process: seconds, records accepted, peak RSS."""
+    args = [sys.executable, "-c", _VALIDATE, str(REPO), str(manifests), json.dumps({k: str(v) for k, v in roots.items()})]
+    return json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
 
 
 def _settle(path: Path, files: list[Path]) -> None:

@@ -1,10 +1,13 @@
 """Safe unpacking of downloaded zip and tar archives.
 
-Only the members under ``subpath`` are extracted. A member whose path is absolute or
-climbs out with ``..``, a symbolic or hard link pointing outside the target, a device
-or fifo, or a total size above the cap raises :class:`UnsafeArchiveError` before or
-while writing, and the caller discards the partly written temp folder. An archive that
-cannot be read (truncated, bad CRC) raises :class:`CorruptArchiveError`.
+Only the members under ``subpath`` that the caller wants (``wanted``: the files the
+manifests name and the loader reads) are extracted; the rest is never written. A member
+whose path is absolute or climbs out with ``..``, a symbolic or hard link pointing outside
+the target, a device or fifo, more members than ``max_members``, or a total size above
+``max_bytes`` or above ``max_ratio`` times the archive's own size (a zip bomb) raises
+:class:`UnsafeArchiveError` before or while writing (sizes are checked as announced, then
+as actually written), and the caller discards the partly written temp folder. An archive
+that cannot be read (truncated, bad CRC) raises :class:`CorruptArchiveError`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import stat
 import tarfile
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -24,6 +28,10 @@ from daad.errors import DaadError
 
 FORMATS = ("zip", "tar")
 CHUNK = 1 << 20
+MAX_MEMBERS = 50_000
+"""Default cap on the entries of one archive."""
+MAX_RATIO = 50.0
+"""Default cap on the bytes unpacked per byte of archive."""
 
 
 class ArchiveError(DaadError):
@@ -54,8 +62,29 @@ class Member:
     link: str = ""
 
 
-def unpack(archive: Path, target: Path, *, format: str, subpath: str = "", max_bytes: int) -> int:
-    """Extract the members of ``archive`` under ``subpath`` into the new folder ``target``.
+@dataclass(frozen=True, slots=True)
+class _Rules:
+    """What one unpacking may write."""
+
+    prefix: PurePosixPath | None
+    max_bytes: int
+    max_members: int
+    wanted: Callable[[PurePosixPath], bool] | None
+
+
+def unpack(
+    archive: Path,
+    target: Path,
+    *,
+    format: str,
+    subpath: str = "",
+    max_bytes: int,
+    max_members: int = MAX_MEMBERS,
+    max_ratio: float = MAX_RATIO,
+    wanted: Callable[[PurePosixPath], bool] | None = None,
+) -> int:
+    """Extract the members of ``archive`` under ``subpath`` (those ``wanted(relpath)`` accepts,
+    every one by default) into the new folder ``target``.
 
     Returns the number of files written. ``target`` must not exist yet; on error it may
     hold a partial tree, which the caller removes.
@@ -64,16 +93,22 @@ def unpack(archive: Path, target: Path, *, format: str, subpath: str = "", max_b
         raise ArchiveError(archive, f"unknown archive format {format!r} (expected zip or tar)")
     target.mkdir(parents=True)
     prefix = PurePosixPath(subpath.strip("/")) if subpath.strip("/") else None
+    by_ratio = int(max_ratio * archive.stat().st_size)
+    cap = min(max_bytes, by_ratio)
+    why = f"the cap of {max_bytes}" if cap == max_bytes else f"{max_ratio:g} times the archive's {archive.stat().st_size} bytes"
+    rules = _Rules(prefix, cap, max_members, wanted)
     try:
         if format == "zip":
-            return _unpack_zip(archive, target, prefix, max_bytes)
-        return _unpack_tar(archive, target, prefix, max_bytes)
+            return _unpack_zip(archive, target, rules, why)
+        return _unpack_tar(archive, target, rules, why)
     except (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, lzma.LZMAError, zlib.error, EOFError) as exc:
         raise CorruptArchiveError(archive, f"cannot read archive: {exc}") from None
 
 
-def _unpack_zip(archive: Path, target: Path, prefix: PurePosixPath | None, max_bytes: int) -> int:
+def _unpack_zip(archive: Path, target: Path, rules: _Rules, why: str) -> int:
+    prefix = rules.prefix
     with zipfile.ZipFile(archive) as zf:
+        _check_count(archive, len(zf.infolist()), rules.max_members)
         members = []
         for info in zf.infolist():
             mode = info.external_attr >> 16
@@ -82,12 +117,16 @@ def _unpack_zip(archive: Path, target: Path, prefix: PurePosixPath | None, max_b
             else:
                 kind, link = ("dir" if info.is_dir() else "file"), ""
             members.append((info, _member(archive, info.filename, kind, info.file_size, link, prefix)))
-        return _write_members(archive, target, prefix, members, max_bytes, zf.open)
+        return _write_members(archive, target, rules, why, members, zf.open)
 
 
-def _unpack_tar(archive: Path, target: Path, prefix: PurePosixPath | None, max_bytes: int) -> int:
+def _unpack_tar(archive: Path, target: Path, rules: _Rules, why: str) -> int:
+    prefix = rules.prefix
     with tarfile.open(archive) as tf:
-        infos = tf.getmembers()
+        infos = []
+        for info in tf:  # headers one at a time, so that a flood of members stops at the cap
+            infos.append(info)
+            _check_count(archive, len(infos), rules.max_members)
         members = []
         for info in infos:
             if info.isfile():
@@ -101,23 +140,32 @@ def _unpack_tar(archive: Path, target: Path, prefix: PurePosixPath | None, max_b
             else:
                 raise UnsafeArchiveError(archive, f"member {info.name!r} is a device or fifo")
             members.append((info, _member(archive, info.name, kind, info.size, info.linkname, prefix)))
-        return _write_members(archive, target, prefix, members, max_bytes, tf.extractfile)
+        return _write_members(archive, target, rules, why, members, tf.extractfile)
 
 
-def _write_members(
-    archive: Path, target: Path, prefix: PurePosixPath | None, members: list, max_bytes: int, open_file
-) -> int:
-    """Check ``members`` (``(info, member or None)``) as a whole, then write them under
-    ``target``; ``open_file(info)`` opens a file member's data. Returns the files written."""
-    _check(archive, [m for _, m in members if m is not None], max_bytes)
+def _check_count(archive: Path, count: int, max_members: int) -> None:
+    if count > max_members:
+        raise UnsafeArchiveError(archive, f"more than {max_members} members (the catalogue's max_members)")
+
+
+def _write_members(archive: Path, target: Path, rules: _Rules, why: str, members: list, open_file) -> int:
+    """Check the wanted ``members`` (``(info, member or None)``) as a whole, then write them
+    under ``target``; ``open_file(info)`` opens a file member's data. Returns the files written."""
+    for _, m in members:  # an unsafe member is refused even where it is not wanted
+        if m is not None and m.kind == "hardlink" and _member(archive, m.link, "file", 0, "", rules.prefix) is None:
+            raise UnsafeArchiveError(archive, f"hard link {m.name!r} points outside {rules.prefix}")
+    members = [
+        (info, m) for info, m in members
+        if m is not None and (rules.wanted is None or (m.kind != "dir" and rules.wanted(m.relpath)))
+    ]
+    _check(archive, [m for _, m in members], rules.max_bytes, why)
+    prefix = rules.prefix
     written = 0
-    budget = max_bytes
+    budget = rules.max_bytes
     for info, member in members:
-        if member is None:
-            continue
         if member.kind == "file":
             with open_file(info) as src:
-                budget -= _copy(archive, src, _destination(archive, target, member), budget)
+                budget -= _copy(archive, src, _destination(archive, target, member), budget, why)
             written += 1
         elif member.kind == "hardlink":
             linked = _member(archive, member.link, "file", 0, "", prefix)
@@ -126,6 +174,9 @@ def _write_members(
             source = target / linked.relpath
             if not source.resolve().is_relative_to(target.resolve()):
                 raise UnsafeArchiveError(archive, f"hard link {member.name!r} leads outside the target")
+            budget -= source.stat().st_size
+            if budget < 0:
+                raise UnsafeArchiveError(archive, f"hard link {member.name!r}: unpacked data exceeds {why}")
             shutil.copyfile(source, _destination(archive, target, member))
             written += 1
         else:
@@ -165,22 +216,22 @@ def _link_stays_inside(path: PurePosixPath, link: str) -> bool:
     return True
 
 
-def _check(archive: Path, members: list[Member], max_bytes: int) -> None:
+def _check(archive: Path, members: list[Member], max_bytes: int, why: str) -> None:
     total = sum(m.size for m in members if m.kind == "file")
     if total > max_bytes:
-        raise UnsafeArchiveError(archive, f"unpacks to {total} bytes, above the cap of {max_bytes}")
+        raise UnsafeArchiveError(archive, f"unpacks to {total} bytes, above {why}")
     if not any(m.kind == "file" for m in members):
         raise ArchiveError(archive, "no files under the catalogue's subpath")
 
 
-def _copy(archive: Path, src, dest: Path, budget: int) -> int:
+def _copy(archive: Path, src, dest: Path, budget: int, why: str) -> int:
     """Stream one member to ``dest``; counts real bytes so a lying header cannot exceed the cap."""
     written = 0
     with open(dest, "xb") as out:
         for block in iter(lambda: src.read(CHUNK), b""):
             written += len(block)
             if written > budget:
-                raise UnsafeArchiveError(archive, f"{dest.name}: unpacked data exceeds the size cap")
+                raise UnsafeArchiveError(archive, f"{dest.name}: unpacked data exceeds {why}")
             out.write(block)
     return written
 

@@ -17,8 +17,11 @@ Manifest lines are parsed, checked and turned into rows (all but the image: its 
 encoded as PNG, its near copies looked up) in worker processes (:mod:`daad.processes`), a chunk of
 ``daad.manifest.CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
 order, reads each image and checks its sha256 (the bytes it stores are the bytes it
-checked, and they never cross a pipe) and writes the shards, so the bytes do not depend
-on the number of workers.
+checked, and they never cross a pipe) and its header against the mask
+(:func:`daad.images.image_size`), and writes the shards, so the bytes do not depend on the
+number of workers. A line whose record ``daad validate`` would reject (unknown licence,
+empty mask or one too large to draw, corrupt or truncated image, bomb, wrong size) is
+rejected by name; the mask checks are made on its runs, before any pixel is allocated.
 """
 
 from __future__ import annotations
@@ -37,20 +40,21 @@ from typing import NamedTuple
 from tqdm.auto import tqdm
 
 from daad.card import DUP_MARK, registry_card
-from daad.errors import DaadError, ManifestError, PathEscapeError, RecordFileError, RootNotFoundError
+from daad.errors import DaadError, ManifestError, MaskMismatchError, PathEscapeError, RecordFileError, RootNotFoundError
 from daad.exclusion import FILENAME as RULES_FILE
 from daad.exclusion import HASHES_DIR
 from daad.features import REGISTRY_FEATURES
-from daad.images import sha256_file
+from daad.images import image_size, sha256_file
 from daad.licences import LicencePolicy
-from daad.manifest import IdOrder, line_chunks, parse_lines
+from daad.manifest import IdOrder, count_lines, line_chunks, parse_lines
 from daad.processes import default_workers, process_map, start_server
 from daad.record import ImageRef, Record
 from daad.registry import Registry
 from daad.shards import DatasetFolderWriter, image_cell
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Status
+from daad.validate import check_entry, check_size
 
-BUILD_FORMAT = 3
+BUILD_FORMAT = 4
 """Bump when what a manifest line becomes changes, so that older shards are not reused."""
 
 
@@ -166,9 +170,10 @@ def build(
                 summary.reused.append(manifest.stem)
             else:
                 todo.append(manifest)
-        bar = tqdm(total=sum(_count_lines(p) for p in todo), unit="rec", desc="build", disable=not progress)
+        bar = tqdm(total=sum(count_lines(p) for p in todo), unit="rec", desc="build", disable=not progress)
         if todo:
             registry.rules.near_duplicate_evaluations(())  # load the hash indices once, so each worker receives them loaded
+            registry.licences
         chunks = process_map(_prepare, (registry, policy, statuses), _chunks(todo), workers)
         built = [
             (manifest, *_write_origin(writer, registry, manifest, group, bar))
@@ -311,7 +316,7 @@ def _prepare(
     near_copies = registry.rules.near_duplicate_evaluations(r for (_, r), why in zip(records, reasons) if why is None)
     prepared = []
     for (lineno, record), reason in zip(records, reasons):
-        outcome = reason if reason is not None else _pending(record, near_copies.get(record.id))
+        outcome = reason if reason is not None else _pending(record, near_copies.get(record.id), registry)
         prepared.append((lineno, record.id, outcome))
     return manifest, prepared
 
@@ -327,11 +332,14 @@ def _skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, 
     return None
 
 
-def _pending(record: Record, near_copy_of: list[str] | None) -> Pending | DaadError:
-    """``record``'s row but for the image bytes, or the error."""
+def _pending(record: Record, near_copy_of: list[str] | None, registry: Registry) -> Pending | DaadError:
+    """``record``'s row but for the image bytes, or the error (the checks of
+    :func:`daad.validate.check_entry`, made before the mask is drawn)."""
     assert record.anomaly_class in ANOMALY_CLASSES
-    if record.mask is None:
-        return RecordFileError(record.id, record.image.path, "no_mask", "record has no mask")
+    try:
+        check_entry(record, registry.licences)
+    except DaadError as exc:
+        return exc
     name = posixpath.basename((record.image.path or record.image.url or record.id).rstrip("/"))
     row = {
         "id": record.id,
@@ -356,14 +364,12 @@ def _pending(record: Record, near_copy_of: list[str] | None) -> Pending | DaadEr
 
 
 def _complete(registry: Registry, record_id: str, pending: Pending) -> tuple[Pending, bytes] | DaadError:
-    """The pending row with its image bytes, read and checked against the manifest's sha256; or the error."""
+    """The pending row with its image bytes, read and checked against the manifest's sha256,
+    and its header against the mask (as :func:`daad.images.image_size` checks it); or the error."""
     try:
-        _, data = registry.read_image_file(pending.origin, pending.image, record_id)
-    except (RecordFileError, PathEscapeError, RootNotFoundError) as exc:
+        path, data = registry.read_image_file(pending.origin, pending.image, record_id)
+        size = image_size(data, record_id, path)
+        check_size(record_id, path, (pending.row["width"], pending.row["height"]), size)
+    except (RecordFileError, MaskMismatchError, PathEscapeError, RootNotFoundError) as exc:
         return exc
     return pending, data
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)

@@ -32,7 +32,7 @@ HUB_LICENCES = frozenset({
 """Licence ids of the Hub's card spec that SPDX ids map to (lower-cased); any other licence is ``other``."""
 FIELDS = {
     "id": "`<origin>/<native id>`, stable across builds",
-    "image": "the image as its authors published it (original bytes and format, no EXIF rotation applied)",
+    "image": "the image bytes as published; decoded as RGB with its EXIF orientation applied",
     "mask": "PNG, same size as the image: 255 = anomaly, 0 = background",
     "anomaly_class": "one of the eight classes below (ClassLabel)",
     "source": "`existing_dataset`, `online_search` or `reality_photo`",

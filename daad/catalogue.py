@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from daad.archives import MAX_MEMBERS, MAX_RATIO
 from daad.errors import DaadError
 from daad.licences import check_licence
 from daad.taxonomy import UNMAPPED, Source, check_class
@@ -37,6 +38,24 @@ class Download:
     """Archive checksum, only where the publisher's archive is byte-stable."""
     size: int | None = None
     format: str = "zip"
+    keep: tuple[str, ...] = ()
+    """What the loader reads besides the images the manifest names (masks, labels, normal
+    images): ``fnmatch`` patterns under ``subpath`` (``*`` also crosses ``/``). When the
+    origin has a manifest, nothing else is unpacked; without one, everything under ``subpath`` is."""
+    max_unpacked_bytes: int = 4 << 30
+    max_members: int = MAX_MEMBERS
+    max_ratio: float = MAX_RATIO
+    """Limits of this source's archive: bytes unpacked, entries, bytes unpacked per archive byte."""
+
+    @classmethod
+    def from_toml(cls, value: dict) -> Download:
+        value = dict(value)
+        if "keep" in value:
+            keep = value["keep"]
+            if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
+                raise TypeError(f"keep must be a list of patterns, got {keep!r}")
+            value["keep"] = tuple(keep)
+        return cls(**value)
 
 
 MASK_FORMATS = ("bitmap", "labelme")
@@ -185,7 +204,7 @@ def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
         citation=value.get("citation", "").strip(),
         source=Source(value.get("source", Source.EXISTING_DATASET)),
         classes=classes,
-        download=Download(**download) if download else None,
+        download=Download.from_toml(download) if download else None,
         layout=layout,
         manual_download=value.get("manual_download"),
         derived_from=tuple(value.get("derived_from", ())),
@@ -209,6 +228,6 @@ def _merge_downloads(entries: dict[str, SourceEntry], path: Path) -> None:
         if entries[origin].download is not None:
             raise CatalogueError(f"{path}: origin {origin!r} already has a download table in {FILENAME}")
         try:
-            entries[origin] = replace(entries[origin], download=Download(**value))
+            entries[origin] = replace(entries[origin], download=Download.from_toml(value))
         except TypeError as exc:
             raise CatalogueError(f"{path}: origin {origin!r}: {exc}") from None

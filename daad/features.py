@@ -9,7 +9,7 @@ from daad.taxonomy import ANOMALY_CLASSES
 REGISTRY_FEATURES = datasets.Features(
     {
         "id": datasets.Value("string"),
-        "image": datasets.Image(),
+        "image": datasets.Image(mode="RGB"),  # decoded as daad's readers decode it (daad.images)
         "mask": datasets.Image(),
         "anomaly_class": datasets.ClassLabel(names=list(ANOMALY_CLASSES)),
         "source": datasets.Value("string"),

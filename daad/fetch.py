@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -36,6 +38,10 @@ from daad.taxonomy import Status
 MAX_BYTES = 20 * 1024 * 1024
 """Default cap on one image (bytes)."""
 FETCH_CURATED = ("image", "status")
+DEADLINE_TIMEOUTS = 4
+"""One record's download, retries included, ends within this many timeouts per attempt."""
+SAVE_EVERY = 10.0
+"""Seconds between saves of a manifest while its images are fetched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +96,7 @@ def fetch_one(
     temp = _partial_path(record)
     result: DownloadResult = download(
         record.image.url, temp, sha256=pinned, max_bytes=max_bytes, timeout=timeout, retries=retries, backoff=backoff,
+        deadline=DEADLINE_TIMEOUTS * timeout * (retries + 1),
     )
     if not result.ok:
         return _failed(record, result.reason or "network_error", result.detail)
@@ -135,36 +142,63 @@ def fetch(
     backoff: float = 0.5,
     limit: int | None = None,
     progress: bool = True,
+    save_every: float = SAVE_EVERY,
 ) -> FetchReport:
-    """Fetch every URL record of the selected manifests; rewrite each manifest that changed."""
+    """Fetch every URL record of the selected manifests; rewrite each manifest that changed,
+    every ``save_every`` seconds while its records are fetched and once at the end (so an
+    interrupted run keeps what it pinned)."""
     wanted = set(origins or ())
     report = FetchReport()
     paths = [p for p in manifest_paths(manifests_dir) if not wanted or p.stem in wanted]
+    fetch_record = partial(fetch_one, max_bytes=max_bytes, timeout=timeout, retries=retries, backoff=backoff)
     for path in paths:
-        records = list(read_manifest(path))
-        todo = [i for i, r in enumerate(records) if wants_fetch(r)][:limit]
-        if not todo:
-            continue
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, tqdm(
-            total=len(todo), desc=f"fetch {path.stem}", unit="img", disable=not progress
-        ) as bar:
-            jobs = pool.map(
-                lambda i: fetch_one(records[i], max_bytes=max_bytes, timeout=timeout, retries=retries, backoff=backoff),
-                todo,
-            )
-            changed = False
-            for index, (outcome, updated) in zip(todo, jobs):
-                report.outcomes.append(outcome)
-                if outcome.reason is not None:
-                    report.failed[outcome.reason] += 1
-                elif outcome.cached:
-                    report.verified += 1
-                else:
-                    report.fetched += 1
-                changed |= updated != records[index]
-                records[index] = updated
-                bar.update()
-        if changed:
-            write_manifest(path, records)
+        if _fetch_manifest(path, fetch_record, report, concurrency, limit, progress, save_every):
             report.manifests_written.append(path.name)
     return report
+
+
+def _fetch_manifest(path: Path, fetch_record, report: FetchReport, concurrency: int, limit: int | None,
+                    progress: bool, save_every: float) -> bool:
+    """Fetch the URL records of one manifest, saving it as records are pinned; whether it was written."""
+    records = list(read_manifest(path))
+    todo = [i for i, r in enumerate(records) if wants_fetch(r)][:limit]
+    if not todo:
+        return False
+    changed = written = False
+    saved_at = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool, tqdm(
+        total=len(todo), desc=f"fetch {path.stem}", unit="img", disable=not progress
+    ) as bar:
+        pending = {pool.submit(fetch_record, records[i]): i for i in todo}
+        outcomes: dict[int, FetchOutcome] = {}
+        try:
+            while pending:
+                done, _ = wait(pending, timeout=save_every, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=pending.__getitem__):
+                    index = pending.pop(future)
+                    outcomes[index], updated = future.result()
+                    changed |= updated != records[index]
+                    records[index] = updated
+                    bar.update()
+                if changed and time.monotonic() - saved_at >= save_every:
+                    write_manifest(path, records)
+                    changed, written, saved_at = False, True, time.monotonic()
+        finally:
+            if changed:  # what was pinned is kept, however the run ends
+                write_manifest(path, records)
+                written = True
+            for future in pending:
+                future.cancel()
+            for index in sorted(outcomes):
+                _count(report, outcomes[index])
+    return written
+
+
+def _count(report: FetchReport, outcome: FetchOutcome) -> None:
+    report.outcomes.append(outcome)
+    if outcome.reason is not None:
+        report.failed[outcome.reason] += 1
+    elif outcome.cached:
+        report.verified += 1
+    else:
+        report.fetched += 1

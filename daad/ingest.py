@@ -32,6 +32,8 @@ class IngestReport:
     changed: int = 0
     unchanged: int = 0
     skipped: Counter = field(default_factory=Counter)
+    skipped_items: list[dict] = field(default_factory=list)
+    """Each skipped item: its id, file, reason and detail."""
     statuses: Counter = field(default_factory=Counter)
     unmapped: Counter = field(default_factory=Counter)
     """Native labels that map to no DAAD class, with their counts."""
@@ -45,6 +47,7 @@ class IngestReport:
             "changed": self.changed,
             "unchanged": self.unchanged,
             "skipped": dict(sorted(self.skipped.items())),
+            "skipped_items": self.skipped_items,
             "statuses": dict(sorted(self.statuses.items())),
             "unmapped": dict(sorted(self.unmapped.items())),
             "written": self.written,
@@ -69,6 +72,10 @@ def ingest(items: Iterable[Record | Skipped], manifest: Path) -> IngestReport:
     for item in items:
         if isinstance(item, Skipped):
             report.skipped[item.reason] += 1
+            report.skipped_items.append(
+                {"id": item.id, "file": None if item.path is None else str(item.path), "reason": item.reason,
+                 "detail": item.detail}
+            )
             continue
         if item.id in merged:
             raise ValueError(f"loader yielded id {item.id!r} twice")

@@ -41,8 +41,9 @@ def read_manifest(path: Path) -> Iterator[Record]:
 
 
 def line_chunks(path: Path) -> Iterator[list[tuple[int, str]]]:
-    """The lines of ``path`` with their numbers, ``CHUNK`` at a time."""
-    with open(path, encoding="utf-8") as f:
+    """The lines of ``path`` with their numbers, ``CHUNK`` at a time (bytes that are not
+    UTF-8 kept as surrogates, for :func:`parse_lines` to name)."""
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
         lines = enumerate(f, start=1)
         while chunk := list(islice(lines, CHUNK)):
             yield chunk
@@ -64,6 +65,9 @@ def parse_lines(path: Path, lines: list[tuple[int, str]]) -> list[Record | Manif
         if not line.strip():
             objects.append(ManifestError(path, lineno, "blank line"))
             continue
+        if not line.isascii() and not _is_utf8(line):
+            objects.append(ManifestError(path, lineno, "invalid UTF-8 (manifests are UTF-8 text)"))
+            continue
         try:
             objects.append(json.loads(line))
         except json.JSONDecodeError as exc:
@@ -81,6 +85,15 @@ def parse_lines(path: Path, lines: list[tuple[int, str]]) -> list[Record | Manif
             rid = obj.get("id") if isinstance(obj, dict) else None
             results.append(ManifestError(path, lineno, f"{rid or 'record'}: {exc}"))
     return results
+
+
+def _is_utf8(line: str) -> bool:
+    """Whether ``line`` (read with ``surrogateescape``) was valid UTF-8."""
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _counts(obj: object) -> str | None:
@@ -142,8 +155,14 @@ def manifest_paths(manifests_dir: Path) -> list[Path]:
     return sorted(
         p
         for p in Path(manifests_dir).glob(f"*{SUFFIX}")
-        if not p.name.startswith(".") and not p.name.endswith(f".log{SUFFIX}")
+        if not p.name.startswith(".") and not p.name.endswith(f".log{SUFFIX}") and p.is_file()
     )
+
+
+def count_lines(path: Path) -> int:
+    """The number of lines of ``path`` (for progress bars)."""
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
 def default_manifests_dir() -> Path:

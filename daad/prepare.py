@@ -33,9 +33,10 @@ import shutil
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
@@ -211,7 +212,11 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
         tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{entry.id}-", dir=state_dir))
         try:
             staged = tmp / entry.id
-            unpack(archive, staged, format=spec.format, subpath=spec.subpath, max_bytes=options.max_unpacked_bytes)
+            unpack(
+                archive, staged, format=spec.format, subpath=spec.subpath,
+                max_bytes=min(spec.max_unpacked_bytes, options.max_unpacked_bytes),
+                max_members=spec.max_members, max_ratio=spec.max_ratio, wanted=wanted_files(registry, entry),
+            )
             files = verify_files(registry, entry.id, staged, progress=options.progress)
             os.rename(staged, options.data / entry.id)
         except (CorruptArchiveError, SourceDownloadError) as exc:
@@ -229,6 +234,16 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
         _write_state(options.data, entry.id, {"url": url, "subpath": spec.subpath, "files_verified": files})
         return files
     raise AssertionError("unreachable")
+
+
+def wanted_files(registry: Registry, entry: SourceEntry) -> Callable[[PurePosixPath], bool] | None:
+    """Which files of an origin's archive to unpack: the images its manifest names and what its
+    catalogue entry's ``keep`` patterns match; every file (``None``) when it has no manifest yet."""
+    if not registry.manifests([entry.id]):
+        return None
+    named = {r.image.path for r in registry.records([entry.id]) if r.image.path is not None}
+    keep = entry.download.keep if entry.download is not None else ()
+    return lambda relpath: relpath.as_posix() in named or any(fnmatchcase(relpath.as_posix(), k) for k in keep)
 
 
 def archive_path(data: Path, origin: str, url: str, format: str) -> Path:

@@ -41,7 +41,7 @@ class ImageRef:
     def from_json(cls, value: object) -> ImageRef:
         if not isinstance(value, dict) or set(value) - {"path", "url", "sha256"}:
             raise ValueError("image must be an object with keys path, url, sha256")
-        ref = cls(value.get("path"), value.get("url"), value.get("sha256"))
+        ref = cls(*(_optional(value, key, str, f"image.{key}") for key in ("path", "url", "sha256")))
         if ref.sha256 is not None and not _SHA256.match(ref.sha256):
             raise ValueError(f"image sha256 {ref.sha256!r} is not 64 lowercase hex digits")
         return ref
@@ -133,26 +133,32 @@ class Record:
         except ValueError:
             raise ValueError(f"unknown status {obj['status']!r}; expected one of {', '.join(Status)}") from None
         mask = RLE.from_json(obj["mask"], mask_runs) if obj.get("mask") is not None else None
+        bbox = _optional(obj, "bbox", list)
+        if bbox is not None and (len(bbox) != 4 or not all(_is_int(v) for v in bbox)):
+            raise ValueError(f"bbox must be a list of four integers [x, y, w, h], got {bbox!r}")
+        curated = _optional(obj, "curated", list) or []
+        if not all(isinstance(v, str) for v in curated):
+            raise ValueError(f"curated must be a list of field names, got {curated!r}")
         record = cls(
             id=rid,
             anomaly_class=check_class(obj["anomaly_class"]),
             source=source,
             origin=obj["origin"],
-            native_label=str(obj["native_label"]),
+            native_label=_optional(obj, "native_label", str),
             licence=check_licence(obj["licence"]),
             image=ImageRef.from_json(obj["image"]),
             mask=mask,
-            width=obj.get("width"),
-            height=obj.get("height"),
-            bbox=tuple(obj["bbox"]) if obj.get("bbox") is not None else None,
-            area=obj.get("area"),
-            phash=obj.get("phash"),
+            width=_optional(obj, "width", int),
+            height=_optional(obj, "height", int),
+            bbox=tuple(bbox) if bbox is not None else None,
+            area=_optional(obj, "area", int),
+            phash=_optional(obj, "phash", str),
             status=status,
-            reason=obj.get("reason"),
-            split=obj.get("split"),
-            page_url=obj.get("page_url"),
-            note=obj.get("note"),
-            curated=tuple(obj.get("curated") or ()),
+            reason=_optional(obj, "reason", str),
+            split=_optional(obj, "split", str),
+            page_url=_optional(obj, "page_url", str),
+            note=_optional(obj, "note", str),
+            curated=tuple(curated),
         )
         record._check_geometry()
         if record.phash is not None and not _PHASH.match(record.phash):
@@ -178,3 +184,18 @@ class Record:
             raise ValueError(f"bbox {list(self.bbox)} disagrees with the mask's {list(self.mask.bbox())}")
         if self.area is not None and self.area != self.mask.area():
             raise ValueError(f"area {self.area} disagrees with the mask's {self.mask.area()}")
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list"}
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _optional(obj: dict, key: str, kind: type, name: str | None = None) -> Any:
+    """``obj[key]`` when it is ``None`` or of type ``kind``; ``ValueError`` naming the field otherwise."""
+    value = obj.get(key)
+    if value is None or (_is_int(value) if kind is int else isinstance(value, kind)):
+        return value
+    raise ValueError(f"{name or key} must be {_TYPE_NAMES[kind]}, got {value!r}")

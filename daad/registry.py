@@ -18,6 +18,7 @@ from daad.catalogue import Catalogue
 from daad.errors import RecordFileError
 from daad.exclusion import NO_EVALUATION, ExclusionRules
 from daad.images import decode_image, read_verified, to_rgb_array, verified
+from daad.licences import LicenceCatalogue
 from daad.manifest import default_manifests_dir, manifest_paths, read_manifest
 from daad.record import ImageRef, Record
 from daad.roots import Roots, fetched_image_path, read_in_root, resolve_in_root
@@ -34,6 +35,10 @@ class Registry:
     @cached_property
     def catalogue(self) -> Catalogue:
         return Catalogue.load(self.manifests_dir)
+
+    @cached_property
+    def licences(self) -> LicenceCatalogue:
+        return LicenceCatalogue.load(self.manifests_dir)
 
     @cached_property
     def rules(self) -> ExclusionRules:

@@ -18,6 +18,7 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 
 from daad.errors import PathEscapeError, RecordFileError, RootNotFoundError
+from daad.images import read_regular
 
 
 def data_dir() -> Path:
@@ -86,16 +87,16 @@ def read_in_root(root: Path, relpath: str, record_id: str) -> bytes:
     step of the path leaves ``root``: one system call, no per-component ``lstat``, and no
     window between checking the path and reading it. What the kernel refuses (an absolute
     symlink is refused even when it points inside ``root``), and every path where there is
-    no ``openat2``, is decided by resolving the path. Raises ``RecordFileError`` (missing,
-    not a file, unreadable) or ``PathEscapeError``.
+    no ``openat2``, is decided by resolving the path. Only a regular file is read (opened
+    without blocking, so a FIFO is refused, not waited on). Raises ``RecordFileError``
+    (missing, not a file, unreadable) or ``PathEscapeError``.
     """
     pure = _checked_relpath(root, relpath, record_id)
     try:
         fd = _open_beneath(root, str(pure))
         if fd is None:
-            fd = os.open(resolve_in_root(root, relpath, record_id), os.O_RDONLY | os.O_CLOEXEC)
-        with open(fd, "rb", buffering=0) as f:
-            return f.readall()
+            fd = os.open(resolve_in_root(root, relpath, record_id), _READ_FLAGS)
+        return read_regular(fd, record_id, root / pure)
     except FileNotFoundError:
         raise RecordFileError(record_id, root / pure, "missing", "file does not exist") from None
     except (IsADirectoryError, NotADirectoryError):
@@ -120,7 +121,8 @@ class _OpenHow(ctypes.Structure):
 _SYS_OPENAT2 = ctypes.c_long(437)  # the same number on every Linux architecture
 _RESOLVE_BENEATH = 0x08
 _RESOLVE_NO_MAGICLINKS = 0x02
-_READ_BENEATH = _OpenHow(os.O_RDONLY | os.O_CLOEXEC, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+_READ_BENEATH = _OpenHow(_READ_FLAGS, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
 
 
 def _open_beneath(root: Path, relpath: str) -> int | None:

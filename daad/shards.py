@@ -10,15 +10,24 @@ bytes. Row groups are compressed, written and synced to disk by one background t
 the order they were made (pyarrow and the disk let go of the GIL meanwhile, so the caller
 goes on making rows); at most ``IN_FLIGHT`` of them wait for it. Each shard's sha256 is
 taken from its bytes as they are written, so it is never read back.
+
+One writer at a time per output: the writer holds an exclusive ``flock`` on
+``.<out>.lock`` beside the output from start to commit or abort; a second writer to the
+same output is refused with :class:`OutputLockedError`, which names the holder.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import io
+import json
 import os
+import socket
+import sys
+import time
 import shutil
 import uuid
 from collections import deque
@@ -31,11 +40,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from daad.errors import DaadError
+
 ROWS_PER_GROUP = 128
 BUFFER_BYTES = 64 << 20
 IN_FLIGHT = 2
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+
+
+class OutputLockedError(DaadError):
+    """Another writer (``daad build``, a generator) is writing the same output folder."""
+
+    def __init__(self, out: Path, holder: dict) -> None:
+        self.out, self.holder = out, holder
+        who = ", ".join(f"{k} {holder[k]}" for k in ("pid", "host", "since", "command") if k in holder) or "unknown"
+        super().__init__(f"{out} is being written by another process ({who}); wait for it to finish, or choose another --out")
 
 
 def image_cell(data: bytes, name: str) -> dict[str, Any]:
@@ -71,6 +91,7 @@ class DatasetFolderWriter:
         self.rows_per_group = rows_per_group
         self.buffer_bytes = buffer_bytes
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_output(self.out)
         _recover(self.out)
         self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.tmp.mkdir()
@@ -89,6 +110,7 @@ class DatasetFolderWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+        self._unlock()
 
     def write(self, shard: str, row: dict[str, Any], nbytes: int = 0) -> None:
         """Add ``row`` to shard ``shard`` (a relative path such as ``data/x/crack.parquet``)."""
@@ -145,6 +167,7 @@ class DatasetFolderWriter:
             shutil.rmtree(self.tmp)
         else:
             os.rename(self.tmp, self.out)
+        self._unlock()
         return self.out
 
     def abort(self) -> None:
@@ -156,6 +179,12 @@ class DatasetFolderWriter:
         self._writers.clear()
         self._buffers.clear()
         shutil.rmtree(self.tmp, ignore_errors=True)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            _unlock_output(self.out, self._lock)
+            self._lock = None
 
     def _flush(self, shard: str) -> None:
         rows = self._buffers.get(shard)
@@ -246,6 +275,48 @@ def _recover(out: Path) -> None:
             os.rename(stale, out)
         elif kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def _lock_output(out: Path) -> int:
+    """An exclusive lock on ``out`` (held by the returned fd until :func:`_unlock_output`),
+    recording who holds it; :class:`OutputLockedError` naming the holder when another process has it."""
+    path = _lock_path(out)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+            except ValueError:
+                holder = {}
+            os.close(fd)
+            raise OutputLockedError(out, holder) from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # its holder removed it as we opened it: lock the new one
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": " ".join(sys.argv)[:300],
+    }
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(holder).encode(), 0)
+    return fd
+
+
+def _unlock_output(out: Path, fd: int) -> None:
+    """Remove the lock file, then release it (a writer that opened it meanwhile sees it gone and retries)."""
+    Path(_lock_path(out)).unlink(missing_ok=True)
+    os.close(fd)
+
+
+def _lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.lock"
 
 
 def _alive(pid: int) -> bool:

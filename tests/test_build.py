@@ -44,8 +44,8 @@ def test_real_build_loads_with_datasets(sd_manifests, tmp_path):
     mask = np.asarray(row["mask"])
     assert set(np.unique(mask)) == {0, 255}
     assert row["mask"].size == row["image"].size
-    # Image bytes are stored as published (BMP), not re-encoded.
-    assert row["image"].format == "BMP"
+    # Image bytes are stored as published (BMP), not re-encoded; the image feature decodes them as RGB.
+    assert row["image"].mode == "RGB" and ds.features["image"].mode == "RGB"
     raw = (SD_ROOT / "Source Images" / f"{row['id'].split('/')[1]}.bmp").read_bytes()
     table = ds.with_format("arrow")[0:1]
     assert table.column("image")[0]["bytes"].as_py() == raw

@@ -72,6 +72,8 @@ class ArchiveServer:
                     server.ranges.append(rng)
                     start = int(rng[6:].split("-")[0])
                 self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
@@ -413,3 +415,55 @@ def test_licence_acceptance_from_env_and_config(fresh, tmp_path, monkeypatch):
     config.write_text('accept_licences = ["CC-BY-NC-SA-4.0"]\n')
     monkeypatch.setenv("DAAD_ACCEPT_LICENCES", f"{CF_LICENCE}, {SD_LICENCE}")
     assert accepted_licences(["MIT"]) == {"MIT", "CC-BY-NC-SA-4.0", CF_LICENCE, SD_LICENCE}
+
+
+def _serve_with(serve, name: str, body: bytes, extra: str, fmt: str = "zip") -> Registry:
+    """``serve`` with more lines in the source's downloads.toml table (limits, keep)."""
+    registry = serve(name, body, fmt)
+    toml = registry.manifests_dir / "downloads.toml"
+    toml.write_text(toml.read_text() + extra)
+    return Registry(registry.manifests_dir, registry.roots)
+
+
+def test_a_zip_bomb_is_refused_by_its_expansion_ratio(small, fresh, server):
+    serve, entries, _ = small
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        zf.writestr("repo-c0ffee/SD-saliency-900/Ground truth/junk.png", b"\0" * (64 << 20))  # 64 MiB in ~64 kB
+    registry = _serve_with(serve, "bomb.zip", buffer.getvalue(), 'keep = ["Ground truth/*"]\n')  # one the loader reads
+    error = _prepare_error(registry, _options(fresh, server))
+    assert "above 50 times the archive's" in str(error) and str(error).startswith("sd_saliency_900: ")
+    _assert_nothing_left(fresh)
+    assert not list(fresh.rglob("junk.png"))
+
+
+def test_member_count_and_per_source_size_come_from_the_catalogue(small, fresh, server):
+    serve, entries, _ = small
+    flood = dict(entries) | {f"repo-c0ffee/SD-saliency-900/x/{i}": b"" for i in range(200)}
+    registry = _serve_with(serve, "flood.zip", _zip(flood), "max_members = 100\n")
+    error = _prepare_error(registry, _options(fresh, server))
+    assert "more than 100 members" in str(error)
+    _assert_nothing_left(fresh)
+
+    registry = _serve_with(serve, "capped.zip", _zip(entries), "max_unpacked_bytes = 5000\n")
+    error = _prepare_error(registry, _options(fresh, server))
+    assert "above the cap of 5000" in str(error)
+    _assert_nothing_left(fresh)
+
+
+def test_only_what_the_manifests_name_and_keep_is_unpacked(small, fresh, server):
+    serve, entries, records = small
+    junk = {
+        "repo-c0ffee/SD-saliency-900/Source Images/junk.bin": os.urandom(1000),
+        "repo-c0ffee/SD-saliency-900/video/big.mp4": os.urandom(1000),
+        "repo-c0ffee/SD-saliency-900/Ground truth/In_1.png": b"a mask the loader reads",
+    }
+    registry = _serve_with(serve, "junk.zip", _zip(entries | junk), 'keep = ["Ground truth/*"]\n')
+    outcome = prepare_source(registry, registry.catalogue["sd_saliency_900"], _options(fresh, server))
+    assert outcome.status == DOWNLOADED
+    root = fresh / "sd_saliency_900"
+    unpacked = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    assert unpacked == sorted([r.image.path for r in records] + ["Ground truth/In_1.png"])
+    assert not (root / "video").exists()

@@ -23,6 +23,7 @@ from daad.errors import LeakageError
 from daad.exclusion import EvaluationHashes, ExclusionError, ExclusionRules, require_view
 from daad.images import sha256_file
 from daad.manifest import read_manifest, write_manifest
+from daad.masks import RLE
 from daad.neardup import THRESHOLD, HashIndex, image_hash, pairwise_matches, variant_hashes
 from daad.record import ImageRef
 from daad.registry import Registry
@@ -118,11 +119,13 @@ def planted(tmp_path) -> dict:
     copy.save(web_root / "found_online.jpg", quality=95)
     with Image.open(web_root / "found_online.jpg") as image:
         phash = f"{image_hash(image):016x}"
+    mask = np.zeros((627, 250), np.uint8)  # the image's size: the build checks it
+    mask[300:340, 100:140] = 1
     web = replace(
         sd[0], id="daad_online_sources/found_online", origin="daad_online_sources", source="online_search",
         anomaly_class="crack", native_label="crack", licence="CC-BY-4.0", image=ImageRef("found_online.jpg", None, sha256_file(web_root / "found_online.jpg")),
         phash=phash,
-    )
+    ).with_mask(RLE.encode(mask))
     write_manifest(manifests / "daad_online_sources.jsonl", [web])
 
     normals = [p for p in KSDD_IMAGES if p.name in {"000.jpg", "001.jpg"}]

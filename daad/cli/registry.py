@@ -43,6 +43,13 @@ def ingest(
     console.print(table)
     for reason, n in sorted(report.skipped.items()):
         console.print(f"skipped {n}: {reason}")
+    if report.skipped_items:
+        skipped = Table(title="skipped items")
+        for col in ("id", "file", "reason", "detail"):
+            skipped.add_column(col, overflow="fold")
+        for item in report.skipped_items:
+            skipped.add_row(item["id"], item["file"] or "", item["reason"], item["detail"])
+        console.print(skipped)
     for label, n in sorted(report.unmapped.items()):
         console.print(f"unmapped native class {label!r}: {n} record(s) (kept in the manifest, not built)")
     console.print("manifest written" if report.written else "manifest unchanged")

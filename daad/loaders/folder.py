@@ -5,13 +5,18 @@ under the folder), ``class`` (a DAAD class, or a native name the catalogue entry
 and optionally ``source`` (``online_search`` / ``reality_photo``), ``licence``, ``url``,
 ``page_url``, ``note``, ``mask``) and the images. Each image's mask is looked up in order:
 
-1. the ``mask`` column: a PNG/BMP (non-zero = anomaly), a LabelMe JSON or an EISeg JSON;
+1. the ``mask`` column: a PNG/BMP (binarised as :mod:`daad.annotations.bitmap` says), a
+   LabelMe JSON or an EISeg JSON;
 2. ``annotations.json`` (COCO instances) in the folder, by ``file_name`` (the image path);
 3. a LabelMe / EISeg JSON beside the image (``<stem>.json``);
 4. ``masks/<stem>.png``.
 
 An image without any mask becomes a ``needs_mask`` record (draw it with EISeg, then
-re-ingest). Ids ``<origin>/<image path without suffix>``.
+re-ingest); a bitmap mask that is not two-valued or covers most of its image becomes a
+``needs_review`` record whose ``reason`` says which. A row that cannot become a record (its
+path leaves the folder, its image or mask is missing, corrupt or a decompression bomb, its
+metadata is wrong) is skipped, named with its file and reason, and the rest goes on.
+Ids ``<origin>/<image path without suffix>``.
 
 License:
     Per row (``licence`` column, SPDX or LicenseRef), else the catalogue entry's.
@@ -30,12 +35,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from daad.annotations.bitmap import read_mask
+from daad.annotations.bitmap import read_bitmap
 from daad.annotations.coco import CocoImage, read_coco
 from daad.annotations.eiseg import read_eiseg
 from daad.annotations.labelme import read_labelme
 from daad.catalogue import CatalogueError, SourceEntry
-from daad.errors import RecordFileError
+from daad.errors import PathEscapeError, RecordFileError
 from daad.images import decode_image, perceptual_hash, read_verified, sha256_bytes
 from daad.licences import check_licence
 from daad.loaders.base import NormalImage, Skipped, record_or_skip, relative_to_root
@@ -62,21 +67,29 @@ def _json_mask(path: Path, width: int, height: int) -> np.ndarray:
     return read_eiseg(path, width, height)[0]
 
 
-def _find_mask(root: Path, image_path: Path, rel: str, row: dict[str, str], coco: dict[str, CocoImage],
-               size: tuple[int, int]) -> tuple[np.ndarray, Path] | None:
+def _find_mask(root: Path, image_path: Path, rel: str, rid: str, row: dict[str, str], coco: dict[str, CocoImage],
+               size: tuple[int, int]) -> tuple[np.ndarray, Path, str | None] | None:
+    """The mask of a row, its file, and why a person should review it (bitmaps only), or ``None``."""
     width, height = size
     if row.get("mask"):
-        path = resolve_in_root(root, row["mask"], rel)
-        return (_json_mask(path, width, height) if path.suffix.lower() == ".json" else read_mask(path)), path
+        path = resolve_in_root(root, row["mask"], rid)
+        if path.suffix.lower() == ".json":
+            return _json_mask(path, width, height), path, None
+        return _bitmap(path, rid)
     if rel in coco:
-        return coco[rel].mask, root / COCO_FILE
+        return coco[rel].mask, root / COCO_FILE, None
     beside = image_path.with_suffix(".json")
     if beside.is_file():
-        return _json_mask(beside, width, height), beside
-    png = root / MASK_DIR / f"{image_path.stem}.png"
-    if png.is_file():
-        return read_mask(png), png
+        return _json_mask(beside, width, height), beside, None
+    png = resolve_in_root(root, f"{MASK_DIR}/{image_path.stem}.png", rid)
+    if png.exists():
+        return _bitmap(png, rid)
     return None
+
+
+def _bitmap(path: Path, rid: str) -> tuple[np.ndarray, Path, str | None]:
+    bitmap = read_bitmap(path, record_id=rid)
+    return bitmap.mask, path, bitmap.review()
 
 
 def _rows(root: Path) -> Iterator[tuple[int, dict[str, str]]]:
@@ -105,9 +118,9 @@ def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Recor
             licence = check_licence(row.get("licence") or entry.licence)
             data = read_verified(image_path, None, rid)
             image = decode_image(data, rid, image_path)
-            found = _find_mask(root, image_path, rel, row, coco, image.size)
-        except RecordFileError as exc:
-            yield Skipped(rid, None, exc.reason, str(exc))
+            found = _find_mask(root, image_path, rel, rid, row, coco, image.size)
+        except (RecordFileError, PathEscapeError) as exc:
+            yield Skipped(rid, Path(exc.path) if exc.path is not None else None, exc.reason, str(exc))
             continue
         except (ValueError, OSError, CatalogueError) as exc:
             yield Skipped(rid, root / METADATA, "bad_metadata", f"{METADATA}:{lineno}: {exc}")
@@ -123,11 +136,13 @@ def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Recor
                 page_url=extra["page_url"], note=row.get("note") or None,
             )
             continue
-        mask, mask_path = found
+        mask, mask_path, review = found
         item = record_or_skip(entry, native_id, row["class"], image_path, root, mask, mask_path=mask_path,
                               note=row.get("note") or None)
         if isinstance(item, Record):
             item = replace(item, image=replace(item.image, url=url), **extra)
+            if review is not None:
+                item = replace(item, status=Status.NEEDS_REVIEW, reason=review)
         yield item
 
 

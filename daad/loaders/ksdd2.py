@@ -45,7 +45,7 @@ def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Recor
         if not gt_path.is_file():
             yield Skipped(f"{ORIGIN}/{native_id}", image_path, "no_annotation", f"{gt_path} missing")
             continue
-        mask = read_mask(gt_path)
+        mask = read_mask(gt_path, threshold=0)
         if mask.any():
             yield record_or_skip(entry, native_id, NATIVE_LABEL, image_path, root, mask, mask_path=gt_path, split=split)
 
@@ -54,5 +54,5 @@ def iter_normals(root: Path) -> Iterator[NormalImage]:
     """Images whose ground truth is all zero."""
     root = Path(root)
     for native_id, image_path, gt_path, split in _items(root):
-        if gt_path.is_file() and not read_mask(gt_path).any():
+        if gt_path.is_file() and not read_mask(gt_path, threshold=0).any():
             yield NormalImage(f"{ORIGIN}/{native_id}", image_path, split)

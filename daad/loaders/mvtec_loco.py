@@ -53,7 +53,7 @@ def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Recor
                     yield Skipped(f"{ORIGIN}/{native_id}", image_path, "no_annotation", f"no masks in {mask_dir}")
                     continue
                 try:
-                    mask = union(mask_paths)
+                    mask = union(mask_paths, threshold=0)
                 except ValueError as exc:
                     yield Skipped(f"{ORIGIN}/{native_id}", mask_dir, "bad_annotation", str(exc))
                     continue
