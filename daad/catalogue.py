@@ -60,6 +60,9 @@ class SourceEntry:
     commercial_use: bool | None = None
     """Whether the licence allows commercial use (``None``: not stated)."""
     notes: str = ""
+    layout: dict[str, Any] = field(default_factory=dict)
+    """How a shared layout reader reads this origin (``[<origin>.layout]``: ``reader`` and its
+    parameters, e.g. the MVTec AD tree's normal folder and mask naming)."""
 
     def map_class(self, native: str) -> str:
         """The DAAD class of a native defect name; ``unmapped`` when the catalogue says so.
@@ -135,6 +138,7 @@ def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
         in_daad_paper=bool(value.get("in_daad_paper", False)),
         commercial_use=value.get("commercial_use"),
         notes=value.get("notes", "").strip(),
+        layout=dict(value.get("layout", {})),
     )
 
 

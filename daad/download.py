@@ -87,6 +87,7 @@ def download(
     sha256: str | None = None,
     max_bytes: int,
     timeout: float = 30.0,
+    transfer_timeout: float | None = None,
     retries: int = 3,
     backoff: float = 0.5,
     headers: dict[str, str] | None = None,
@@ -95,7 +96,8 @@ def download(
     """Fetch ``url`` into ``dest`` (atomically), following redirects.
 
     ``max_bytes`` caps the body (by ``Content-Length`` before reading, and while reading);
-    ``timeout`` bounds each connection, each read, and each attempt as a whole;
+    ``timeout`` bounds each connection and each read, and ``transfer_timeout`` (default:
+    ``timeout``) each attempt as a whole (``math.inf`` for multi-GB archives);
     ``retries`` extra attempts follow a timeout, a connection error or a 5xx / 429, with
     exponential ``backoff`` seconds. ``sha256`` pins the bytes: an existing ``dest`` with
     that hash is kept as is, and different bytes fail with ``sha256_mismatch``.
@@ -111,7 +113,7 @@ def download(
     failure = _Failure("network_error")
     for attempt in range(1, retries + 2):
         try:
-            return _attempt(url, dest, sha256, max_bytes, timeout, headers or {}, progress, attempt)
+            return _attempt(url, dest, sha256, max_bytes, timeout, transfer_timeout, headers or {}, progress, attempt)
         except _Failure as exc:
             failure = exc
         if failure.reason not in RETRYABLE or attempt > retries:
@@ -123,13 +125,14 @@ def download(
     )
 
 
-def _attempt(url, dest, sha256, max_bytes, timeout, headers, progress, attempt) -> DownloadResult:
+def _attempt(url, dest, sha256, max_bytes, timeout, transfer_timeout, headers, progress, attempt) -> DownloadResult:
     part = part_path(dest)
     have = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT, **headers})
     if have:
         request.add_header("Range", f"bytes={have}-")
-    deadline = time.monotonic() + timeout
+    limit = timeout if transfer_timeout is None else transfer_timeout
+    deadline = time.monotonic() + limit
     try:
         response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
@@ -170,7 +173,7 @@ def _attempt(url, dest, sha256, max_bytes, timeout, headers, progress, attempt) 
                         part.unlink(missing_ok=True)
                         raise _Failure("too_large", f"body exceeds the cap of {max_bytes} bytes", status)
                     if time.monotonic() > deadline:
-                        raise _Failure("timeout", f"transfer took longer than {timeout:g}s", status)
+                        raise _Failure("timeout", f"transfer took longer than {limit:g}s", status)
                     out.write(chunk)
                     digest.update(chunk)
                     if progress is not None:

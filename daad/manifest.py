@@ -146,6 +146,12 @@ def manifest_paths(manifests_dir: Path) -> list[Path]:
     )
 
 
+def downloaded_manifests_dir(data: Path) -> Path:
+    """The manifests written at download time under the data dir ``data``, one per origin
+    pinned by its archive's sha256 (see :mod:`daad.prepare`)."""
+    return Path(data) / "manifests"
+
+
 def default_manifests_dir() -> Path:
     """``$DAAD_MANIFESTS``, else the ``manifests/`` folder of the checkout daad runs from."""
     env = os.environ.get("DAAD_MANIFESTS")

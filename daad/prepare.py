@@ -3,15 +3,25 @@
 Like TensorFlow Datasets' ``download_and_prepare``: for each origin without a root, the
 archive named in ``manifests/downloads.toml`` (pinned to an immutable revision) is
 downloaded with :mod:`daad.download`, its ``subpath`` is unpacked safely
-(:mod:`daad.archives`) into a temp folder, every image the origin's manifest names is
-checked against its sha256, and only then is the folder renamed to
-``<data dir>/<origin>``, where :class:`daad.roots.Roots` finds it. A source is therefore
-either absent or complete, never half unpacked.
+(:mod:`daad.archives`) into a temp folder and checked, and only then is the folder renamed
+to ``<data dir>/<origin>``, where :class:`daad.roots.Roots` finds it. A source is therefore
+either absent or complete, never half unpacked. A source is pinned one of two ways:
+
+- **a committed manifest** (GitHub archives, which are not byte-stable): every image the
+  origin's ``manifests/<origin>.jsonl`` names is checked against its sha256;
+- **the archive's sha256** (``sha256`` in ``downloads.toml``; plain archive URLs such as VisA,
+  BTAD, KolektorSDD, MVTec AD): the download is refused unless its bytes match, and the
+  manifest is written here, from the verified archive, by the origin's loader, into
+  ``<data dir>/manifests/<origin>.jsonl``, where :class:`daad.registry.Registry` finds it beside
+  the committed ones. Same archive, same manifest bytes. It is written (atomically) before
+  the folder is renamed into place, so a crash between the two leaves a manifest whose root
+  is missing (``daad build`` downloads it again), never data without a manifest.
 
 Layout of the data directory::
 
     <data dir>/<origin>/               the source as its authors publish it
-    <data dir>/.daad/<origin>.json     state: url, subpath, files verified, when
+    <data dir>/manifests/<origin>.jsonl  manifest written at download time (archive-pinned sources)
+    <data dir>/.daad/<origin>.json     state: url, subpath, files verified or manifest written, when
     <data dir>/.daad/archives/         archives being downloaded (removed once unpacked)
     <data dir>/.daad/tmp-<origin>-*    unpacking in progress (removed on success or error)
 
@@ -28,6 +38,7 @@ a manual download.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -44,8 +55,10 @@ from daad.archives import ArchiveError, CorruptArchiveError, unpack
 from daad.catalogue import SourceEntry
 from daad.download import download
 from daad.errors import DaadError, PathEscapeError, RecordFileError
-from daad.images import read_verified, sha256_bytes
+from daad.images import read_verified, sha256_bytes, sha256_file
+from daad.ingest import ingest
 from daad.licences import UNKNOWN, LicencePolicy
+from daad.loaders import get_loader
 from daad.registry import Registry
 from daad.roots import resolve_in_root
 
@@ -76,6 +89,10 @@ class PrepareOptions:
     policy: LicencePolicy = field(default_factory=LicencePolicy.everything)
     base_url: str | None = None
     timeout: float = 60.0
+    """Seconds any connection or read may stall."""
+    transfer_timeout: float = math.inf
+    """Seconds one attempt's whole transfer may take: unbounded by default, since archives
+    run to gigabytes (every read is still bounded by ``timeout``, and a stalled transfer resumes)."""
     retries: int = 3
     max_archive_bytes: int = MAX_ARCHIVE_BYTES
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES
@@ -169,6 +186,9 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
     root = registry.roots.get(entry.id)
     target = options.data / entry.id
     if root is not None:
+        if not registry.manifests([entry.id]):
+            return Outcome(entry.id, PRESENT, f"found at {root}, but it has no manifest: run "
+                                              f"`daad ingest {entry.id} --root {root}` to write one")
         if root != target:
             return Outcome(entry.id, PRESENT, f"root given: {root}")
         state = _state_path(options.data, entry.id)
@@ -190,7 +210,12 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
                 entry.id, SKIPPED,
                 f"licence {entry.licence} not accepted; read it at {where}, then pass --accept-licence {entry.licence}",
             )
+    if registry.committed_manifest(entry.id) is None and entry.download.sha256 is None:
+        return Outcome(entry.id, SKIPPED, f"no manifest in {registry.manifests_dir} and no sha256 pin for its "
+                                          "archive in downloads.toml: nothing to check it against")
     files = _fetch_verified(registry, entry, options)
+    if registry.committed_manifest(entry.id) is None:
+        return Outcome(entry.id, DOWNLOADED, f"archive sha256 verified; manifest of {files} records written", files)
     return Outcome(entry.id, DOWNLOADED, f"{files} files verified", files)
 
 
@@ -212,7 +237,13 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
         try:
             staged = tmp / entry.id
             unpack(archive, staged, format=spec.format, subpath=spec.subpath, max_bytes=options.max_unpacked_bytes)
-            files = verify_files(registry, entry.id, staged, progress=options.progress)
+            if registry.committed_manifest(entry.id) is not None:
+                files = verify_files(registry, entry.id, staged, progress=options.progress)
+                state = {"files_verified": files}
+            else:
+                files, manifest = write_downloaded_manifest(registry, entry, staged)
+                state = {"archive_sha256": spec.sha256, "manifest": str(manifest),
+                         "manifest_sha256": sha256_file(manifest), "records": files}
             os.rename(staged, options.data / entry.id)
         except (CorruptArchiveError, SourceDownloadError) as exc:
             archive.unlink(missing_ok=True)
@@ -226,7 +257,7 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         archive.unlink(missing_ok=True)
-        _write_state(options.data, entry.id, {"url": url, "subpath": spec.subpath, "files_verified": files})
+        _write_state(options.data, entry.id, {"url": url, "subpath": spec.subpath, **state})
         return files
     raise AssertionError("unreachable")
 
@@ -241,11 +272,27 @@ def _download_archive(
 ) -> None:
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {origin}", disable=not options.progress) as bar:
         result = download(
-            url, archive, sha256=sha256, max_bytes=options.max_archive_bytes,
-            timeout=options.timeout, retries=options.retries, progress=bar.update,
+            url, archive, sha256=sha256, max_bytes=options.max_archive_bytes, timeout=options.timeout,
+            transfer_timeout=options.transfer_timeout, retries=options.retries, progress=bar.update,
         )
     if not result.ok:
         raise SourceDownloadError(origin, f"download of {url} failed: {result.reason}: {result.detail}")
+
+
+def write_downloaded_manifest(registry: Registry, entry: SourceEntry, root: Path) -> tuple[int, Path]:
+    """Read the unpacked, sha256-verified archive at ``root`` with ``entry``'s loader and write
+    ``<data dir>/manifests/<origin>.jsonl`` (atomically; curation of an earlier one is kept).
+
+    Returns the number of records and the manifest's path. Raises :class:`SourceDownloadError`
+    when the loader fails (a defect name the catalogue does not decide, a duplicate id ...);
+    nothing is written then.
+    """
+    path = registry.downloaded_manifests_dir / f"{entry.id}.jsonl"
+    try:
+        report = ingest(get_loader(entry.id).iter_records(root, entry), path)
+    except (DaadError, ValueError, OSError) as exc:
+        raise SourceDownloadError(entry.id, f"cannot write its manifest from the archive: {exc}") from None
+    return report.accepted, path
 
 
 def verify_files(registry: Registry, origin: str, root: Path, *, progress: bool = False) -> int:

@@ -27,7 +27,7 @@ WRITERS = {
     "btad": fake.write_btad,
     "mvtec_loco": fake.write_mvtec_loco,
     "dagm2007": fake.write_dagm2007,
-    "kolektorsdd": fake.write_kolektorsdd_original,
+    "kolektorsdd_original": fake.write_kolektorsdd_original,
     "folder": fake.write_folder,
 }
 
@@ -46,7 +46,10 @@ def test_loader_reads_its_published_layout(tmp_path, origin):
     entry = CATALOGUE[origin]
     for record in records:
         assert record.id.startswith(f"{origin}/") and record.origin == origin
-        assert record.anomaly_class == entry.map_class(record.native_label)
+        if origin == "visa":  # mapped per defect: see test_visa_classes_are_mapped_per_defect
+            assert record.anomaly_class == get_loader("visa").anomaly_class(entry, *_visa_defects(record))[0]
+        else:
+            assert record.anomaly_class == entry.map_class(record.native_label)
         assert (tmp_path / origin / record.image.path).is_file()
         if record.mask is not None:
             assert record.area > 0 and record.mask.decode().sum() == record.area
@@ -55,9 +58,16 @@ def test_loader_reads_its_published_layout(tmp_path, origin):
     manifest = tmp_path / "manifests" / f"{origin}.jsonl"
     report = ingest(loader.iter_records(tmp_path / origin), manifest)
     assert [r.id for r in read_manifest(manifest)] == sorted(r.id for r in records)
-    assert report.unmapped == Counter(
-        {label: n for label, n in expected.records.items() if entry.map_class(label) == UNMAPPED}
-    )
+    assert report.unmapped == Counter(r.native_label for r in records if r.anomaly_class == UNMAPPED)
+    if origin != "visa":
+        assert report.unmapped == Counter(
+            {label: n for label, n in expected.records.items() if entry.map_class(label) == UNMAPPED}
+        )
+
+
+def _visa_defects(record):
+    category, names = record.native_label.split("/", 1)
+    return category, tuple(names.split(","))
 
 
 def test_mvtec_ad_catalogue_maps_all_73_types():
@@ -77,13 +87,45 @@ def test_mvtec_loco_logical_anomalies_are_unmapped_and_masks_merge(tmp_path):
     assert np.array_equal(two.mask.decode(), truth) and two.note == "2 defect masks merged"
 
 
-def test_visa_small_integer_masks_keep_every_instance(tmp_path):
+def test_visa_small_integer_masks_keep_every_defect(tmp_path):
     fake.write_visa(tmp_path)
     records, _ = split_items(get_loader("visa").iter_records(tmp_path))
-    record = next(r for r in records if r.id == "visa/candle/000")
-    raw = np.asarray(Image.open(tmp_path / "candle/Data/Masks/Anomaly/000.png"))
-    assert set(np.unique(raw)) == {0, 1, 2}  # instance values, as VisA publishes them
+    record = next(r for r in records if r.id == "visa/candle/001")
+    raw = np.asarray(Image.open(tmp_path / "candle/Data/Masks/Anomaly/001.png"))
+    assert set(np.unique(raw)) == {0, 1, 6}  # defect ids, as VisA publishes them
     assert np.array_equal(record.mask.decode(), (raw > 0).astype(np.uint8)) and record.split == "test"
+
+
+def test_visa_classes_are_mapped_per_defect(tmp_path):
+    """image_anno.csv names each image's defects: one DAAD class when they agree, else unmapped."""
+    fake.write_visa(tmp_path)
+    records, skipped = split_items(get_loader("visa").iter_records(tmp_path))
+    got = {r.id: (r.native_label, r.anomaly_class, r.note) for r in records}
+    assert got == {
+        "visa/candle/000": ("candle/different colour spot", "stain", None),
+        "visa/candle/001": ("candle/chunk of wax missing,foreign particals on candle", UNMAPPED,
+                            "one mask covers defects of classes impurity, pits"),
+        "visa/candle/002": ("candle/weird candle wick", UNMAPPED, None),
+        "visa/pcb1/000": ("pcb1/melt", "stain", None),
+        "visa/pcb1/001": ("pcb1/scratch", "scratch", None),
+        "visa/pcb1/002": ("pcb1/bent,melt", UNMAPPED, "one mask covers defects of classes stain, unmapped"),
+    }
+    assert not skipped
+    # A defect name the catalogue does not decide is kept, unmapped, and says so.
+    anno = tmp_path / "pcb1" / "image_anno.csv"
+    anno.write_text(anno.read_text().replace(",scratch,", ",Solder  Bridge,"))
+    record = next(r for r in split_items(get_loader("visa").iter_records(tmp_path))[0] if r.id == "visa/pcb1/001")
+    assert (record.native_label, record.anomaly_class) == ("pcb1/solder bridge", UNMAPPED)
+    assert record.note == "defect name(s) not in the catalogue: solder bridge"
+
+
+def test_btad_reads_png_and_bmp_masks(tmp_path):
+    fake.write_btad(tmp_path)
+    records, skipped = split_items(get_loader("btad").iter_records(tmp_path))
+    by_product = Counter(r.native_label.split("/")[0] for r in records)
+    assert by_product == {"01": 2, "02": 2, "03": 2} and skipped == {"no_annotation": 1}
+    bmp = next(r for r in records if r.id == "btad/03/ko/0001")
+    assert bmp.image.path == "03/test/ko/0001.bmp" and np.array_equal(bmp.mask.decode(), fake.blob(401))
 
 
 def test_dagm_weak_labels_need_review(tmp_path):
@@ -120,6 +162,7 @@ def test_catalogue_entries_are_complete_and_agree_with_the_licence_table():
             assert entry.commercial_use == licences[entry.licence].commercial, entry.id
         if entry.id != "folder":
             assert entry.citation.startswith("@"), entry.id
+    assert CATALOGUE["kolektorsdd"].derived_from == ("kolektorsdd_original",)
     assert {e.id for e in CATALOGUE if e.in_daad_paper} == {
         "aebad", "btad", "crackforest", "dagm2007", "mtd", "mvtec_ad", "mvtec_loco", "rsdds", "visa"
     }

@@ -33,8 +33,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
-def open_registry(manifests: Path | None, roots: list[str] | None):
-    """A Registry from the shared CLI options."""
+def open_registry(manifests: Path | None, roots: list[str] | None, data: Path | None = None):
+    """A Registry from the shared CLI options (``data``: the ``--data-dir`` where downloaded
+    sources and their manifests are)."""
     from daad.registry import Registry
     from daad.roots import Roots, parse_root_options
 
@@ -42,4 +43,4 @@ def open_registry(manifests: Path | None, roots: list[str] | None):
         explicit = parse_root_options(roots)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--root") from None
-    return Registry(manifests, Roots(explicit))
+    return Registry(manifests, Roots(explicit, data=data.expanduser().resolve() if data else None))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console, open_registry
 from daad.cli.download import (
-    AcceptLicenceOption, BaseUrlOption, DataDirOption, LicencePolicyOption, prepare_sources,
+    AcceptLicenceOption, BaseUrlOption, DataDirOption, LicencePolicyOption, default_origins, prepare_sources,
 )
 
 
@@ -105,10 +105,10 @@ def build(
     package = Path(__file__).resolve().parents[1]
     if out.resolve().is_relative_to(package):
         raise typer.BadParameter(f"refusing to write into the daad package folder {package}", param_hint="--out")
-    registry = open_registry(manifests, root)
+    registry = open_registry(manifests, root, data_dir)
     policy = LicencePolicy.parse(licence_policy, LicenceCatalogue.load(registry.manifests_dir))
     if fetch:
-        wanted = origin or [p.stem for p in registry.manifests()]
+        wanted = default_origins(registry, origin)
         registry, report = prepare_sources(
             manifests, root, wanted, data_dir=data_dir, base_url=base_url, accept_licence=accept_licence,
             policy=policy, quiet=quiet,

@@ -18,6 +18,7 @@ LOADERS: dict[str, str] = {
     "dagm2007": "daad.loaders.dagm2007",
     "folder": "daad.loaders.folder",
     "kolektorsdd": "daad.loaders.kolektorsdd",
+    "kolektorsdd_original": "daad.loaders.kolektorsdd",
     "ksdd2": "daad.loaders.ksdd2",
     "mpdd": "daad.loaders.mpdd",
     "mtd": "daad.loaders.mtd",
