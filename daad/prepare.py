@@ -201,6 +201,9 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
             manual = entry.manual_download.strip().rstrip(".")
             return Outcome(entry.id, SKIPPED, f"manual download: {manual}; then pass {how}")
         return Outcome(entry.id, SKIPPED, "no open download in the catalogue")
+    if registry.committed_manifest(entry.id) is None and entry.download.sha256 is None:
+        return Outcome(entry.id, SKIPPED, f"no manifest in {registry.manifests_dir} and no sha256 pin for its "
+                                          "archive in downloads.toml: nothing to check it against")
     where = entry.licence_url or entry.homepage
     if not options.policy.allows(entry.licence):
         return Outcome(entry.id, SKIPPED, f"licence {entry.licence} ({where}) is outside the policy {options.policy.name!r}")
@@ -210,9 +213,6 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
                 entry.id, SKIPPED,
                 f"licence {entry.licence} not accepted; read it at {where}, then pass --accept-licence {entry.licence}",
             )
-    if registry.committed_manifest(entry.id) is None and entry.download.sha256 is None:
-        return Outcome(entry.id, SKIPPED, f"no manifest in {registry.manifests_dir} and no sha256 pin for its "
-                                          "archive in downloads.toml: nothing to check it against")
     files = _fetch_verified(registry, entry, options)
     if registry.committed_manifest(entry.id) is None:
         return Outcome(entry.id, DOWNLOADED, f"archive sha256 verified; manifest of {files} records written", files)
