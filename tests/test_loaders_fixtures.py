@@ -128,10 +128,14 @@ def test_btad_reads_png_and_bmp_masks(tmp_path):
     assert bmp.image.path == "03/test/ko/0001.bmp" and np.array_equal(bmp.mask.decode(), fake.blob(401))
 
 
-def test_dagm_weak_labels_need_review(tmp_path):
+def test_dagm_weak_labels_are_marked_weak_masks(tmp_path):
     fake.write_dagm2007(tmp_path)
     records, _ = split_items(get_loader("dagm2007").iter_records(tmp_path))
-    assert {r.status for r in records} == {Status.NEEDS_REVIEW} and {r.reason for r in records} == {"weak_label"}
+    assert {(r.status, r.weak_mask) for r in records} == {(Status.ACCEPTED, True)}
+    manifest = tmp_path / "dagm2007.jsonl"
+    ingest(iter(records), manifest)
+    assert all('"weak_mask": true' in line for line in manifest.read_text().splitlines())
+    assert all(r.weak_mask for r in read_manifest(manifest))
     assert {r.split for r in records} == {"train", "test"}
 
 

@@ -97,6 +97,9 @@ def build(
     reuse: Annotated[bool, typer.Option(
         "--reuse", help="Keep the previous build's shards of origins whose inputs did not change "
         "(their image files are not read again; `daad validate` checks them).")] = False,
+    weak_masks: Annotated[bool, typer.Option(
+        "--weak-masks/--no-weak-masks", help="Include records whose mask is only a coarse region around "
+        "the anomaly (DAGM 2007's ellipses; default), or leave them out.")] = True,
 ) -> None:
     """Build the Hugging Face dataset folder from the manifests, deterministically and atomically."""
     from daad.build import build as run_build
@@ -120,7 +123,8 @@ def build(
         if not origin:
             raise typer.BadParameter("nothing to build: every source was skipped (see the table above)")
     summary = run_build(
-        registry, out, origins=origin, licence_policy=policy, progress=not quiet, workers=workers or None, reuse=reuse
+        registry, out, origins=origin, licence_policy=policy, progress=not quiet, workers=workers or None, reuse=reuse,
+        weak_masks=weak_masks,
     )
     reused = f" (unchanged, shards kept: {', '.join(summary.reused)})" if summary.reused else ""
     console.print(f"{summary.line()}{reused} -> {out}")
