@@ -61,8 +61,9 @@ class SourceEntry:
     """Whether the licence allows commercial use (``None``: not stated)."""
     notes: str = ""
     layout: dict[str, Any] = field(default_factory=dict)
-    """How a shared layout reader reads this origin (``[<origin>.layout]``: ``reader`` and its
-    parameters, e.g. the MVTec AD tree's normal folder and mask naming)."""
+    """How this origin's files are laid out, as data its loader reads (``[<origin>.layout]``):
+    for a shared reader, ``reader`` names it and the rest are its parameters (the MVTec AD
+    tree's normal folder and mask naming); VisA's lists what each mask value means."""
 
     def map_class(self, native: str) -> str:
         """The DAAD class of a native defect name; ``unmapped`` when the catalogue says so.

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -142,9 +143,9 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     result = _run("build", *common, "--out", "out", "-q", "--accept-licence", NC, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     info = json.loads((tmp_path / "out" / "build.json").read_text())
-    # VisA: 3 of 6 anomalies map (candle stain, pcb1 melt, pcb1 scratch); BTAD's 'ko' is unmapped;
-    # KolektorSDD: 2 cracks; MVTec AD: broken_large x2, contamination, poke_insulation.
-    assert info["origins"] == {"kolektorsdd_original": 2, "mvtec_ad": 4, "visa": 3}
+    # VisA: 6 of 9 records map (two images split per defect, see test_loaders_fixtures); BTAD's
+    # 'ko' is unmapped; KolektorSDD: 2 cracks; MVTec AD: broken_large x2, contamination, poke_insulation.
+    assert info["origins"] == {"kolektorsdd_original": 2, "mvtec_ad": 4, "visa": 6}
     assert info["skipped"] == {"unmapped_class": 3 + 6 + 2}
     assert set(info["manifests"]) == {f"{o}.jsonl" for o in ORIGINS}
     visa = {r.id: r for r in read_manifest(data / "manifests" / "visa.jsonl")}
@@ -165,6 +166,14 @@ def test_same_archive_gives_the_same_manifest_bytes(server, catalogue, tmp_path)
         manifests[run] = {p.name: p.read_bytes() for p in sorted((data / "manifests").iterdir())}
     assert manifests["first"] == manifests["second"]
     assert len(manifests["first"]) == 4 and all(manifests["first"].values())
+
+    # A manifest whose folder is gone (a crash between the two, or a user's cleanup): fetched again.
+    data = tmp_path / "first"
+    shutil.rmtree(data / "visa")
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["visa"], _options(data, server)).outcomes
+    assert outcome.status == DOWNLOADED and (data / "visa" / "split_csv" / "1cls.csv").is_file()
+    assert (data / "manifests" / "visa.jsonl").read_bytes() == manifests["first"]["visa.jsonl"]
 
 
 def _assert_nothing_left(data: Path, origin: str, registry: Registry) -> None:

@@ -48,6 +48,7 @@ def test_loader_reads_its_published_layout(tmp_path, origin):
         assert record.id.startswith(f"{origin}/") and record.origin == origin
         if origin == "visa":  # mapped per defect: see test_visa_classes_are_mapped_per_defect
             assert record.anomaly_class == get_loader("visa").anomaly_class(entry, *_visa_defects(record))[0]
+            assert record.native_id.startswith(record.native_label.split("/")[0] + "/")
         else:
             assert record.anomaly_class == entry.map_class(record.native_label)
         assert (tmp_path / origin / record.image.path).is_file()
@@ -90,9 +91,9 @@ def test_mvtec_loco_logical_anomalies_are_unmapped_and_masks_merge(tmp_path):
 def test_visa_small_integer_masks_keep_every_defect(tmp_path):
     fake.write_visa(tmp_path)
     records, _ = split_items(get_loader("visa").iter_records(tmp_path))
-    record = next(r for r in records if r.id == "visa/candle/001")
-    raw = np.asarray(Image.open(tmp_path / "candle/Data/Masks/Anomaly/001.png"))
-    assert set(np.unique(raw)) == {0, 1, 6}  # defect ids, as VisA publishes them
+    record = next(r for r in records if r.id == "visa/candle/000")
+    raw = np.asarray(Image.open(tmp_path / "candle/Data/Masks/Anomaly/000.png"))
+    assert set(np.unique(raw)) == {0, 4}  # a defect id, as VisA publishes it, not 255
     assert np.array_equal(record.mask.decode(), (raw > 0).astype(np.uint8)) and record.split == "test"
 
 
@@ -100,17 +101,27 @@ def test_visa_classes_are_mapped_per_defect(tmp_path):
     """image_anno.csv names each image's defects: one DAAD class when they agree, else unmapped."""
     fake.write_visa(tmp_path)
     records, skipped = split_items(get_loader("visa").iter_records(tmp_path))
-    got = {r.id: (r.native_label, r.anomaly_class, r.note) for r in records}
+    got = {r.id: (r.native_label, r.anomaly_class) for r in records}
     assert got == {
-        "visa/candle/000": ("candle/different colour spot", "stain", None),
-        "visa/candle/001": ("candle/chunk of wax missing,foreign particals on candle", UNMAPPED,
-                            "one mask covers defects of classes impurity, pits"),
-        "visa/candle/002": ("candle/weird candle wick", UNMAPPED, None),
-        "visa/pcb1/000": ("pcb1/melt", "stain", None),
-        "visa/pcb1/001": ("pcb1/scratch", "scratch", None),
-        "visa/pcb1/002": ("pcb1/bent,melt", UNMAPPED, "one mask covers defects of classes stain, unmapped"),
+        "visa/candle/000": ("candle/different colour spot", "stain"),
+        # Two defects of different classes, the mask's values their id2class ids: one record each.
+        "visa/candle/001/chunk_of_wax_missing": ("candle/chunk of wax missing", "pits"),
+        "visa/candle/001/foreign_particals_on_candle": ("candle/foreign particals on candle", "impurity"),
+        "visa/candle/002": ("candle/weird candle wick", UNMAPPED),
+        "visa/pcb1/000": ("pcb1/melt", "stain"),
+        "visa/pcb1/001": ("pcb1/scratch", "scratch"),
+        "visa/pcb1/002/bent": ("pcb1/bent", UNMAPPED),
+        "visa/pcb1/002/melt": ("pcb1/melt", "stain"),
+        # Values 1 and 5 are not burnt (1) and scratch (2): one unmapped record for the whole mask.
+        "visa/pcb4/000": ("pcb4/burnt,scratch", UNMAPPED),
     }
     assert not skipped
+    raw = np.asarray(Image.open(tmp_path / "pcb1/Data/Masks/Anomaly/002.png"))
+    melt = next(r for r in records if r.id == "visa/pcb1/002/melt")
+    assert np.array_equal(melt.mask.decode(), (raw == 2).astype(np.uint8)) and "split" in melt.note
+    whole = next(r for r in records if r.id == "visa/pcb4/000")
+    assert whole.note == "one mask covers defects of classes scratch, stain" and whole.area == (
+        np.asarray(Image.open(tmp_path / "pcb4/Data/Masks/Anomaly/000.png")) > 0).sum()
     # A defect name the catalogue does not decide is kept, unmapped, and says so.
     anno = tmp_path / "pcb1" / "image_anno.csv"
     anno.write_text(anno.read_text().replace(",scratch,", ",Solder  Bridge,"))

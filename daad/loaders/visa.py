@@ -12,9 +12,13 @@ one-class split.
 Records: one per ``anomaly`` row of the split file, id ``visa/<category>/<stem>``, its mask
 every non-zero pixel. Classes are mapped per defect: the catalogue maps ``<category>/<defect>``
 (``pcb1/melt``, ``candle/foreign particals on candle``, spelled as the CSV spells them). An
-image whose defects all map to one DAAD class gets that class; an image whose defects map to
-different classes (or to ``unmapped``) is ``unmapped``, because its one mask covers them all.
-The native label is ``<category>/<defect>[,<defect>...]`` (names lower-cased, sorted).
+image whose defects all map to one DAAD class gets that class. An image whose defects map to
+different classes (or to ``unmapped``) is split into one record per defect,
+``visa/<category>/<stem>/<defect>``, its mask the pixels of that defect's value, when the
+mask's values are exactly those the catalogue's ``layout.mask_values`` (spot-diff's
+``id2class``) gives its named defects; otherwise it stays one ``unmapped`` record, because
+its one mask covers them all. The native label is ``<category>/<defect>[,<defect>...]``
+(names lower-cased, sorted).
 
 License:
     CC BY 4.0 (https://github.com/amazon-science/spot-diff, LICENSE-DATASET: "The data is
@@ -32,7 +36,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
-from daad.annotations.bitmap import read_mask
+import numpy as np
+from PIL import Image
+
 from daad.catalogue import SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
@@ -57,10 +63,13 @@ def _read_csv(path: Path) -> Iterator[dict[str, str]]:
             yield {(k or "").strip(): (v or "").strip() for k, v in row.items()}
 
 
+def _name(text: str) -> str:
+    return _SPACES.sub(" ", text.strip().lower())
+
+
 def defect_names(label: str) -> tuple[str, ...]:
     """The defect names of an ``image_anno.csv`` label, lower-cased, deduplicated, sorted."""
-    names = {_SPACES.sub(" ", part.strip().lower()) for part in label.split(",")}
-    return tuple(sorted(n for n in names if n and n != NORMAL))
+    return tuple(sorted({_name(part) for part in label.split(",")} - {"", NORMAL}))
 
 
 def _defects_by_image(root: Path, category: str) -> dict[str, tuple[str, ...]]:
@@ -80,6 +89,26 @@ def anomaly_class(entry: SourceEntry, category: str, defects: tuple[str, ...]) -
     if len(classes) == 1:
         return classes.pop(), None
     return UNMAPPED, f"one mask covers defects of classes {', '.join(sorted(classes))}"
+
+
+def _mask_values(path: Path) -> np.ndarray:
+    """The mask as published: its values (defect ids), not a grey rendering of a palette."""
+    with Image.open(path) as image:
+        return np.asarray(image if image.mode in ("L", "P") else image.convert("L"))
+
+
+def split_by_value(
+    entry: SourceEntry, category: str, defects: tuple[str, ...], values: np.ndarray
+) -> list[tuple[str, np.ndarray]] | None:
+    """One ``(defect, 0/1 mask)`` per named defect, when the mask's non-zero values are exactly
+    the ids ``layout.mask_values`` gives those defects (and each is in the catalogue); else ``None``."""
+    names = [_name(n) for n in entry.layout.get("mask_values", {}).get(category, ())]
+    ids = {name: k for k, name in enumerate(names, start=1)}
+    if not all(d in ids and f"{category}/{d}" in entry.classes for d in defects):
+        return None
+    if set(np.unique(values).tolist()) - {0} != {ids[d] for d in defects}:
+        return None
+    return [(d, (values == ids[d]).astype(np.uint8)) for d in defects]
 
 
 def _native_id(row: dict[str, str]) -> str:
@@ -109,9 +138,16 @@ def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Recor
             yield Skipped(rid, image_path, "no_annotation", f"mask {row.get('mask') or '(none named)'} missing")
             continue
         cls, note = anomaly_class(entry, category, names)
-        yield record_or_skip(entry, native_id, f"{category}/{','.join(names)}", image_path, root,
-                             read_mask(mask_path, threshold=0), mask_path=mask_path, split=row["split"],
-                             note=note, anomaly_class=cls)
+        values = _mask_values(mask_path)
+        parts = split_by_value(entry, category, names, values) if cls == UNMAPPED and len(names) > 1 else None
+        for name, part in parts or ():
+            yield record_or_skip(entry, f"{native_id}/{name.replace(' ', '_')}", f"{category}/{name}", image_path,
+                                 root, part, mask_path=mask_path, split=row["split"],
+                                 note=f"one of {len(names)} defects of {rid}, split from its mask by value")
+        if parts is None:
+            yield record_or_skip(entry, native_id, f"{category}/{','.join(names)}", image_path, root,
+                                 (values > 0).astype(np.uint8), mask_path=mask_path, split=row["split"],
+                                 note=note, anomaly_class=cls)
 
 
 def iter_normals(root: Path) -> Iterator[NormalImage]:
