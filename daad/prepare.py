@@ -56,9 +56,10 @@ from daad.catalogue import SourceEntry
 from daad.download import download
 from daad.errors import DaadError, PathEscapeError, RecordFileError
 from daad.images import read_verified, sha256_bytes, sha256_file
-from daad.ingest import ingest
+from daad.ingest import IngestReport, ingest
 from daad.licences import UNKNOWN, LicencePolicy
 from daad.loaders import get_loader
+from daad.record import Record
 from daad.registry import Registry
 from daad.roots import resolve_in_root
 
@@ -78,6 +79,10 @@ class SourceDownloadError(DaadError):
     def __init__(self, origin: str, detail: str) -> None:
         self.origin, self.detail = origin, detail
         super().__init__(f"{origin}: {detail}")
+
+
+class ArchiveLayoutError(SourceDownloadError):
+    """The verified archive cannot be read by its origin's loader (fetching it again would not help)."""
 
 
 @dataclass(frozen=True)
@@ -213,14 +218,16 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
                 entry.id, SKIPPED,
                 f"licence {entry.licence} not accepted; read it at {where}, then pass --accept-licence {entry.licence}",
             )
-    files = _fetch_verified(registry, entry, options)
-    if registry.committed_manifest(entry.id) is None:
-        return Outcome(entry.id, DOWNLOADED, f"archive sha256 verified; manifest of {files} records written", files)
-    return Outcome(entry.id, DOWNLOADED, f"{files} files verified", files)
+    state = _fetch_verified(registry, entry, options)
+    if "records" in state:
+        return Outcome(entry.id, DOWNLOADED, f"archive sha256 verified; manifest of {state['records']} records "
+                                             f"written ({state['unmapped']} of them unmapped)", state["records"])
+    return Outcome(entry.id, DOWNLOADED, f"{state['files_verified']} files verified", state["files_verified"])
 
 
-def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> int:
-    """Download, unpack into a temp folder, verify, rename into place. Fetches once more if corrupt."""
+def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> dict:
+    """Download, unpack into a temp folder, verify (or write the manifest), rename into place;
+    returns what the state file records. Fetches once more if corrupt."""
     spec = entry.download
     assert spec is not None
     state_dir = options.data / STATE_DIR
@@ -238,13 +245,16 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
             staged = tmp / entry.id
             unpack(archive, staged, format=spec.format, subpath=spec.subpath, max_bytes=options.max_unpacked_bytes)
             if registry.committed_manifest(entry.id) is not None:
-                files = verify_files(registry, entry.id, staged, progress=options.progress)
-                state = {"files_verified": files}
+                state = {"files_verified": verify_files(registry, entry.id, staged, progress=options.progress)}
             else:
-                files, manifest = write_downloaded_manifest(registry, entry, staged)
-                state = {"archive_sha256": spec.sha256, "manifest": str(manifest),
-                         "manifest_sha256": sha256_file(manifest), "records": files}
+                report, manifest = write_downloaded_manifest(registry, entry, staged)
+                state = {"archive_sha256": spec.sha256, "manifest": str(manifest), "manifest_sha256": sha256_file(manifest),
+                         "records": report.accepted, "unmapped": sum(report.unmapped.values()),
+                         "skipped": dict(report.skipped)}
             os.rename(staged, options.data / entry.id)
+        except ArchiveLayoutError:
+            archive.unlink(missing_ok=True)
+            raise
         except (CorruptArchiveError, SourceDownloadError) as exc:
             archive.unlink(missing_ok=True)
             if attempt == 2:
@@ -258,7 +268,7 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
             shutil.rmtree(tmp, ignore_errors=True)
         archive.unlink(missing_ok=True)
         _write_state(options.data, entry.id, {"url": url, "subpath": spec.subpath, **state})
-        return files
+        return state
     raise AssertionError("unreachable")
 
 
@@ -279,20 +289,27 @@ def _download_archive(
         raise SourceDownloadError(origin, f"download of {url} failed: {result.reason}: {result.detail}")
 
 
-def write_downloaded_manifest(registry: Registry, entry: SourceEntry, root: Path) -> tuple[int, Path]:
+def write_downloaded_manifest(registry: Registry, entry: SourceEntry, root: Path) -> tuple[IngestReport, Path]:
     """Read the unpacked, sha256-verified archive at ``root`` with ``entry``'s loader and write
     ``<data dir>/manifests/<origin>.jsonl`` (atomically; curation of an earlier one is kept).
 
-    Returns the number of records and the manifest's path. Raises :class:`SourceDownloadError`
-    when the loader fails (a defect name the catalogue does not decide, a duplicate id ...);
-    nothing is written then.
+    Returns the ingest report and the manifest's path. Raises :class:`ArchiveLayoutError` when
+    the loader fails (a missing index file, a duplicate id ...) or finds no record at all (the
+    archive is not laid out as the catalogue says); nothing is written then.
     """
     path = registry.downloaded_manifests_dir / f"{entry.id}.jsonl"
     try:
-        report = ingest(get_loader(entry.id).iter_records(root, entry), path)
+        items = list(get_loader(entry.id).iter_records(root, entry))
+        if not any(isinstance(item, Record) for item in items):
+            raise ArchiveLayoutError(entry.id, f"its loader found no record in the archive ({len(items)} item(s) "
+                                                f"skipped): it is not laid out as the catalogue's subpath "
+                                                f"{entry.download.subpath if entry.download else ''!r} expects")
+        report = ingest(items, path)
+    except ArchiveLayoutError:
+        raise
     except (DaadError, ValueError, OSError) as exc:
-        raise SourceDownloadError(entry.id, f"cannot write its manifest from the archive: {exc}") from None
-    return report.accepted, path
+        raise ArchiveLayoutError(entry.id, f"cannot write its manifest from the archive: {exc}") from None
+    return report, path
 
 
 def verify_files(registry: Registry, origin: str, root: Path, *, progress: bool = False) -> int:

@@ -134,6 +134,7 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     assert {o: outcomes[o]["status"] for o in ORIGINS} == {
         "btad": DOWNLOADED, "kolektorsdd_original": SKIPPED, "mvtec_ad": SKIPPED, "visa": DOWNLOADED}
     assert f"--accept-licence {NC}" in outcomes["mvtec_ad"]["detail"]
+    assert outcomes["btad"]["detail"] == "archive sha256 verified; manifest of 6 records written (6 of them unmapped)"
     # GitHub sources without a committed manifest (none in this scratch folder) are not fetched at all.
     assert outcomes["sd_saliency_900"]["status"] == SKIPPED and "no manifest" in outcomes["sd_saliency_900"]["detail"]
     assert sorted(p.name for p in (data / "manifests").iterdir()) == ["btad.jsonl", "visa.jsonl"]
@@ -153,7 +154,7 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     btad = {r.id: r for r in read_manifest(data / "manifests" / "btad.jsonl")}
     assert len(btad) == 6 and btad["btad/03/ko/0000"].image.path == "03/test/ko/0000.bmp"
     state = json.loads((data / ".daad" / "mvtec_ad.json").read_text())
-    assert state["records"] == 6 and state["manifest_sha256"] == hashlib.sha256(
+    assert (state["records"], state["unmapped"]) == (6, 2) and state["manifest_sha256"] == hashlib.sha256(
         (data / "manifests" / "mvtec_ad.jsonl").read_bytes()).hexdigest()
 
 
@@ -207,4 +208,20 @@ def test_archive_the_loader_cannot_read_leaves_nothing(server, catalogue, tmp_pa
     registry = Registry(catalogue, Roots(data=data))
     (outcome,) = prepare(registry, ["visa"], _options(data, server)).outcomes
     assert outcome.status == FAILED and "cannot write its manifest" in outcome.detail and "1cls.csv" in outcome.detail
+    assert server.hits["/broken/VisA_20220922.tar"] == 1  # the same bytes again would not help
     _assert_nothing_left(data, "visa", registry)
+
+
+def test_archive_laid_out_otherwise_gives_no_empty_manifest(server, catalogue, tmp_path, published):
+    """KolektorSDD.zip with an extra top folder: the loader finds nothing, and says so."""
+    members = zipfile.ZipFile(io.BytesIO(published["kolektorsdd_original"]))
+    body = _zip({f"KolektorSDD/{name}": members.read(name) for name in members.namelist()})
+    server.files["/other/kolektorsdd"] = body
+    text = (catalogue / "downloads.toml").read_text().replace("https://go.vicos.si/", "https://example.org/other/")
+    (catalogue / "downloads.toml").write_text(text)
+    _pin(catalogue, {"kolektorsdd_original": hashlib.sha256(body).hexdigest()})
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["kolektorsdd_original"], _options(data, server)).outcomes
+    assert outcome.status == FAILED and "found no record" in outcome.detail, outcome.detail
+    _assert_nothing_left(data, "kolektorsdd_original", registry)
