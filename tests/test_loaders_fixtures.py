@@ -181,3 +181,12 @@ def test_catalogue_entries_are_complete_and_agree_with_the_licence_table():
     assert {e.id for e in CATALOGUE if e.in_daad_paper} == {
         "aebad", "btad", "crackforest", "dagm2007", "mtd", "mvtec_ad", "mvtec_loco", "rsdds", "visa"
     }
+
+
+def test_visa_catalogue_maps_every_defect_of_every_category():
+    """Every defect id2class names (layout.mask_values) has a class, and nothing else does."""
+    entry = CATALOGUE["visa"]
+    values = entry.layout["mask_values"]
+    assert sorted(values) == sorted(get_loader("visa").CATEGORIES)
+    assert {f"{c}/{name}" for c, names in values.items() for name in names} == set(entry.classes)
+    assert {c for c in entry.classes.values() if c != UNMAPPED} <= set(ANOMALY_CLASSES)
