@@ -142,9 +142,11 @@ def build(
     progress: bool = True,
     workers: int | None = None,
     reuse: bool = False,
+    weak_masks: bool = True,
 ) -> BuildSummary:
     """Build the registry into ``out`` with ``workers`` processes (default: one per CPU),
-    keeping the shards of unchanged origins when ``reuse``.
+    keeping the shards of unchanged origins when ``reuse``; records whose mask is only a coarse
+    region (``weak_mask``) are left out unless ``weak_masks``.
 
     Raises :class:`BuildError` (output untouched) on bad records.
     """
@@ -157,7 +159,7 @@ def build(
     manifests = registry.manifests(origins)
     rules = _rules_digest(registry)
     digests = {p: sha256_file(p) for p in manifests}
-    keys = {p: _origin_key(digests[p], rules, policy, statuses) for p in manifests}
+    keys = {p: _origin_key(digests[p], rules, policy, statuses, weak_masks) for p in manifests}
     previous = _previous_reuse(out) if reuse else {}
     with DatasetFolderWriter(out, REGISTRY_FEATURES) as writer:
         entries: dict[str, dict] = {}
@@ -174,7 +176,7 @@ def build(
         if todo:
             registry.rules.near_duplicate_evaluations(())  # load the hash indices once, so each worker receives them loaded
             registry.licences
-        chunks = process_map(_prepare, (registry, policy, statuses), _chunks(todo), workers)
+        chunks = process_map(_prepare, (registry, policy, statuses, weak_masks), _chunks(todo), workers)
         built = [
             (manifest, *_write_origin(writer, registry, manifest, group, bar))
             for manifest, group in groupby(chunks, key=itemgetter(0))
@@ -210,7 +212,9 @@ def _rules_digest(registry: Registry) -> str:
     return digest.hexdigest()
 
 
-def _origin_key(manifest_sha256: str, rules: str, policy: LicencePolicy, statuses: tuple[Status, ...]) -> str:
+def _origin_key(
+    manifest_sha256: str, rules: str, policy: LicencePolicy, statuses: tuple[Status, ...], weak_masks: bool
+) -> str:
     """What an origin's shards are a function of, hashed."""
     inputs = {
         "format": BUILD_FORMAT,
@@ -218,7 +222,7 @@ def _origin_key(manifest_sha256: str, rules: str, policy: LicencePolicy, statuse
         "rules": rules,
         "policy": [policy.name, policy.allowed],
         "statuses": sorted(str(s) for s in statuses),
-    }
+    } | ({} if weak_masks else {"weak_masks": False})
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
@@ -302,17 +306,17 @@ def _chunks(manifests: list[Path]) -> Iterator[tuple[Path, list[tuple[int, str]]
 
 
 def _prepare(
-    job: tuple[Registry, LicencePolicy, tuple[Status, ...]], chunk: tuple[Path, list[tuple[int, str]]]
+    job: tuple[Registry, LicencePolicy, tuple[Status, ...], bool], chunk: tuple[Path, list[tuple[int, str]]]
 ) -> Prepared:
     """Parse, select and turn into pending rows the lines of one chunk (in a worker). Bad lines raise ``ManifestError``."""
-    registry, policy, statuses = job
+    registry, policy, statuses, weak_masks = job
     manifest, lines = chunk
     records = []
     for (lineno, _), record in zip(lines, parse_lines(manifest, lines)):
         if isinstance(record, ManifestError):
             raise record
         records.append((lineno, record))
-    reasons = [_skip_reason(record, policy, statuses) for _, record in records]
+    reasons = [_skip_reason(record, policy, statuses, weak_masks) for _, record in records]
     near_copies = registry.rules.near_duplicate_evaluations(r for (_, r), why in zip(records, reasons) if why is None)
     prepared = []
     for (lineno, record), reason in zip(records, reasons):
@@ -321,12 +325,14 @@ def _prepare(
     return manifest, prepared
 
 
-def _skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, ...]) -> str | None:
+def _skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, ...], weak_masks: bool) -> str | None:
     """Why ``record`` stays out of the build (counted as skipped), or ``None``."""
     if record.status not in statuses:
         return f"status:{record.status}"
     if record.anomaly_class == UNMAPPED:
         return "unmapped_class"
+    if record.weak_mask and not weak_masks:
+        return "weak_mask"
     if not policy.allows(record.licence):
         return f"licence_policy:{record.licence}"
     return None

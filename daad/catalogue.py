@@ -121,8 +121,11 @@ class SourceEntry:
     classes: dict[str, str] = field(default_factory=dict)
     """Native defect name -> DAAD class or ``unmapped``."""
     download: Download | None = None
-    layout: Layout | None = None
-    """The published layout as data, for sources without a loader module of their own."""
+    layout: Layout | dict[str, Any] | None = None
+    """How this origin's files are laid out, as data (``[<origin>.layout]``): a :class:`Layout`
+    (a table with ``images``) for sources without a loader module of their own; otherwise the
+    parameters its module reads (``reader = "mvtec"`` and MVTec AD's tree naming; VisA's
+    mask values)."""
     manual_download: str | None = None
     """How to get the data where the authors require accepting terms on a website."""
     derived_from: tuple[str, ...] = ()
@@ -192,7 +195,7 @@ class Catalogue:
 def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
     download = value.get("download")
     layout = value.get("layout")
-    if layout is not None:
+    if layout is not None and "images" in layout:
         layout = Layout(**{k: tuple(v) if k == "normal_labels" else v for k, v in layout.items()})
     classes = {str(k): check_class(str(v)) for k, v in value.get("classes", {}).items()}
     return SourceEntry(

@@ -165,6 +165,12 @@ def count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
+def downloaded_manifests_dir(data: Path) -> Path:
+    """The manifests written at download time under the data dir ``data``, one per origin
+    pinned by its archive's sha256 (see :mod:`daad.prepare`)."""
+    return Path(data) / "manifests"
+
+
 def default_manifests_dir() -> Path:
     """``$DAAD_MANIFESTS``, else the registry shipped with daad (``daad/manifests``: in a
     checkout, a link to its ``manifests/`` folder; in a wheel, a copy)."""

@@ -3,15 +3,25 @@
 Like TensorFlow Datasets' ``download_and_prepare``: for each origin without a root, the
 archive named in ``manifests/downloads.toml`` (pinned to an immutable revision) is
 downloaded with :mod:`daad.download`, its ``subpath`` is unpacked safely
-(:mod:`daad.archives`) into a temp folder, every image the origin's manifest names is
-checked against its sha256, and only then is the folder renamed to
-``<data dir>/<origin>``, where :class:`daad.roots.Roots` finds it. A source is therefore
-either absent or complete, never half unpacked.
+(:mod:`daad.archives`) into a temp folder and checked, and only then is the folder renamed
+to ``<data dir>/<origin>``, where :class:`daad.roots.Roots` finds it. A source is therefore
+either absent or complete, never half unpacked. A source is pinned one of two ways:
+
+- **a committed manifest** (GitHub archives, which are not byte-stable): every image the
+  origin's ``manifests/<origin>.jsonl`` names is checked against its sha256;
+- **the archive's sha256** (``sha256`` in ``downloads.toml``; plain archive URLs such as VisA,
+  BTAD, KolektorSDD, MVTec AD): the download is refused unless its bytes match, and the
+  manifest is written here, from the verified archive, by the origin's loader, into
+  ``<data dir>/manifests/<origin>.jsonl``, where :class:`daad.registry.Registry` finds it beside
+  the committed ones. Same archive, same manifest bytes. It is written (atomically) before
+  the folder is renamed into place, so a crash between the two leaves a manifest whose root
+  is missing (``daad build`` downloads it again), never data without a manifest.
 
 Layout of the data directory::
 
     <data dir>/<origin>/               the source as its authors publish it
-    <data dir>/.daad/<origin>.json     state: url, subpath, files verified, when
+    <data dir>/manifests/<origin>.jsonl  manifest written at download time (archive-pinned sources)
+    <data dir>/.daad/<origin>.json     state: url, subpath, files verified or manifest written, when
     <data dir>/.daad/archives/         archives being downloaded (removed once unpacked)
     <data dir>/.daad/tmp-<origin>-*    unpacking in progress (removed on success or error)
 
@@ -45,8 +55,11 @@ from daad.archives import ArchiveError, CorruptArchiveError, unpack
 from daad.catalogue import SourceEntry
 from daad.download import download
 from daad.errors import DaadError, PathEscapeError, RecordFileError
-from daad.images import read_verified, sha256_bytes
+from daad.images import read_verified, sha256_bytes, sha256_file
+from daad.ingest import IngestReport, ingest
 from daad.licences import UNKNOWN, LicencePolicy
+from daad.loaders import get_loader
+from daad.record import Record
 from daad.registry import Registry
 from daad.roots import resolve_in_root
 
@@ -68,6 +81,10 @@ class SourceDownloadError(DaadError):
         super().__init__(f"{origin}: {detail}")
 
 
+class ArchiveLayoutError(SourceDownloadError):
+    """The verified archive cannot be read by its origin's loader (fetching it again would not help)."""
+
+
 @dataclass(frozen=True)
 class PrepareOptions:
     """Where to put sources, which licences the user accepted, and network limits."""
@@ -77,6 +94,7 @@ class PrepareOptions:
     policy: LicencePolicy = field(default_factory=LicencePolicy.everything)
     base_url: str | None = None
     timeout: float = 60.0
+    """Seconds any connection or read may stall."""
     retries: int = 3
     max_archive_bytes: int = MAX_ARCHIVE_BYTES
     max_unpacked_bytes: int = MAX_UNPACKED_BYTES
@@ -170,6 +188,9 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
     root = registry.roots.get(entry.id)
     target = options.data / entry.id
     if root is not None:
+        if not registry.manifests([entry.id]):
+            return Outcome(entry.id, PRESENT, f"found at {root}, but it has no manifest: run "
+                                              f"`daad ingest {entry.id} --root {root}` to write one")
         if root != target:
             return Outcome(entry.id, PRESENT, f"root given: {root}")
         state = _state_path(options.data, entry.id)
@@ -182,6 +203,9 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
             manual = entry.manual_download.strip().rstrip(".")
             return Outcome(entry.id, SKIPPED, f"manual download: {manual}; then pass {how}")
         return Outcome(entry.id, SKIPPED, "no open download in the catalogue")
+    if registry.committed_manifest(entry.id) is None and entry.download.sha256 is None:
+        return Outcome(entry.id, SKIPPED, f"no manifest in {registry.manifests_dir} and no sha256 pin for its "
+                                          "archive in downloads.toml: nothing to check it against")
     where = entry.licence_url or entry.homepage
     if not options.policy.allows(entry.licence):
         return Outcome(entry.id, SKIPPED, f"licence {entry.licence} ({where}) is outside the policy {options.policy.name!r}")
@@ -191,12 +215,16 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
                 entry.id, SKIPPED,
                 f"licence {entry.licence} not accepted; read it at {where}, then pass --accept-licence {entry.licence}",
             )
-    files = _fetch_verified(registry, entry, options)
-    return Outcome(entry.id, DOWNLOADED, f"{files} files verified", files)
+    state = _fetch_verified(registry, entry, options)
+    if "records" in state:
+        return Outcome(entry.id, DOWNLOADED, f"archive sha256 verified; manifest of {state['records']} records "
+                                             f"written ({state['unmapped']} of them unmapped)", state["records"])
+    return Outcome(entry.id, DOWNLOADED, f"{state['files_verified']} files verified", state["files_verified"])
 
 
-def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> int:
-    """Download, unpack into a temp folder, verify, rename into place. Fetches once more if corrupt."""
+def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> dict:
+    """Download, unpack into a temp folder, verify (or write the manifest), rename into place;
+    returns what the state file records. Fetches once more if corrupt."""
     spec = entry.download
     assert spec is not None
     state_dir = options.data / STATE_DIR
@@ -217,8 +245,17 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
                 max_bytes=min(spec.max_unpacked_bytes, options.max_unpacked_bytes),
                 max_members=spec.max_members, max_ratio=spec.max_ratio, wanted=wanted_files(registry, entry),
             )
-            files = verify_files(registry, entry.id, staged, progress=options.progress)
+            if registry.committed_manifest(entry.id) is not None:
+                state = {"files_verified": verify_files(registry, entry.id, staged, progress=options.progress)}
+            else:
+                report, manifest = write_downloaded_manifest(registry, entry, staged)
+                state = {"archive_sha256": spec.sha256, "manifest": str(manifest), "manifest_sha256": sha256_file(manifest),
+                         "records": report.accepted, "unmapped": sum(report.unmapped.values()),
+                         "skipped": dict(report.skipped)}
             os.rename(staged, options.data / entry.id)
+        except ArchiveLayoutError:
+            archive.unlink(missing_ok=True)
+            raise
         except (CorruptArchiveError, SourceDownloadError) as exc:
             archive.unlink(missing_ok=True)
             if attempt == 2:
@@ -231,15 +268,16 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         archive.unlink(missing_ok=True)
-        _write_state(options.data, entry.id, {"url": url, "subpath": spec.subpath, "files_verified": files})
-        return files
+        _write_state(options.data, entry.id, {"url": url, "subpath": spec.subpath, **state})
+        return state
     raise AssertionError("unreachable")
 
 
 def wanted_files(registry: Registry, entry: SourceEntry) -> Callable[[PurePosixPath], bool] | None:
-    """Which files of an origin's archive to unpack: the images its manifest names and what its
-    catalogue entry's ``keep`` patterns match; every file (``None``) when it has no manifest yet."""
-    if not registry.manifests([entry.id]):
+    """Which files of an origin's archive to unpack: the images its committed manifest names and
+    what its catalogue entry's ``keep`` patterns match; every file (``None``) when it has no
+    committed manifest (its manifest is then written from the archive, which the loader reads whole)."""
+    if registry.committed_manifest(entry.id) is None:
         return None
     named = {r.image.path for r in registry.records([entry.id]) if r.image.path is not None}
     keep = entry.download.keep if entry.download is not None else ()
@@ -256,11 +294,34 @@ def _download_archive(
 ) -> None:
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {origin}", disable=not options.progress) as bar:
         result = download(
-            url, archive, sha256=sha256, max_bytes=options.max_archive_bytes,
-            timeout=options.timeout, retries=options.retries, progress=bar.update,
+            url, archive, sha256=sha256, max_bytes=options.max_archive_bytes, timeout=options.timeout,
+            retries=options.retries, progress=bar.update,
         )
     if not result.ok:
         raise SourceDownloadError(origin, f"download of {url} failed: {result.reason}: {result.detail}")
+
+
+def write_downloaded_manifest(registry: Registry, entry: SourceEntry, root: Path) -> tuple[IngestReport, Path]:
+    """Read the unpacked, sha256-verified archive at ``root`` with ``entry``'s loader and write
+    ``<data dir>/manifests/<origin>.jsonl`` (atomically; curation of an earlier one is kept).
+
+    Returns the ingest report and the manifest's path. Raises :class:`ArchiveLayoutError` when
+    the loader fails (a missing index file, a duplicate id ...) or finds no record at all (the
+    archive is not laid out as the catalogue says); nothing is written then.
+    """
+    path = registry.downloaded_manifests_dir / f"{entry.id}.jsonl"
+    try:
+        items = list(get_loader(entry.id).iter_records(root, entry))
+        if not any(isinstance(item, Record) for item in items):
+            raise ArchiveLayoutError(entry.id, f"its loader found no record in the archive ({len(items)} item(s) "
+                                                f"skipped): it is not laid out as the catalogue's subpath "
+                                                f"{entry.download.subpath if entry.download else ''!r} expects")
+        report = ingest(items, path)
+    except ArchiveLayoutError:
+        raise
+    except (DaadError, ValueError, OSError) as exc:
+        raise ArchiveLayoutError(entry.id, f"cannot write its manifest from the archive: {exc}") from None
+    return report, path
 
 
 def verify_files(registry: Registry, origin: str, root: Path, *, progress: bool = False) -> int:

@@ -72,6 +72,9 @@ class Record:
     note: str | None = None
     curated: tuple[str, ...] = field(default=())
     """Fields set by a curator (``status``, ``anomaly_class``, ``mask``); re-ingest keeps them."""
+    weak_mask: bool = False
+    """The mask is a coarse region around the anomaly (DAGM 2007's ellipses), not its outline;
+    ``daad build --no-weak-masks`` leaves such records out. Written to the manifest only when true."""
 
     @property
     def native_id(self) -> str:
@@ -102,7 +105,7 @@ class Record:
             "note": self.note,
             "curated": list(self.curated),
             "mask": self.mask.to_json() if self.mask is not None else None,
-        }
+        } | ({"weak_mask": True} if self.weak_mask else {})
 
     @classmethod
     def from_json(cls, obj: object, mask_runs: np.ndarray | str | None = None) -> Record:
@@ -159,6 +162,7 @@ class Record:
             page_url=_optional(obj, "page_url", str),
             note=_optional(obj, "note", str),
             curated=tuple(curated),
+            weak_mask=_flag(obj.get("weak_mask", False), "weak_mask"),
         )
         record._check_geometry()
         if record.phash is not None and not _PHASH.match(record.phash):
@@ -199,3 +203,9 @@ def _optional(obj: dict, key: str, kind: type, name: str | None = None) -> Any:
     if value is None or (_is_int(value) if kind is int else isinstance(value, kind)):
         return value
     raise ValueError(f"{name or key} must be {_TYPE_NAMES[kind]}, got {value!r}")
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    return value

@@ -19,7 +19,7 @@ from daad.errors import RecordFileError
 from daad.exclusion import NO_EVALUATION, ExclusionRules
 from daad.images import decode_image, read_verified, to_rgb_array, verified
 from daad.licences import LicenceCatalogue
-from daad.manifest import default_manifests_dir, manifest_paths, read_manifest
+from daad.manifest import default_manifests_dir, downloaded_manifests_dir, manifest_paths, read_manifest
 from daad.record import ImageRef, Record
 from daad.roots import Roots, fetched_image_path, read_in_root, resolve_in_root
 from daad.taxonomy import Status, check_class
@@ -44,12 +44,26 @@ class Registry:
     def rules(self) -> ExclusionRules:
         return ExclusionRules.load(self.manifests_dir)
 
+    @property
+    def downloaded_manifests_dir(self) -> Path:
+        """Where ``daad download`` writes the manifests of sources pinned by their archive's
+        sha256 (``<data dir>/manifests``); they join the committed ones."""
+        return downloaded_manifests_dir(self.roots.data)
+
     def manifests(self, origins: Iterable[str] | None = None) -> list[Path]:
-        paths = manifest_paths(self.manifests_dir)
+        """Every origin's manifest, sorted by origin: the committed ones, and those written at
+        download time for origins without a committed one."""
+        by_origin = {p.stem: p for p in manifest_paths(self.downloaded_manifests_dir)}
+        by_origin.update({p.stem: p for p in manifest_paths(self.manifests_dir)})
         if origins is not None:
             wanted = set(origins)
-            paths = [p for p in paths if p.stem in wanted]
-        return paths
+            by_origin = {o: p for o, p in by_origin.items() if o in wanted}
+        return [by_origin[o] for o in sorted(by_origin)]
+
+    def committed_manifest(self, origin: str) -> Path | None:
+        """``origin``'s manifest in the checkout's ``manifests/``, if it has one."""
+        path = self.manifests_dir / f"{origin}.jsonl"
+        return path if path.is_file() else None
 
     def records(self, origins: Iterable[str] | None = None) -> Iterator[Record]:
         """Stream every record (all statuses), manifest by manifest, in id order."""

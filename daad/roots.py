@@ -4,7 +4,8 @@ Scheme (one, documented in the README): a root for origin ``o`` is, in order,
 1. given explicitly (``--root o=PATH`` on the CLI, or ``Roots({"o": PATH})`` in Python);
 2. the environment variable ``DAAD_ROOT_<O>`` (origin upper-cased, e.g. ``DAAD_ROOT_CRACKFOREST``);
 3. ``<data dir>/<o>`` when that folder exists; the data dir is ``$DAAD_DATA_DIR`` or
-   ``~/.cache/daad/data`` (where ``daad download`` unpacks sources).
+   ``~/.cache/daad/data`` (where ``daad download`` unpacks sources, and writes
+   ``<data dir>/manifests/<o>.jsonl`` for sources pinned by their archive's sha256).
 """
 
 from __future__ import annotations
@@ -51,13 +52,18 @@ class Roots:
         self._explicit = {k: Path(v).expanduser() for k, v in (explicit or {}).items()}
         self._data = data
 
+    @property
+    def data(self) -> Path:
+        """The data dir these roots fall back to (where ``daad download`` unpacks sources)."""
+        return self._data or data_dir()
+
     def get(self, origin: str) -> Path | None:
         if origin in self._explicit:
             return self._explicit[origin]
         env = os.environ.get(f"DAAD_ROOT_{origin.upper()}")
         if env:
             return Path(env).expanduser()
-        candidate = (self._data or data_dir()) / origin
+        candidate = self.data / origin
         return candidate if candidate.is_dir() else None
 
     def __getitem__(self, origin: str) -> Path:
@@ -65,7 +71,7 @@ class Roots:
         if root is None:
             raise RootNotFoundError(
                 f"no root for origin {origin!r}: pass --root {origin}=PATH, set "
-                f"DAAD_ROOT_{origin.upper()}, or run `daad download` to fetch it into {self._data or data_dir()}"
+                f"DAAD_ROOT_{origin.upper()}, or run `daad download` to fetch it into {self.data}"
             )
         return root
 

@@ -134,7 +134,7 @@ def test_cli_build_and_load_from_parent_dir(sd_manifests, tmp_path):
     env = os.environ | {"PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "-m", "daad", "build", "--manifests", str(sd_manifests),
-         "--root", f"sd_saliency_900={SD_ROOT}", "--out", "daad", "-q"],
+         "--root", f"sd_saliency_900={SD_ROOT}", "--out", "daad", "-q", "--no-download"],
         cwd=tmp_path, env=env, capture_output=True, text=True,
     )
     assert result.returncode == 0, result.stderr
@@ -211,3 +211,14 @@ def test_unchanged_origins_keep_their_shards_and_the_output_equals_a_full_build(
         f.write("\n# reviewed\n")
     assert run(out).reused == []
     assert run(out, reuse=False).reused == []
+
+
+def test_weak_masks_are_built_unless_left_out(sd_manifests, tmp_path):
+    path = sd_manifests / "sd_saliency_900.jsonl"
+    records = list(read_manifest(path))[:20]
+    write_manifest(path, [replace(r, weak_mask=True) if i < 5 else r for i, r in enumerate(records)])
+    assert path.read_text().count('"weak_mask": true') == 5
+    registry = _registry(sd_manifests)
+    assert build(registry, tmp_path / "all", progress=False, workers=1).accepted == 20
+    summary = build(registry, tmp_path / "strong", progress=False, workers=1, weak_masks=False)
+    assert summary.accepted == 15 and summary.skipped == {"weak_mask": 5}

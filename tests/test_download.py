@@ -15,16 +15,15 @@ import stat
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import zipfile
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, SD_ROOT, SHARED_DATA, copy_manifests
+from helpers.archive_server import ArchiveServer
 from daad.archives import UnsafeArchiveError, unpack
 from daad.catalogue import Catalogue
 from daad.download import download
@@ -39,61 +38,6 @@ from daad.roots import Roots
 CF_ROOT = SHARED_DATA / "crackforest"
 SD_LICENCE = "LicenseRef-SD-saliency-900-research"
 CF_LICENCE = "LicenseRef-CrackForest-NonCommercial"
-
-
-class ArchiveServer:
-    """A threaded HTTP server: path -> bytes, with stalling, truncating and Range support."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.truncate: set[str] = set()
-        self.truncate_once: set[str] = set()
-        self.stall: set[str] = set()
-        self.hits: Counter = Counter()
-        self.ranges: list[str] = []
-        self.release = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.hits[self.path] += 1
-                if self.path in server.stall:
-                    server.release.wait(30)
-                    return
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if (rng := self.headers.get("Range")) and rng.startswith("bytes="):
-                    server.ranges.append(rng)
-                    start = int(rng[6:].split("-")[0])
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.send_header("Content-Length", str(len(body) - start))
-                self.send_header("Accept-Ranges", "bytes")
-                self.end_headers()
-                truncated = self.path in server.truncate or self.path in server.truncate_once
-                server.truncate_once.discard(self.path)
-                if truncated:  # announce everything, send half, hang up
-                    self.wfile.write(body[start: len(body) // 2])
-                    self.close_connection = True
-                    return
-                self.wfile.write(body[start:])
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def _zip(entries: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
@@ -151,8 +95,20 @@ def _run(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     )
 
 
+def _keep_downloads(manifests: Path, *origins: str) -> None:
+    """Keep only ``origins``' tables in the scratch downloads.toml (the archive-pinned sources are
+    served and built in test_archive_sources.py)."""
+    import tomllib
+
+    table = tomllib.loads((manifests / "downloads.toml").read_text())
+    (manifests / "downloads.toml").write_text("".join(
+        f"[{o}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table[o].items()) for o in origins
+    ))
+
+
 def test_fresh_machine_one_command_build_then_load_dataset(server, fresh, tmp_path):
     manifests = copy_manifests(tmp_path / "manifests", "sd_saliency_900", "crackforest")
+    _keep_downloads(manifests, "sd_saliency_900", "crackforest")
     env = {"DAAD_DATA_DIR": str(fresh), "DAAD_DOWNLOAD_BASE_URL": server.url,
            "XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "200"}
     catalogue = Catalogue.load(manifests)

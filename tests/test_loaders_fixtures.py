@@ -29,7 +29,7 @@ WRITERS = {
     "btad": fake.write_btad,
     "mvtec_loco": fake.write_mvtec_loco,
     "dagm2007": fake.write_dagm2007,
-    "kolektorsdd": fake.write_kolektorsdd_original,
+    "kolektorsdd_original": fake.write_kolektorsdd_original,
     "folder": fake.write_folder,
 }
 
@@ -48,7 +48,11 @@ def test_loader_reads_its_published_layout(tmp_path, origin):
     entry = CATALOGUE[origin]
     for record in records:
         assert record.id.startswith(f"{origin}/") and record.origin == origin
-        assert record.anomaly_class == entry.map_class(record.native_label)
+        if origin == "visa":  # mapped per defect: see test_visa_classes_are_mapped_per_defect
+            assert record.anomaly_class == get_loader("visa").anomaly_class(entry, *_visa_defects(record))[0]
+            assert record.native_id.startswith(record.native_label.split("/")[0] + "/")
+        else:
+            assert record.anomaly_class == entry.map_class(record.native_label)
         assert (tmp_path / origin / record.image.path).is_file()
         if record.mask is not None:
             assert record.area > 0 and record.mask.decode().sum() == record.area
@@ -57,9 +61,16 @@ def test_loader_reads_its_published_layout(tmp_path, origin):
     manifest = tmp_path / "manifests" / f"{origin}.jsonl"
     report = ingest(loader.iter_records(tmp_path / origin), manifest)
     assert [r.id for r in read_manifest(manifest)] == sorted(r.id for r in records)
-    assert report.unmapped == Counter(
-        {label: n for label, n in expected.records.items() if entry.map_class(label) == UNMAPPED}
-    )
+    assert report.unmapped == Counter(r.native_label for r in records if r.anomaly_class == UNMAPPED)
+    if origin != "visa":
+        assert report.unmapped == Counter(
+            {label: n for label, n in expected.records.items() if entry.map_class(label) == UNMAPPED}
+        )
+
+
+def _visa_defects(record):
+    category, names = record.native_label.split("/", 1)
+    return category, tuple(names.split(","))
 
 
 def test_mvtec_ad_catalogue_maps_all_73_types():
@@ -79,19 +90,65 @@ def test_mvtec_loco_logical_anomalies_are_unmapped_and_masks_merge(tmp_path):
     assert np.array_equal(two.mask.decode(), truth) and two.note == "2 defect masks merged"
 
 
-def test_visa_small_integer_masks_keep_every_instance(tmp_path):
+def test_visa_small_integer_masks_keep_every_defect(tmp_path):
     fake.write_visa(tmp_path)
     records, _ = split_items(get_loader("visa").iter_records(tmp_path))
     record = next(r for r in records if r.id == "visa/candle/000")
     raw = np.asarray(Image.open(tmp_path / "candle/Data/Masks/Anomaly/000.png"))
-    assert set(np.unique(raw)) == {0, 1, 2}  # instance values, as VisA publishes them
+    assert set(np.unique(raw)) == {0, 4}  # a defect id, as VisA publishes it, not 255
     assert np.array_equal(record.mask.decode(), (raw > 0).astype(np.uint8)) and record.split == "test"
 
 
-def test_dagm_weak_labels_need_review(tmp_path):
+def test_visa_classes_are_mapped_per_defect(tmp_path):
+    """image_anno.csv names each image's defects: one DAAD class when they agree, else unmapped."""
+    fake.write_visa(tmp_path)
+    records, skipped = split_items(get_loader("visa").iter_records(tmp_path))
+    got = {r.id: (r.native_label, r.anomaly_class) for r in records}
+    assert got == {
+        "visa/candle/000": ("candle/different colour spot", "stain"),
+        # Two defects of different classes, the mask's values their id2class ids: one record each.
+        "visa/candle/001/chunk_of_wax_missing": ("candle/chunk of wax missing", "pits"),
+        "visa/candle/001/foreign_particals_on_candle": ("candle/foreign particals on candle", "impurity"),
+        "visa/candle/002": ("candle/weird candle wick", UNMAPPED),
+        "visa/pcb1/000": ("pcb1/melt", "stain"),
+        "visa/pcb1/001": ("pcb1/scratch", "scratch"),
+        "visa/pcb1/002/bent": ("pcb1/bent", UNMAPPED),
+        "visa/pcb1/002/melt": ("pcb1/melt", "stain"),
+        # Values 1 and 5 are not burnt (1) and scratch (2): one unmapped record for the whole mask.
+        "visa/pcb4/000": ("pcb4/burnt,scratch", UNMAPPED),
+    }
+    assert not skipped
+    raw = np.asarray(Image.open(tmp_path / "pcb1/Data/Masks/Anomaly/002.png"))
+    melt = next(r for r in records if r.id == "visa/pcb1/002/melt")
+    assert np.array_equal(melt.mask.decode(), (raw == 2).astype(np.uint8)) and "split" in melt.note
+    whole = next(r for r in records if r.id == "visa/pcb4/000")
+    assert whole.note == "one mask covers defects of classes scratch, stain" and whole.area == (
+        np.asarray(Image.open(tmp_path / "pcb4/Data/Masks/Anomaly/000.png")) > 0).sum()
+    # A defect name the catalogue does not decide is kept, unmapped, and says so.
+    anno = tmp_path / "pcb1" / "image_anno.csv"
+    anno.write_text(anno.read_text().replace(",scratch,", ",Solder  Bridge,"))
+    record = next(r for r in split_items(get_loader("visa").iter_records(tmp_path))[0] if r.id == "visa/pcb1/001")
+    assert (record.native_label, record.anomaly_class) == ("pcb1/solder bridge", UNMAPPED)
+    assert record.note == "defect name(s) not in the catalogue: solder bridge"
+
+
+def test_btad_reads_png_and_bmp_masks(tmp_path):
+    fake.write_btad(tmp_path)
+    records, skipped = split_items(get_loader("btad").iter_records(tmp_path))
+    by_product = Counter(r.native_label.split("/")[0] for r in records)
+    assert by_product == {"01": 2, "02": 2, "03": 2} and skipped == {"no_annotation": 1}
+    bmp = next(r for r in records if r.id == "btad/03/ko/0001")
+    assert bmp.image.path == "03/test/ko/0001.bmp" and np.array_equal(bmp.mask.decode(), fake.blob(401))
+
+
+def test_dagm_weak_labels_are_marked_weak_masks(tmp_path):
     fake.write_dagm2007(tmp_path)
     records, _ = split_items(get_loader("dagm2007").iter_records(tmp_path))
-    assert {r.status for r in records} == {Status.NEEDS_REVIEW} and {r.reason for r in records} == {"weak_label"}
+    assert {(r.status, r.weak_mask) for r in records} == {(Status.ACCEPTED, True)}
+    manifest = tmp_path / "dagm2007.jsonl"
+    ingest(iter(records), manifest)
+    assert all('"weak_mask": true' in line for line in manifest.read_text().splitlines())
+    assert all(r.weak_mask for r in read_manifest(manifest))
     assert {r.split for r in records} == {"train", "test"}
 
 
@@ -122,6 +179,16 @@ def test_catalogue_entries_are_complete_and_agree_with_the_licence_table():
             assert entry.commercial_use == licences[entry.licence].commercial, entry.id
         if entry.id != "folder":
             assert entry.citation.startswith("@"), entry.id
+    assert CATALOGUE["kolektorsdd"].derived_from == ("kolektorsdd_original",)
     assert {e.id for e in CATALOGUE if e.in_daad_paper} == {
         "aebad", "btad", "crackforest", "dagm2007", "mtd", "mvtec_ad", "mvtec_loco", "rsdds", "visa"
     }
+
+
+def test_visa_catalogue_maps_every_defect_of_every_category():
+    """Every defect id2class names (layout.mask_values) has a class, and nothing else does."""
+    entry = CATALOGUE["visa"]
+    values = entry.layout["mask_values"]
+    assert sorted(values) == sorted(get_loader("visa").CATEGORIES)
+    assert {f"{c}/{name}" for c, names in values.items() for name in names} == set(entry.classes)
+    assert {c for c in entry.classes.values() if c != UNMAPPED} <= set(ANOMALY_CLASSES)

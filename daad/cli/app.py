@@ -40,8 +40,9 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
-def open_registry(manifests: Path | None, roots: list[str] | None):
-    """A Registry from the shared CLI options; a folder without a source catalogue is refused."""
+def open_registry(manifests: Path | None, roots: list[str] | None, data: Path | None = None):
+    """A Registry from the shared CLI options (``data``: the ``--data-dir`` where downloaded
+    sources and their manifests are); a folder without a source catalogue is refused."""
     from daad.catalogue import FILENAME
     from daad.registry import Registry
     from daad.roots import Roots, parse_root_options
@@ -50,7 +51,7 @@ def open_registry(manifests: Path | None, roots: list[str] | None):
         explicit = parse_root_options(roots)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--root") from None
-    registry = Registry(manifests, Roots(explicit))
+    registry = Registry(manifests, Roots(explicit, data=data.expanduser().resolve() if data else None))
     if not (registry.manifests_dir / FILENAME).is_file():
         raise RegistryNotFoundError(
             f"no daad registry at {registry.manifests_dir} (no {FILENAME}): pass --manifests DIR or set DAAD_MANIFESTS"

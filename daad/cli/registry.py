@@ -12,7 +12,7 @@ from rich.table import Table
 
 from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console, open_registry
 from daad.cli.download import (
-    AcceptLicenceOption, BaseUrlOption, DataDirOption, LicencePolicyOption, prepare_sources,
+    AcceptLicenceOption, BaseUrlOption, DataDirOption, LicencePolicyOption, default_origins, prepare_sources,
 )
 
 
@@ -104,6 +104,9 @@ def build(
     reuse: Annotated[bool, typer.Option(
         "--reuse", help="Keep the previous build's shards of origins whose inputs did not change "
         "(their image files are not read again; `daad validate` checks them).")] = False,
+    weak_masks: Annotated[bool, typer.Option(
+        "--weak-masks/--no-weak-masks", help="Include records whose mask is only a coarse region around "
+        "the anomaly (DAGM 2007's ellipses; default), or leave them out.")] = True,
 ) -> None:
     """Build the Hugging Face dataset folder from the manifests, deterministically and atomically."""
     from daad.build import build as run_build
@@ -112,10 +115,10 @@ def build(
     package = Path(__file__).resolve().parents[1]
     if out.resolve().is_relative_to(package):
         raise typer.BadParameter(f"refusing to write into the daad package folder {package}", param_hint="--out")
-    registry = open_registry(manifests, root)
+    registry = open_registry(manifests, root, data_dir)
     policy = LicencePolicy.parse(licence_policy, LicenceCatalogue.load(registry.manifests_dir))
     if fetch:
-        wanted = origin or [p.stem for p in registry.manifests()]
+        wanted = default_origins(registry, origin)
         registry, report = prepare_sources(
             manifests, root, wanted, data_dir=data_dir, base_url=base_url, accept_licence=accept_licence,
             policy=policy, quiet=quiet,
@@ -127,7 +130,8 @@ def build(
         if not origin:
             raise typer.BadParameter("nothing to build: every source was skipped (see the table above)")
     summary = run_build(
-        registry, out, origins=origin, licence_policy=policy, progress=not quiet, workers=workers or None, reuse=reuse
+        registry, out, origins=origin, licence_policy=policy, progress=not quiet, workers=workers or None, reuse=reuse,
+        weak_masks=weak_masks,
     )
     reused = f" (unchanged, shards kept: {', '.join(summary.reused)})" if summary.reused else ""
     console.print(f"{summary.line()}{reused} -> {out}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from daad.catalogue import CatalogueError
+from daad.catalogue import CatalogueError, Layout
 from daad.errors import DaadError
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.loaders.layout import LayoutLoader
@@ -23,6 +23,7 @@ LOADERS: dict[str, str] = {
     "dagm2007": "daad.loaders.dagm2007",
     "folder": "daad.loaders.folder",
     "kolektorsdd": "daad.loaders.kolektorsdd",
+    "kolektorsdd_original": "daad.loaders.kolektorsdd",
     "ksdd2": "daad.loaders.ksdd2",
     "mpdd": "daad.loaders.mpdd",
     "mvtec_ad": "daad.loaders.mvtec_ad",
@@ -40,6 +41,6 @@ def get_loader(origin: str) -> ModuleType | LayoutLoader:
         layout = catalogue_entry(origin).layout
     except CatalogueError as exc:
         raise DaadError(f"no loader for origin {origin!r}: {exc}; modules: {', '.join(sorted(LOADERS))}") from None
-    if layout is None:
-        raise DaadError(f"no loader for origin {origin!r}: no module and no [{origin}.layout] in the catalogue")
+    if not isinstance(layout, Layout):
+        raise DaadError(f"no loader for origin {origin!r}: no module and no [{origin}.layout] table with images in the catalogue")
     return LayoutLoader(origin)

@@ -58,12 +58,14 @@ def make_record(
     mask_path: Path | str | None = None,
     split: str | None = None,
     note: str | None = None,
+    anomaly_class: str | None = None,
 ) -> Record:
     """A record for one anomaly of ``entry``'s origin.
 
     Reads and hashes the image, checks the mask against it (same size, non-empty:
     ``MaskMismatchError`` naming both files otherwise) and maps the native label
-    through the catalogue.
+    through the catalogue, unless the loader decided ``anomaly_class`` itself (an image
+    holding several native defects, each mapped through the catalogue).
     """
     rid = f"{entry.id}/{native_id}"
     data = read_verified(image_path, None, rid)
@@ -77,7 +79,7 @@ def make_record(
         raise MaskMismatchError(image_path, mask_path or "<mask>", "empty_mask", "mask is empty")
     return Record(
         id=rid,
-        anomaly_class=entry.map_class(native_label),
+        anomaly_class=anomaly_class or entry.map_class(native_label),
         source=entry.source,
         origin=entry.id,
         native_label=native_label,

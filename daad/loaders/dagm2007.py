@@ -4,7 +4,8 @@ Published layout: ``Class<k>/{Train,Test}/NNNN.PNG`` (512x512 grey), with
 ``Class<k>/{Train,Test}/Label/Labels.txt`` (a count line, then one tab-separated line
 per image: ``index, defective 0/1, image file, 0, label file``) and
 ``Label/NNNN_label.PNG``: a filled ellipse roughly around the defect. The labels are
-weak (the ellipse is not the defect's outline), so records are ``needs_review``.
+weak (the ellipse is not the defect's outline), so records carry ``weak_mask`` (``daad build
+--no-weak-masks`` leaves them out).
 Ids ``dagm2007/Class<k>/<Split>/NNNN``; native label ``Class<k>``.
 
 License:
@@ -26,7 +27,6 @@ from daad.catalogue import SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
-from daad.taxonomy import Status
 
 ORIGIN = "dagm2007"
 CLASSES = tuple(f"Class{k}" for k in range(1, 11))
@@ -56,7 +56,7 @@ def _folders(root: Path) -> Iterator[tuple[str, str, Path]]:
 
 
 def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:
-    """One ``needs_review`` record per defective image, its mask the weak ellipse."""
+    """One ``weak_mask`` record per defective image, its mask the ellipse."""
     root = Path(root)
     entry = entry or catalogue_entry(ORIGIN)
     for cls, split, folder in _folders(root):
@@ -71,7 +71,7 @@ def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Recor
                 continue
             item = record_or_skip(entry, native_id, cls, image_path, root, read_mask(mask_path, threshold=127),
                                   mask_path=mask_path, split=split.lower(), note=WEAK_NOTE)
-            yield replace(item, status=Status.NEEDS_REVIEW, reason="weak_label") if isinstance(item, Record) else item
+            yield replace(item, weak_mask=True) if isinstance(item, Record) else item
 
 
 def iter_normals(root: Path) -> Iterator[NormalImage]:

@@ -3,12 +3,16 @@
 399 grey images of about 500x1250 from 50 commutators, 52 with a visible defect
 (cracks / fractures), 347 defect-free. Two published layouts are read:
 
-- the original release: ``kosNN/PartK.jpg`` with a same-size ``PartK_label.bmp``
-  (non-zero = defect; an all-zero label is a defect-free image); ids ``kosNN/PartK``;
-- the YOLO-seg conversion of https://github.com/stoy95536/KolektorSDD_Yolov8_Datasets:
+- the original release, ``KolektorSDD.zip`` (https://go.vicos.si/kolektorsdd, pinned by
+  sha256; origin ``kolektorsdd_original``): ``kosNN/PartK.jpg`` with a same-size
+  ``PartK_label.bmp`` (non-zero = defect; an all-zero label is a defect-free image);
+  ids ``kolektorsdd_original/kosNN/PartK``;
+- the YOLO-seg conversion of https://github.com/stoy95536/KolektorSDD_Yolov8_Datasets
+  (origin ``kolektorsdd``, ``derived_from`` the original in the catalogue):
   ``Datasets/images/{train,val}/NNN.jpg`` with ``Datasets/labels/{train,val}/NNN.txt``
   (normalised polygons, several per image; an empty file is a defect-free image);
-  ids ``<split>/NNN``. The conversion renamed the files, so ids differ between layouts.
+  ids ``kolektorsdd/<split>/NNN``. The conversion renamed the files, so ids differ between
+  the two origins; the same images are near copies of each other.
 
 License:
     CC BY-NC-SA 4.0 (https://www.vicos.si/resources/kolektorsdd/).
@@ -33,6 +37,7 @@ from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
 
 ORIGIN = "kolektorsdd"
+ORIGINAL = "kolektorsdd_original"
 NATIVE_LABEL = "defect"
 YOLO_DIR = "Datasets"
 SPLITS = ("train", "val")
@@ -71,18 +76,23 @@ def _items(root: Path):
     return _yolo_items(root) if is_yolo_layout(root) else _original_items(root)
 
 
+def origin_of(root: Path) -> str:
+    """The origin a KolektorSDD folder belongs to: the YOLO-seg re-release or the original."""
+    return ORIGIN if is_yolo_layout(root) else ORIGINAL
+
+
 def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:
     """One record per defective image (the union of its polygons / its label bitmap)."""
     root = Path(root)
-    entry = entry or catalogue_entry(ORIGIN)
+    entry = entry or catalogue_entry(origin_of(root))
     for native_id, image_path, label_path, split in _items(root):
         if not label_path.is_file():
-            yield Skipped(f"{ORIGIN}/{native_id}", image_path, "no_annotation", f"{label_path} missing")
+            yield Skipped(f"{entry.id}/{native_id}", image_path, "no_annotation", f"{label_path} missing")
             continue
         try:
             mask = _mask(image_path, label_path)
         except YoloFormatError as exc:
-            yield Skipped(f"{ORIGIN}/{native_id}", label_path, "bad_annotation", str(exc))
+            yield Skipped(f"{entry.id}/{native_id}", label_path, "bad_annotation", str(exc))
             continue
         if mask is None:
             continue  # a defect-free image: see iter_normals
@@ -92,6 +102,7 @@ def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Recor
 def iter_normals(root: Path) -> Iterator[NormalImage]:
     """Defect-free images: empty YOLO label files, or all-zero label bitmaps."""
     root = Path(root)
+    origin = origin_of(root)
     for native_id, image_path, label_path, split in _items(root):
         if label_path.is_file() and _mask(image_path, label_path) is None:
-            yield NormalImage(f"{ORIGIN}/{native_id}", image_path, split)
+            yield NormalImage(f"{origin}/{native_id}", image_path, split)

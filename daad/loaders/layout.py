@@ -41,7 +41,7 @@ class LayoutItem:
 
 
 def layout_of(entry: SourceEntry) -> Layout:
-    if entry.layout is None:
+    if not isinstance(entry.layout, Layout):
         raise LayoutError(f"origin {entry.id!r} has no [{entry.id}.layout] table in sources.toml")
     return entry.layout
 

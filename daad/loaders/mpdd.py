@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from daad.catalogue import SourceEntry
+from daad.loaders import mvtec_layout
 from daad.loaders.base import NormalImage, Skipped
 from daad.loaders.catalogue_entry import catalogue_entry
-from daad.loaders.mvtec_ad import iter_layout_normals, iter_layout_records
 from daad.record import Record
 
 ORIGIN = "mpdd"
@@ -29,9 +29,9 @@ CATEGORIES = ("bracket_black", "bracket_brown", "bracket_white", "connector", "m
 
 def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:
     """One record per defective test image with its ground-truth mask."""
-    return iter_layout_records(root, entry or catalogue_entry(ORIGIN))
+    return mvtec_layout.iter_records(root, entry or catalogue_entry(ORIGIN))
 
 
 def iter_normals(root: Path) -> Iterator[NormalImage]:
     """``train/good`` and ``test/good`` of every category."""
-    return iter_layout_normals(root, ORIGIN)
+    return mvtec_layout.iter_normals(root, catalogue_entry(ORIGIN))

@@ -157,27 +157,58 @@ def write_mpdd(root: Path) -> Expected:
     return _mvtec_like(root, {"bracket_black": {"hole": 1, "scratches": 2}, "connector": {"parts_mismatch": 1}}, 1)
 
 
+VISA_DEFECTS = {
+    # category -> (image_anno.csv label, mask value of each defect as spot-diff's id2class numbers it)
+    "candle": [("different colour spot", (4,)), ("chunk of wax missing,foreign particals on candle", (1, 6)),
+               ("weird candle wick", (3,))],
+    "pcb1": [("melt", (2,)), ("scratch", (3,)), ("bent,melt", (1, 2))],
+    "pcb4": [("burnt,scratch", (1, 5))],  # values that are not the named defects' ids: not split
+}
+VISA_RECORDS = {
+    "candle/different colour spot": 1, "candle/chunk of wax missing": 1, "candle/foreign particals on candle": 1,
+    "candle/weird candle wick": 1, "pcb1/melt": 2, "pcb1/scratch": 1, "pcb1/bent": 1, "pcb4/burnt,scratch": 1,
+}
+"""What the VisA loader makes of them: two images are split by mask value, one is not."""
+
+
 def write_visa(root: Path) -> Expected:
-    """``<cat>/Data/Images/{Normal,Anomaly}/NNNN.JPG``, masks with values 1, 2 (not 255), ``split_csv/1cls.csv``."""
+    """The VisA_20220922.tar tree: ``<cat>/Data/Images/{Normal,Anomaly}/NNNN.JPG``, masks whose values
+    are defect ids (not 255), ``<cat>/image_anno.csv`` naming the defects (quoted when several,
+    CRLF line ends) and ``split_csv/1cls.csv``."""
     rows = []
-    for c, category in enumerate(("candle", "pcb1")):
+    expected = Expected(dict(VISA_RECORDS))
+    for c, (category, anomalies) in enumerate(VISA_DEFECTS.items()):
+        annotations = [("image", "label", "mask")]
         for i in range(3):
             rel = f"{category}/Data/Images/Normal/{i:04d}.JPG"
-            _image(root / rel, 10 * c + i)
+            _jpeg(root / rel, 10 * c + i)
             rows.append((category, "train" if i < 2 else "test", "normal", rel, ""))
-        for i in range(2):
+            annotations.append((rel, "normal", ""))
+        for i, (label, values) in enumerate(anomalies):
             rel = f"{category}/Data/Images/Anomaly/{i:03d}.JPG"
             mrel = f"{category}/Data/Masks/Anomaly/{i:03d}.png"
-            _image(root / rel, 50 + 10 * c + i)
-            mask = blob(c * 7 + i) + 2 * np.roll(blob(c * 7 + i + 3), 12, axis=1).clip(0, 1)  # two instances: 1 and 2
-            _mask(root / mrel, mask.clip(0, 2), value=1)
+            _jpeg(root / rel, 50 + 10 * c + i)
+            mask = np.zeros((SIZE, SIZE), np.uint8)
+            for k, value in enumerate(values):  # one region per defect, 12 px apart
+                mask[np.roll(blob(c * 7 + i), 12 * k, axis=1) > 0] = value
+            _mask(root / mrel, mask, value=1)
             rows.append((category, "test", "anomaly", rel, mrel))
+            annotations.append((rel, label, mrel))
+        with open(root / category / "image_anno.csv", "w", newline="") as f:
+            csv.writer(f, lineterminator="\r\n").writerows(annotations)
+        expected.normals += 3
     (root / "split_csv").mkdir(parents=True, exist_ok=True)
     with open(root / "split_csv" / "1cls.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("object", "split", "label", "image", "mask"))
         writer.writerows(rows)
-    return Expected({"candle": 2, "pcb1": 2}, 6)
+    return expected
+
+
+def _jpeg(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8), "RGB").save(path, format="JPEG")
 
 
 def write_ksdd2(root: Path) -> Expected:
@@ -192,16 +223,21 @@ def write_ksdd2(root: Path) -> Expected:
     return Expected({"defect": 3}, 5)
 
 
+BTAD_TYPES = {"01": (".bmp", ".png"), "02": (".png", ".png"), "03": (".bmp", ".bmp")}
+"""Product -> (image type, mask type), as btad.zip publishes them."""
+
+
 def write_btad(root: Path) -> Expected:
-    """``<product>/{train,test}/ok``, ``test/ko``, ``ground_truth/ko/NNNN.png``; product 03 has BMP images."""
-    for p, product in enumerate(("01", "03")):
-        ext = ".bmp" if product == "03" else ".png"
+    """``<product>/{train,test}/ok``, ``test/ko/NNNN.<ext>``, ``ground_truth/ko/NNNN.<ext>`` (no ``_mask``
+    suffix): 01 BMP images + PNG masks, 02 PNG + PNG, 03 BMP + BMP; one 02 image has no mask."""
+    for p, (product, (ext, mask_ext)) in enumerate(BTAD_TYPES.items()):
         for split in ("train", "test"):
             _image(root / product / split / "ok" / f"{p:04d}{ext}", 300 + p)
         for i in range(2):
             _image(root / product / "test" / "ko" / f"{i:04d}{ext}", 400 + 10 * p + i)
-            _mask(root / product / "ground_truth" / "ko" / f"{i:04d}.png", blob(400 + i))
-    return Expected({"01/ko": 2, "03/ko": 2}, 4)
+            _mask(root / product / "ground_truth" / "ko" / f"{i:04d}{mask_ext}", blob(400 + i))
+    _image(root / "02" / "test" / "ko" / "0009.png", 499)  # its mask is missing
+    return Expected({"01/ko": 2, "02/ko": 2, "03/ko": 2}, 6, {"no_annotation": 1})
 
 
 def write_mvtec_loco(root: Path) -> Expected:

@@ -1,0 +1,228 @@
+"""Sources pinned by their archive's sha256 (VisA, BTAD, KolektorSDD, MVTec AD): the manifest is
+written on the user's machine at download time.
+
+Each fake archive has its source's published layout (top folders, file types, CSV columns),
+is made here, and is served from 127.0.0.1 at the path of the catalogue's URL; a scratch
+catalogue pins the fake's sha256. ``daad download`` + ``daad build`` give the expected rows;
+the same archive gives the same manifest bytes; a wrong sha256 or an unreadable archive is
+refused with nothing left where a loader or the registry would look.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tomllib
+import zipfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from conftest import REPO, copy_manifests
+from daad.catalogue import Catalogue
+from daad.manifest import read_manifest
+from daad.prepare import DOWNLOADED, FAILED, SKIPPED, PrepareOptions, prepare
+from daad.registry import Registry
+from daad.roots import Roots
+from helpers import fake_datasets as fake
+from helpers.archive_server import ArchiveServer
+
+NC = "CC-BY-NC-SA-4.0"
+ORIGINS = ("btad", "kolektorsdd_original", "mvtec_ad", "visa")
+
+
+def _tar(files: dict[str, bytes], mode: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tf:
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1663804800
+            tf.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in sorted(files.items()):
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _files(root: Path, prefix: str = "") -> dict[str, bytes]:
+    return {prefix + p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> dict[str, bytes]:
+    """Origin -> archive bytes, each in its publisher's layout."""
+    base = tmp_path_factory.mktemp("published")
+    fake.write_visa(base / "visa")
+    fake.write_btad(base / "btad")
+    fake.write_kolektorsdd_original(base / "kolektorsdd")
+    fake.write_mvtec_ad(base / "mvtec")
+    return {
+        # VisA_20220922.tar: the categories and split_csv/ at the top, no compression.
+        "visa": _tar(_files(base / "visa") | {"LICENSE-DATASET": b"CC BY 4.0\n"}, "w"),
+        # btad.zip: everything under BTech_Dataset_transformed/.
+        "btad": _zip(_files(base / "btad", "BTech_Dataset_transformed/")),
+        # KolektorSDD.zip: kos01 ... at the top.
+        "kolektorsdd_original": _zip(_files(base / "kolektorsdd")),
+        # mvtec_anomaly_detection.tar.xz: the categories, license.txt and readme.txt at the top.
+        "mvtec_ad": _tar(_files(base / "mvtec") | {"license.txt": b"CC BY-NC-SA 4.0\n", "readme.txt": b"x\n"}, "w:xz"),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(published):
+    srv = ArchiveServer()
+    catalogue = Catalogue.load(REPO / "manifests")
+    for origin, body in published.items():
+        srv.files[urlsplit(catalogue[origin].download.url).path] = body
+    yield srv
+    srv.close()
+
+
+def _pin(manifests: Path, sha256: dict[str, str]) -> None:
+    """Rewrite the scratch downloads.toml with ``sha256`` for the given origins (all values are strings)."""
+    tables = tomllib.loads((manifests / "downloads.toml").read_text())
+    for origin, digest in sha256.items():
+        tables[origin]["sha256"] = digest
+    (manifests / "downloads.toml").write_text("".join(
+        f"[{origin}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items()) + "\n"
+        for origin, table in tables.items()
+    ))
+
+
+@pytest.fixture
+def catalogue(tmp_path, published) -> Path:
+    """Scratch manifests (catalogue files only) pinning each fake archive's sha256."""
+    manifests = copy_manifests(tmp_path / "manifests")
+    _pin(manifests, {o: hashlib.sha256(body).hexdigest() for o, body in published.items()})
+    return manifests
+
+
+def _options(data: Path, server: ArchiveServer, accepted=(NC,)) -> PrepareOptions:
+    return PrepareOptions(data=data, accepted=frozenset(accepted), base_url=server.url, timeout=10, retries=0,
+                          progress=False)
+
+
+def _run(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "daad", *args], cwd=cwd, env=os.environ | {"PYTHONPATH": str(REPO)} | env,
+        capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_path):
+    data = tmp_path / "data"
+    env = {"DAAD_DATA_DIR": str(data), "DAAD_DOWNLOAD_BASE_URL": server.url, "DAAD_ACCEPT_LICENCES": "",
+           "XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "200"}
+    common = ("--manifests", str(catalogue))
+
+    # VisA (CC BY 4.0) and BTAD (CC BY-SA 4.0) need no acceptance; MVTec AD and KolektorSDD wait for it.
+    first = _run("download", *common, "--json", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    outcomes = {o["origin"]: o for o in json.loads(first.stdout)}
+    assert {o: outcomes[o]["status"] for o in ORIGINS} == {
+        "btad": DOWNLOADED, "kolektorsdd_original": SKIPPED, "mvtec_ad": SKIPPED, "visa": DOWNLOADED}
+    assert f"--accept-licence {NC}" in outcomes["mvtec_ad"]["detail"]
+    assert outcomes["btad"]["detail"] == "archive sha256 verified; manifest of 6 records written (6 of them unmapped)"
+    # GitHub sources without a committed manifest (none in this scratch folder) are not fetched at all.
+    assert outcomes["sd_saliency_900"]["status"] == SKIPPED and "no manifest" in outcomes["sd_saliency_900"]["detail"]
+    assert sorted(p.name for p in (data / "manifests").iterdir()) == ["btad.jsonl", "visa.jsonl"]
+    assert not list(catalogue.glob("*.jsonl"))  # the checkout's manifests are untouched
+
+    # One command builds everything, with the non-commercial licence accepted by name.
+    result = _run("build", *common, "--out", "out", "-q", "--accept-licence", NC, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    info = json.loads((tmp_path / "out" / "build.json").read_text())
+    # VisA: 6 of 9 records map (two images split per defect, see test_loaders_fixtures); BTAD's
+    # 'ko' is unmapped; KolektorSDD: 2 cracks; MVTec AD: broken_large x2, contamination, poke_insulation.
+    assert info["origins"] == {"kolektorsdd_original": 2, "mvtec_ad": 4, "visa": 6}
+    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2}
+    assert set(info["manifests"]) == {f"{o}.jsonl" for o in ORIGINS}
+    visa = {r.id: r for r in read_manifest(data / "manifests" / "visa.jsonl")}
+    assert visa["visa/pcb1/000"].anomaly_class == "stain" and visa["visa/pcb1/000"].licence == "CC-BY-4.0"
+    btad = {r.id: r for r in read_manifest(data / "manifests" / "btad.jsonl")}
+    assert len(btad) == 6 and btad["btad/03/ko/0000"].image.path == "03/test/ko/0000.bmp"
+    state = json.loads((data / ".daad" / "mvtec_ad.json").read_text())
+    assert (state["records"], state["unmapped"]) == (6, 2) and state["manifest_sha256"] == hashlib.sha256(
+        (data / "manifests" / "mvtec_ad.jsonl").read_bytes()).hexdigest()
+
+
+def test_same_archive_gives_the_same_manifest_bytes(server, catalogue, tmp_path):
+    manifests = {}
+    for run in ("first", "second"):
+        data = tmp_path / run
+        report = prepare(Registry(catalogue, Roots(data=data)), ORIGINS, _options(data, server))
+        assert [o.status for o in report.outcomes] == [DOWNLOADED] * 4, report.outcomes
+        manifests[run] = {p.name: p.read_bytes() for p in sorted((data / "manifests").iterdir())}
+    assert manifests["first"] == manifests["second"]
+    assert len(manifests["first"]) == 4 and all(manifests["first"].values())
+
+    # A manifest whose folder is gone (a crash between the two, or a user's cleanup): fetched again.
+    data = tmp_path / "first"
+    shutil.rmtree(data / "visa")
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["visa"], _options(data, server)).outcomes
+    assert outcome.status == DOWNLOADED, outcome
+    assert (data / "visa" / "split_csv" / "1cls.csv").is_file()
+    assert (data / "manifests" / "visa.jsonl").read_bytes() == manifests["first"]["visa.jsonl"]
+
+
+def _assert_nothing_left(data: Path, origin: str, registry: Registry) -> None:
+    assert not (data / origin).exists()
+    assert not (data / "manifests" / f"{origin}.jsonl").exists()
+    assert not [p for p in (data / ".daad").iterdir() if p.name != "archives"]
+    assert not [p for p in (data / ".daad" / "archives").iterdir() if not p.name.endswith(".part")]
+    assert origin not in {p.stem for p in registry.manifests()}
+
+
+def test_wrong_sha256_is_refused_and_leaves_nothing(server, catalogue, tmp_path, published):
+    _pin(catalogue, {"visa": hashlib.sha256(published["visa"] + b"x").hexdigest()})
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["visa"], _options(data, server)).outcomes
+    assert outcome.status == FAILED and "sha256_mismatch" in outcome.detail
+    _assert_nothing_left(data, "visa", registry)
+
+
+def test_archive_the_loader_cannot_read_leaves_nothing(server, catalogue, tmp_path, published):
+    """A verified archive without VisA's split file: no manifest, no folder, a named error."""
+    members = tarfile.open(fileobj=io.BytesIO(published["visa"]))
+    broken = {m.name: members.extractfile(m).read() for m in members if not m.name.startswith("split_csv/")}
+    body = _tar(broken, "w")
+    server.files["/broken/VisA_20220922.tar"] = body
+    text = (catalogue / "downloads.toml").read_text().replace(
+        "https://amazon-visual-anomaly.s3.us-west-2.amazonaws.com/", "https://example.org/broken/")
+    (catalogue / "downloads.toml").write_text(text)
+    _pin(catalogue, {"visa": hashlib.sha256(body).hexdigest()})
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["visa"], _options(data, server)).outcomes
+    assert outcome.status == FAILED and "cannot write its manifest" in outcome.detail and "1cls.csv" in outcome.detail
+    assert server.hits["/broken/VisA_20220922.tar"] == 1  # the same bytes again would not help
+    _assert_nothing_left(data, "visa", registry)
+
+
+def test_archive_laid_out_otherwise_gives_no_empty_manifest(server, catalogue, tmp_path, published):
+    """KolektorSDD.zip with an extra top folder: the loader finds nothing, and says so."""
+    members = zipfile.ZipFile(io.BytesIO(published["kolektorsdd_original"]))
+    body = _zip({f"KolektorSDD/{name}": members.read(name) for name in members.namelist()})
+    server.files["/other/kolektorsdd"] = body
+    text = (catalogue / "downloads.toml").read_text().replace("https://go.vicos.si/", "https://example.org/other/")
+    (catalogue / "downloads.toml").write_text(text)
+    _pin(catalogue, {"kolektorsdd_original": hashlib.sha256(body).hexdigest()})
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["kolektorsdd_original"], _options(data, server)).outcomes
+    assert outcome.status == FAILED and "found no record" in outcome.detail, outcome.detail
+    _assert_nothing_left(data, "kolektorsdd_original", registry)
