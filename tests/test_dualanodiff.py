@@ -18,7 +18,7 @@ from daad.registry import Registry
 from daad.roots import Roots
 from daad.synthesis.base import Target
 from daad.synthesis.diffusion import fingerprint, load_base
-from daad.synthesis.dualanodiff.attention import PART, WHOLE, DualConfig, capturing_background, gammas, install
+from daad.synthesis.dualanodiff.attention import PART, WHOLE, BackgroundPass, DualConfig, gammas, install
 from daad.synthesis.dualanodiff.checkpoint import TEXT_ENCODER_FILE, WEIGHTS_FILE, read_info
 from daad.synthesis.dualanodiff.data import FewShotSplit, TrainingPair, pairs_from_view
 from daad.synthesis.dualanodiff.masks import threshold_mask
@@ -80,10 +80,12 @@ def unet_eps(base, layers, latents, background=None):
     t = torch.tensor(500)
     embeddings = base.encode_prompts(["a vfx with sks", "sks"]).repeat(latents.shape[0] // 2, 1, 1)
     with torch.no_grad():
+        kwargs = None
         if background is not None:
-            with capturing_background(layers):
-                base.unet(background, t, embeddings[0::2])
-        return base.unet(latents, t, embeddings).sample
+            store = BackgroundPass()
+            base.unet(background, t, embeddings[0::2], cross_attention_kwargs=store.capture())
+            kwargs = store.fuse()
+        return base.unet(latents, t, embeddings, cross_attention_kwargs=kwargs).sample
 
 
 def pair_latents(seed=0, n=1):
@@ -138,7 +140,11 @@ def test_training_moves_only_the_trainable_weights(trained, tiny_sd):  # noqa: F
     fresh = load_base(tiny_sd)
     for name in ("unet", "vae", "text_encoder"):
         before = getattr(fresh, name).state_dict()
-        after = {k: v for k, v in getattr(trained_base, name).state_dict().items() if ".processor." not in k}
+        after = {
+            k.replace(".base_layer", ""): v
+            for k, v in getattr(trained_base, name).state_dict().items()
+            if ".processor." not in k and "lora_" not in k
+        }
         assert before.keys() == after.keys()
         assert all(torch.equal(before[k], after[k]) for k in before), f"a frozen {name} weight changed"
     layers = DualAnoDiffPipeline.from_checkpoint(result.output_dir).layers
@@ -148,8 +154,10 @@ def test_training_moves_only_the_trainable_weights(trained, tiny_sd):  # noqa: F
         whole, part = (proc.branches[b].to_q.up.weight for b in (WHOLE, PART))
         assert whole.abs().sum() > 0 and part.abs().sum() > 0
         assert not torch.equal(whole, part), "the two LoRA sets trained to the same weights"
-    assert result.fingerprint == fingerprint([result.output_dir / WEIGHTS_FILE])
+    assert result.fingerprint == fingerprint([result.output_dir / WEIGHTS_FILE, result.output_dir / TEXT_ENCODER_FILE])
     info = read_info(result.output_dir)
+    assert info.text_encoder_lora, "the text encoder (τθ) is trained by default"
+    assert info.licences == {f"sd_saliency_900/{n}": "LicenseRef-research" for n in NAMES}
     assert info.source_ids == [f"sd_saliency_900/{n}" for n in NAMES] and info.anomaly_class == "scratch"
 
 
