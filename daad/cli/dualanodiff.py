@@ -63,11 +63,14 @@ def train(
     quiet: QuietOption = False,
 ) -> None:
     """Train one model on the pairs of one (domain, defect) or one class of cross-domain pairs."""
+    from daad.synthesis.diffusion import MIXED_PRECISION
     from daad.synthesis.dualanodiff.checkpoint import Prompts
     from daad.synthesis.dualanodiff.data import FewShotSplit, pairs_from_generated, pairs_from_view, registry_licences
     from daad.synthesis.dualanodiff.train import TrainConfig
     from daad.synthesis.dualanodiff.train import train as run_training
 
+    if mixed_precision not in MIXED_PRECISION:
+        raise typer.BadParameter(f"expected one of {', '.join(MIXED_PRECISION)}", param_hint="--mixed-precision")
     few_shot = None
     if from_generated is not None:
         registry = open_registry(manifests, root)
@@ -148,10 +151,13 @@ def sample(
     quiet: QuietOption = False,
 ) -> None:
     """Sample pairs; with --targets/--target-origin their backgrounds condition BCM."""
+    from daad.synthesis.diffusion import SAMPLING_PRECISION
     from daad.synthesis.dualanodiff.checkpoint import read_info
     from daad.synthesis.dualanodiff.sample import SampleConfig
     from daad.synthesis.dualanodiff.sample import sample as run_sampling
 
+    if precision not in SAMPLING_PRECISION:
+        raise typer.BadParameter(f"expected one of {', '.join(SAMPLING_PRECISION)}", param_hint="--precision")
     info = read_info(checkpoint)
     chosen = []
     if targets is not None or target_origin is not None:

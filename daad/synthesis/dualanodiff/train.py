@@ -111,11 +111,13 @@ def train(
     if config.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
     dual = DualConfig(rank=config.rank, saim=config.saim, bcm=config.bcm, gamma_init=config.gamma_init)
-    layers = install(base.unet, dual, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]):  # initial weights from the seed, whatever ran before
+        torch.manual_seed(config.seed)
+        layers = install(base.unet, dual, dtype=torch.float32)
+        trainable = list(layers.parameters())
+        if config.train_text_encoder:
+            trainable += add_text_encoder_lora(base.text_encoder, config.rank)
     layers.train()
-    trainable = list(layers.parameters())
-    if config.train_text_encoder:
-        trainable += add_text_encoder_lora(base.text_encoder, config.rank)
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
     generator = torch_generator(config.seed)
     info = CheckpointInfo(
