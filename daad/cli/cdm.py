@@ -18,7 +18,10 @@ ClassesOption = Annotated[
 ]
 SeedOption = Annotated[int, typer.Option()]
 DeviceOption = Annotated[str | None, typer.Option(help="torch device (default: CUDA when available).")]
-PrecisionOption = Annotated[str, typer.Option(help="no, fp16 or bf16 (CUDA only).")]
+MixedPrecisionOption = Annotated[
+    str, typer.Option(help="auto (bf16/fp16 on CUDA, none on CPU), no, fp16 or bf16: autocast, frozen weights in that dtype.")
+]
+PrecisionOption = Annotated[str, typer.Option(help="Sampling dtype: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")]
 ForegroundOption = Annotated[str, typer.Option(help="auto, rembg, classical or full.")]
 
 
@@ -36,7 +39,9 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
     background_weight: Annotated[float, typer.Option(help="Loss weight outside the mask (0: mask only).")] = 0.0,
     seed: SeedOption = 0,
-    mixed_precision: PrecisionOption = "no",
+    mixed_precision: MixedPrecisionOption = "auto",
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute UNet activations in backward (less memory).")] = False,
+    max_grad_norm: Annotated[float, typer.Option(help="Clip the gradient norm (0: off, as textual inversion).")] = 0.0,
     foreground: ForegroundOption = "auto",
     device: DeviceOption = None,
     quiet: QuietOption = False,
@@ -48,7 +53,8 @@ def train(
     config = TrainConfig(
         data=data, base_model=base_model, output=out, classes=tuple(classes) if classes else None,
         resolution=resolution, steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed,
-        mixed_precision=mixed_precision, checkpoint_every=checkpoint_every, resume=resume,
+        mixed_precision=mixed_precision, gradient_checkpointing=gradient_checkpointing,
+        max_grad_norm=max_grad_norm or None, checkpoint_every=checkpoint_every, resume=resume,
         background_weight=background_weight, foreground=foreground, device=device,
     )
     result = run(config, progress=not quiet)
@@ -71,7 +77,7 @@ def sample(
     dilate: Annotated[int, typer.Option(help="Pixels the mask grows by for the generated region.")] = 3,
     size: SizeOption = 256,
     seed: SeedOption = 0,
-    mixed_precision: PrecisionOption = "no",
+    precision: PrecisionOption = "auto",
     foreground: ForegroundOption = "auto",
     device: DeviceOption = None,
     manifests: ManifestsOption = None,
@@ -85,7 +91,7 @@ def sample(
     generator = CDM(SampleConfig(
         checkpoint=checkpoint, per_target=per_target, classes=tuple(classes) if classes else None, steps=steps,
         guidance_scale=guidance_scale, batch_size=batch_size, dilate=dilate, foreground=foreground,
-        mixed_precision=mixed_precision, device=device,
+        precision=precision, device=device,
     ))
     registry = open_registry(manifests, root) if target_origin else None
     target_list = resolve_targets(registry, targets, target_origin, size, target_split)

@@ -31,8 +31,8 @@ from daad.synthesis.cdm.data import resize_image, resize_mask
 from daad.synthesis.cdm.embeddings import class_token, embedding_file
 from daad.synthesis.cdm.errors import CDMCheckpointError
 from daad.synthesis.cdm.maskgen import MaskGenerator
-from daad.synthesis.cdm.train import CONFIG_FILE, EMBEDDINGS_DIR, MASKGEN_FILE, PRECISIONS, require_text_to_image
-from daad.synthesis.diffusion import fingerprint, load_base, pick_device, torch_generator
+from daad.synthesis.cdm.train import CONFIG_FILE, EMBEDDINGS_DIR, MASKGEN_FILE, require_text_to_image
+from daad.synthesis.diffusion import fingerprint, load_base, pick_device, sampling_dtype, torch_generator
 from daad.synthesis.foreground import ForegroundExtractor
 
 
@@ -49,7 +49,8 @@ class SampleConfig:
     dilate: int = 3
     """Pixels the mask is grown by for the generated region (a seam for the blend)."""
     foreground: str = "auto"
-    mixed_precision: str = "no"
+    precision: str = "auto"
+    """Weights' dtype: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``."""
     device: str | None = None
 
 
@@ -90,6 +91,7 @@ class CDM:
         self.fingerprint = fingerprint([*self.embedding_files, folder / MASKGEN_FILE])
         self.foreground = ForegroundExtractor(config.foreground)
         self.device = pick_device(config.device)
+        self.dtype = sampling_dtype(config.precision, self.device)
         self._pipeline = None
 
     def params(self) -> dict[str, Any]:
@@ -108,7 +110,7 @@ class CDM:
             from diffusers import DDIMScheduler, StableDiffusionPipeline
 
             base = require_text_to_image(
-                load_base(self.info["base_model"], device=self.device, dtype=PRECISIONS[self.config.mixed_precision])
+                load_base(self.info["base_model"], device=self.device, dtype=self.dtype)
             )
             pipe = StableDiffusionPipeline(
                 vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=base.unet,

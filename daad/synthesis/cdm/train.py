@@ -27,7 +27,16 @@ from daad.synthesis.cdm.data import TrainingSet, load_training_set
 from daad.synthesis.cdm.embeddings import ClassTokenEmbedding, add_class_tokens, class_token
 from daad.synthesis.cdm.errors import CDMCheckpointError
 from daad.synthesis.cdm.maskgen import MaskGenerator
-from daad.synthesis.diffusion import BaseModel, fingerprint, load_base, pick_device, torch_generator
+from daad.synthesis.diffusion import (
+    MIXED_PRECISION,
+    BaseModel,
+    TrainingPrecision,
+    fingerprint,
+    load_base,
+    mixed_precision_dtype,
+    pick_device,
+    torch_generator,
+)
 from daad.synthesis.foreground import ForegroundExtractor
 
 PROMPT = "a photo of {token}"
@@ -37,7 +46,6 @@ MASKGEN_FILE = "maskgen.npz"
 STATE_FILE = "state.pt"
 CHECKPOINTS_DIR = "checkpoints"
 ENCODE_CHUNK = 8
-PRECISIONS = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
@@ -54,8 +62,12 @@ class TrainConfig:
     learning_rate: float = 5e-3
     batch_size: int = 4
     seed: int = 0
-    mixed_precision: str = "no"
-    """``no``, ``fp16`` or ``bf16`` (CUDA only)."""
+    mixed_precision: str = "auto"
+    """``auto`` (bf16/fp16 on CUDA, none on CPU), ``no``, ``fp16`` or ``bf16``: autocast, frozen weights in that dtype."""
+    gradient_checkpointing: bool = False
+    """Recompute the UNet's activations in backward (less memory, more time)."""
+    max_grad_norm: float | None = None
+    """Clip the token rows' gradient norm (None: no clipping, as textual inversion)."""
     checkpoint_every: int = 500
     resume: bool = False
     """Continue from the latest checkpoint under ``output``."""
@@ -66,8 +78,8 @@ class TrainConfig:
     device: str | None = None
 
     def __post_init__(self) -> None:
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed precision must be one of {tuple(PRECISIONS)}, got {self.mixed_precision!r}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed precision must be one of {MIXED_PRECISION}, got {self.mixed_precision!r}")
         if "{token}" not in self.prompt:
             raise ValueError(f"the prompt template must contain '{{token}}', got {self.prompt!r}")
         if self.resolution % 8 or self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
@@ -86,19 +98,22 @@ class TrainResult:
     """The trained class rows."""
 
 
-def train(config: TrainConfig, progress: bool = True) -> TrainResult:
+def train(config: TrainConfig, progress: bool = True, base: BaseModel | None = None) -> TrainResult:
+    """Train into ``config.output``; ``base``: an already loaded base model to use instead of ``config.base_model``."""
     output = Path(config.output)
-    device = pick_device(config.device)
-    if config.mixed_precision != "no" and device.type != "cuda":
-        raise ValueError(f"mixed precision {config.mixed_precision} needs CUDA, the device is {device}")
-    weight_dtype = PRECISIONS[config.mixed_precision]
+    device = pick_device(config.device) if base is None else base.unet.device
+    precision = TrainingPrecision(mixed_precision_dtype(config.mixed_precision, device), device, config.max_grad_norm)
+    weight_dtype = precision.dtype or torch.float32
 
     # Data: the CAI rows of the chosen classes, at the training resolution.
     data = load_training_set(config.data, config.resolution, config.classes)
 
     # Models: the frozen base, with one new token per class in the text encoder.
-    base = require_text_to_image(load_base(config.base_model, device=device, dtype=weight_dtype))
-    base.text_encoder.to(torch.float32)
+    base = require_text_to_image(base or load_base(config.base_model, device=device))
+    base.to(device, weight_dtype)
+    base.text_encoder.to(torch.float32)  # the trainable token rows live in its embedding
+    if config.gradient_checkpointing:
+        base.unet.enable_gradient_checkpointing()
     tokens = add_class_tokens(base.tokenizer, base.text_encoder, data.classes)
     tokens.to(device)
     prompts = [config.prompt.format(token=class_token(c)) for c in data.classes]
@@ -115,12 +130,11 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
     latents, latent_masks = _encode(base, data, config.seed, progress)
 
     optimizer = torch.optim.AdamW([tokens.rows], lr=config.learning_rate)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.mixed_precision == "fp16")
     generator = torch_generator(config.seed)
     result = TrainResult(output, base=base, tokens=tokens)
     start = 0
     if config.resume:
-        start = _resume(output, tokens, optimizer, scaler, generator, result)
+        start = _resume(output, tokens, optimizer, precision, generator, result)
     elif latest_checkpoint(output) is not None:
         raise CDMCheckpointError(f"{output} already holds checkpoints: resume them or train into a new folder")
 
@@ -139,18 +153,15 @@ def train(config: TrainConfig, progress: bool = True) -> TrainResult:
         target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(clean, noise, timesteps)
         weights = latent_masks[idx].to(device)
         weights = weights + config.background_weight * (1 - weights)
-        with torch.autocast(device.type, dtype=weight_dtype, enabled=config.mixed_precision != "no"):
+        with precision.autocast():
             hidden = base.encode_prompts([prompts[data.labels[i]] for i in idx.tolist()])
             prediction = base.unet(noisy.to(weight_dtype), timesteps, hidden.to(weight_dtype)).sample
         loss = masked_mse(prediction.float(), target.float(), weights)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        precision.step(loss, optimizer, [tokens.rows])
         result.losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            _save_checkpoint(output / CHECKPOINTS_DIR / f"step-{step + 1:07d}", tokens, optimizer, scaler, generator, result)
+            _save_checkpoint(output / CHECKPOINTS_DIR / f"step-{step + 1:07d}", tokens, optimizer, precision, generator, result)
 
     files = tokens.save(output / EMBEDDINGS_DIR)
     result.fingerprint = fingerprint([*files, output / MASKGEN_FILE])
@@ -188,14 +199,14 @@ def _encode(base: BaseModel, data: TrainingSet, seed: int, progress: bool) -> tu
     return latents, latent_masks
 
 
-def _save_checkpoint(folder: Path, tokens: ClassTokenEmbedding, optimizer, scaler, generator: torch.Generator, result: TrainResult) -> None:
+def _save_checkpoint(folder: Path, tokens: ClassTokenEmbedding, optimizer, precision: TrainingPrecision, generator: torch.Generator, result: TrainResult) -> None:
     tmp = folder.with_name(folder.name + ".tmp")
     tokens.save(tmp / EMBEDDINGS_DIR)
     state = {
         "step": len(result.losses),
         "losses": result.losses,
         "optimizer": optimizer.state_dict(),
-        "scaler": scaler.state_dict(),
+        "scaler": precision.state_dict(),
         "generator": generator.get_state(),
     }
     torch.save(state, tmp / STATE_FILE)
@@ -207,14 +218,14 @@ def latest_checkpoint(output: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _resume(output: Path, tokens: ClassTokenEmbedding, optimizer, scaler, generator: torch.Generator, result: TrainResult) -> int:
+def _resume(output: Path, tokens: ClassTokenEmbedding, optimizer, precision: TrainingPrecision, generator: torch.Generator, result: TrainResult) -> int:
     folder = latest_checkpoint(output)
     if folder is None:
         raise CDMCheckpointError(f"nothing to resume: no checkpoint under {output / CHECKPOINTS_DIR}")
     tokens.load(folder / EMBEDDINGS_DIR)
     state = torch.load(folder / STATE_FILE, weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    precision.load_state_dict(state["scaler"])
     generator.set_state(state["generator"])
     result.losses[:] = state["losses"]
     return int(state["step"])
