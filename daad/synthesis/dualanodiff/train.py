@@ -102,10 +102,9 @@ def train(
 ) -> TrainResult:
     """Train on ``pairs`` and save to ``config.output_dir``; ``base``: an already loaded base model to reuse."""
     # 1. models: frozen base (half precision under mixed precision), float32 trainables
-    device = pick_device(config.device)
-    base = base or load_base(config.base_model, device=device)
-    device = base.unet.device
+    device = pick_device(config.device) if base is None else base.unet.device
     precision = TrainingPrecision(mixed_precision_dtype(config.mixed_precision, device), device, config.max_grad_norm)
+    base = base or load_base(config.base_model, device=device, dtype=precision.dtype or torch.float32)
     if precision.dtype is not None:
         base.to(device, precision.dtype)
     if config.gradient_checkpointing:
