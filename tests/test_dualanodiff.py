@@ -20,7 +20,7 @@ from daad.synthesis.base import Target
 from daad.synthesis.diffusion import fingerprint, load_base
 from daad.synthesis.dualanodiff.attention import PART, WHOLE, BackgroundPass, DualConfig, gammas, install
 from daad.synthesis.dualanodiff.checkpoint import TEXT_ENCODER_FILE, WEIGHTS_FILE, read_info
-from daad.synthesis.dualanodiff.data import FewShotSplit, TrainingPair, pairs_from_view
+from daad.synthesis.dualanodiff.data import FewShotSplit, TrainingPair, pairs_from_view, random_flips
 from daad.synthesis.dualanodiff.masks import threshold_mask
 from daad.synthesis.dualanodiff.pipeline import DualAnoDiffPipeline
 from daad.synthesis.dualanodiff.sample import SampleConfig, sample
@@ -376,3 +376,14 @@ def test_cli_from_generated_keeps_one_class_and_the_licences(tiny_sd, sd_manifes
     assert info.anomaly_class == "scratch" and len(info.training_ids) == 2
     assert set(info.licences) == {"sd_saliency_900/Sc_1", "sd_saliency_900/Sc_3", "sd_saliency_900/In_1"}
     assert "unknown" not in info.licences.values(), info.licences
+
+
+def test_random_flips_are_horizontal_and_vertical_and_keep_pairs_aligned():
+    base = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5).repeat(16, 1, 1, 1)
+    whole, part = random_flips([base, base * 2], torch.Generator().manual_seed(0))
+    assert torch.equal(part, whole * 2), "whole and part of a pair were flipped differently"
+    seen = set()
+    for row, original in zip(whole, base, strict=True):
+        variants = {"none": original, "h": original.flip(-1), "v": original.flip(-2), "hv": original.flip(-1).flip(-2)}
+        seen |= {name for name, v in variants.items() if torch.equal(row, v)}
+    assert seen == {"none", "h", "v", "hv"}, seen

@@ -175,3 +175,13 @@ def prepare(pairs: Sequence[TrainingPair], resolution: int, foreground: Foregrou
 def background_image(target_id: str, image: np.ndarray, foreground: ForegroundExtractor) -> np.ndarray:
     """I_b = (1 − M_f) × I of a target normal image (the BCM condition at sampling)."""
     return image * (1 - foreground(target_id, image))[..., None]
+
+
+def random_flips(images: Sequence[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+    """The same random horizontal and (independently) vertical flip of row ``i`` of every batch
+    in ``images`` (``B x C x H x W``), each with probability 1/2, so a pair's images stay aligned."""
+    out = list(images)
+    for dim in (-1, -2):
+        flip = (torch.rand(out[0].shape[0], generator=generator) < 0.5).view(-1, 1, 1, 1)
+        out = [torch.where(flip, x.flip(dim), x) for x in out]
+    return out

@@ -43,7 +43,7 @@ from daad.synthesis.dualanodiff.checkpoint import (
     read_info,
     save_checkpoint,
 )
-from daad.synthesis.dualanodiff.data import FewShotSplit, TrainingPair, prepare
+from daad.synthesis.dualanodiff.data import FewShotSplit, TrainingPair, prepare, random_flips
 from daad.synthesis.dualanodiff.pipeline import pair_embeddings
 from daad.synthesis.foreground import ForegroundExtractor
 
@@ -155,12 +155,9 @@ def train(
     scheduler = base.noise_scheduler
     while step < config.max_train_steps:
         index = torch.randint(len(pairs), (config.train_batch_size,), generator=generator)
-        images = [data.whole[index], data.part[index], data.background[index]]
+        whole, part, background = data.whole[index], data.part[index], data.background[index]
         if config.flip:
-            for dim in (-1, -2):  # horizontal, then vertical, each with probability 1/2 per pair
-                flip = (torch.rand(len(index), generator=generator) < 0.5).view(-1, 1, 1, 1)
-                images = [torch.where(flip, x.flip(dim), x) for x in images]
-        whole, part, background = images
+            whole, part, background = random_flips([whole, part, background], generator)
         with torch.no_grad(), precision.autocast():
             latents = base.encode_images(torch.stack([whole, part], dim=1).flatten(0, 1), generator).float()
             background_latents = base.encode_images(background, generator).float() if dual.bcm else None
