@@ -78,6 +78,15 @@ def make_cai_dataset(dest: Path, per_class: int = 3, n_targets: int = 4) -> Path
     return dest / "cai"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared CI box: one intra-op thread is far faster than spinning several."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cdm")
