@@ -294,3 +294,14 @@ def test_otsu_fallback_warns(monkeypatch):
     monkeypatch.delenv("DAAD_REMBG_MODEL", raising=False)
     with pytest.warns(UserWarning, match="Otsu"):
         assert foreground_extractor("auto").method == "classical"
+
+
+@pytest.mark.parametrize("option", [{"mixed_precision": "bf16"}, {"gradient_checkpointing": True, "max_grad_norm": 1.0}])
+def test_memory_options_train(work, tmp_path, option):
+    result = train(config(work, tmp_path / "ckpt", steps=2, **option), progress=False)
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+    assert result.tokens.rows.dtype == torch.float32
+    if "mixed_precision" in option:
+        assert result.base.unet.dtype == torch.bfloat16
+    reloaded = sampler(result.output).model()
+    assert torch.equal(reloaded.tokens.rows, result.tokens.rows.detach())
