@@ -47,7 +47,9 @@ class BaseModel:
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> BaseModel:
         for module in (self.text_encoder, self.vae, self.unet):
-            module.to(device, dtype)
+            module.to(device)
+            if dtype is not None and module.dtype != dtype:
+                module.to(dtype)
         return self
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
