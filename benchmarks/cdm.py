@@ -2,8 +2,9 @@
 
 Baselines from the same run: a bare UNet forward + backward on the same batch (training),
 and diffusers' own ``StableDiffusionPipeline`` text-to-image call with the same steps,
-batch and guidance (sampling); the ratio is CDM's overhead (text encoder with class
-tokens, masked loss / mask generation, latent blending, compositing).
+batch and guidance (sampling); the ratio is CDM's overhead (text encoder with the learned
+and spatial tokens, the mask half of each training step, the learnt mask generator's own
+denoising run per image, latent blending, compositing).
 
 Run: ``python benchmarks/cdm.py [--device cuda] [--resolution 64]``. Prints figures;
 asserts nothing. With CUDA it also prints peak GPU memory of sampling; the figures
@@ -87,7 +88,10 @@ def main() -> None:
         checkpoint=work / f"train-{2 + args.train_steps}", per_target=args.per_target, steps=args.sample_steps,
         batch_size=args.batch, foreground="classical", device=args.device,
     ))
-    pipe = cdm.pipeline()
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(work / "sd"), safety_checker=None, requires_safety_checker=False).to(device)
+    pipe.set_progress_bar_config(disable=True)
     targets = kolektor_targets(args.targets, skip=40)
     list(cdm.generate(targets[:1], None, seed=0))  # warm-up
     if device.type == "cuda":
@@ -99,7 +103,7 @@ def main() -> None:
     per_image = (time.perf_counter() - start) / len(rows)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
 
-    prompt = cdm.info["prompt"].format(token="<scratch>")
+    prompt = cdm.info["prompt"].format(token="scratch")
     generator = torch.Generator("cpu").manual_seed(0)
     sync(device)
     start = time.perf_counter()

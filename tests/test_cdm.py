@@ -22,11 +22,21 @@ from daad.registry import Registry
 from daad.roots import Roots
 from daad.synthesis.base import Target
 from daad.synthesis.cai import CAI, CAIConfig
-from daad.synthesis.cdm.embeddings import add_class_tokens, class_token, embedding_file
+from daad.synthesis.cdm.data import foreground_extractor
+from daad.synthesis.cdm.embeddings import (
+    SPATIAL_TOKEN,
+    VECTORS_PER_TOKEN,
+    add_tokens,
+    class_token,
+    embedding_file,
+    mask_token,
+    spelled,
+    token_names,
+)
 from daad.synthesis.cdm.errors import CDMCheckpointError
-from daad.synthesis.cdm.maskgen import MaskGenerator
+from daad.synthesis.cdm.maskgen import MaskBank, mask_from_image
 from daad.synthesis.cdm.sample import CDM, SampleConfig, input_licences
-from daad.synthesis.cdm.train import CHECKPOINTS_DIR, EMBEDDINGS_DIR, TrainConfig, train
+from daad.synthesis.cdm.train import CHECKPOINTS_DIR, EMBEDDINGS_DIR, TrainConfig, learned_tokens, train
 from daad.synthesis.diffusion import load_base
 from daad.synthesis.foreground import ForegroundExtractor, classical_mask
 from daad.synthesis.output import generator_info, read_generated, write_generated
@@ -68,6 +78,15 @@ def make_cai_dataset(dest: Path, per_class: int = 3, n_targets: int = 4) -> Path
     return dest / "cai"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared CI box: one intra-op thread is far faster than spinning several."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cdm")
@@ -95,7 +114,7 @@ def sampler(checkpoint: Path, **overrides) -> CDM:
 
 
 def test_training_changes_only_the_class_tokens(work, trained):
-    assert trained.tokens.classes == ("scratch", "impurity")
+    assert trained.tokens.tokens == ("<scratch>", "<scratch-mask>", "<impurity>", "<impurity-mask>")
     assert len(trained.losses) == 4 and all(np.isfinite(trained.losses))
     fresh = load_base(str(work / "sd"))
     for name in ("unet", "vae", "text_encoder"):
@@ -108,22 +127,33 @@ def test_training_changes_only_the_class_tokens(work, trained):
         assert changed == [], f"{name}: frozen weights changed: {changed}"
     trainable = [n for m in ("unet", "vae", "text_encoder") for n, p in getattr(trained.base, m).named_parameters() if p.requires_grad]
     assert trainable == ["embeddings.token_embedding.rows"]
-    initial = add_class_tokens(fresh.tokenizer, fresh.text_encoder, trained.tokens.classes).rows
-    assert not torch.equal(initial, trained.tokens.rows.detach()), "training did not move the class tokens"
+    initial = add_tokens(fresh.tokenizer, fresh.text_encoder, learned_tokens(("scratch", "impurity"))).rows
+    assert trained.tokens.rows.shape == (4 * VECTORS_PER_TOKEN, initial.shape[1])  # anomaly + mask token per class
+    moved = (initial - trained.tokens.rows.detach()).abs().sum(dim=1).view(4, VECTORS_PER_TOKEN)
+    assert (moved > 0).all(), "training did not move every anomaly and mask vector"
+    assert trained.spatial.out.weight.abs().sum() > 0, "the spatial encoder did not train"
 
 
-def test_learned_embeddings_load_into_a_fresh_pipeline(work, trained):
+def test_learned_embeddings_reload_bit_identical_and_load_into_diffusers(work, trained):
+    from diffusers import StableDiffusionPipeline
+
     first = sampler(trained.output)
-    pipe = first.pipeline()
-    for i, name in enumerate(trained.tokens.classes):
-        saved = load_file(str(embedding_file(trained.output / EMBEDDINGS_DIR, name)))[class_token(name)]
-        token_id = pipe.tokenizer.convert_tokens_to_ids(class_token(name))
-        loaded = pipe.text_encoder.get_input_embeddings().weight[token_id]
-        assert torch.equal(saved, trained.tokens.rows[i].detach())
-        assert torch.equal(loaded, saved)
+    model = first.model()
+    assert torch.equal(model.tokens.rows, trained.tokens.rows.detach())
+    saved, live = model.spatial.state_dict(), trained.spatial.state_dict()
+    assert saved.keys() == live.keys() and all(torch.equal(saved[k], live[k]) for k in saved)
     assert first.fingerprint == trained.fingerprint
+    # the anomaly tokens are plain diffusers multi-vector textual inversion files
+    pipe = StableDiffusionPipeline.from_pretrained(str(work / "sd"), safety_checker=None, requires_safety_checker=False)
+    for token in (class_token("scratch"), mask_token("impurity")):
+        file = embedding_file(trained.output / EMBEDDINGS_DIR, token)
+        pipe.load_textual_inversion(str(file), token=token)
+        ids = pipe.tokenizer.convert_tokens_to_ids(token_names(token))
+        assert torch.equal(pipe.text_encoder.get_input_embeddings().weight[ids], load_file(str(file))[token])
+        assert pipe.maybe_convert_prompt(f"a photo of {token}", pipe.tokenizer) == f"a photo of {spelled(token)}"
     targets = kolektor_targets(2, skip=10)
     a = list(first.generate(targets, None, seed=7))
+    assert {r.details["mask_from"] for r in a} <= {"learnt", "bank"}
     b = list(sampler(trained.output).generate(targets, None, seed=7))
     c = list(sampler(trained.output).generate(targets, None, seed=8))
     assert all(np.array_equal(x.image, y.image) and np.array_equal(x.mask, y.mask) for x, y in zip(a, b, strict=True))
@@ -144,7 +174,7 @@ def test_sampled_rows_stay_inside_the_foreground_and_keep_the_target_outside(wor
         assert not (row.mask & (1 - fg)).any(), "mask leaves the foreground"
         outside = cv2.dilate(row.mask, kernel) == 0
         assert np.array_equal(row.image[outside], target.image[outside])
-        assert row.anomaly_class in ("scratch", "impurity")
+        assert row.anomaly_class in ("scratch", "impurity") and row.details["mask_from"] in ("learnt", "bank")
         assert row.details["checkpoint"] == trained.fingerprint
         assert set(row.source_ids) and all(s.startswith("sd_saliency_900/") for s in row.source_ids)
     assert [r.target_id for r in rows] == [t.id for t in targets for _ in range(3)]
@@ -172,17 +202,18 @@ def test_resume_continues_the_same_run(work, trained):
     assert first.losses == trained.losses[:2]
     assert resumed.losses == trained.losses
     assert torch.equal(resumed.tokens.rows, trained.tokens.rows)
+    assert torch.equal(resumed.spatial.out.weight, trained.spatial.out.weight)
     assert resumed.fingerprint == trained.fingerprint
 
 
 def test_mask_generator_fits_cai_masks_and_round_trips(work, tmp_path):
     rows = list(read_generated(work / "cai"))
     fg = ForegroundExtractor("classical")
-    model = MaskGenerator.fit(
+    model = MaskBank.fit(
         [r["mask"] for r in rows], [fg(r["id"], r["image"]) for r in rows], [r["anomaly_class"] for r in rows]
     )
     model.save(tmp_path / "m.npz")
-    loaded = MaskGenerator.load(tmp_path / "m.npz")
+    loaded = MaskBank.load(tmp_path / "m.npz")
     foreground = np.zeros((80, 60), np.uint8)
     foreground[10:70, 15:45] = 1
     areas = []
@@ -219,3 +250,58 @@ def test_cli_trains_and_samples(work, tmp_path):
     back = list(read_generated(out))
     assert len(back) == 4 and {r["anomaly_class"] for r in back} == {"scratch"}
     assert generator_info(out)["evaluation"] == "kolektorsdd"
+
+
+def test_spatial_aware_embedding_depends_on_the_mask(trained):
+    cdm = sampler(trained.output)
+    model = cdm.model()
+    left, right = torch.zeros((2, 1, 32, 32)), torch.zeros((2, 1, 32, 32))
+    left[:, :, 4:12, 2:8], right[:, :, 20:28, 24:30] = 1, 1
+    text = [f"a photo of {spelled(class_token('scratch'))} {spelled(SPATIAL_TOKEN)}"] * 2
+    with torch.no_grad():
+        a, b = cdm._context(model, text, left)[2:], cdm._context(model, text, right)[2:]
+    assert (a - b).abs().max() > 1e-6, "the prompt embedding ignores where the mask is"
+    with pytest.raises(ValueError, match="spatial vectors"):
+        model.base.encode_prompts(text)
+
+
+def test_learnt_mask_generator_samples_class_masks_on_the_foreground(trained):
+    cdm = sampler(trained.output)
+    targets = kolektor_targets(2, skip=40)
+    jobs = list(cdm._jobs(targets, seed=3))
+    learnt = cdm._learnt_masks(cdm.model(), jobs, seed=3)
+    again = cdm._learnt_masks(cdm.model(), jobs, seed=3)
+    for job, a, b in zip(jobs, learnt, again, strict=True):
+        assert np.array_equal(a.mask, b.mask) and a.mask.any()
+        assert not (a.mask & (1 - job.foreground)).any(), "a learnt mask leaves the foreground"
+        if a.mask_from == "learnt":
+            assert not np.array_equal(a.mask, job.mask)
+    banked = list(sampler(trained.output, mask_generator="bank").generate(targets[:1], None, seed=3))
+    assert {r.details["mask_from"] for r in banked} == {"bank"}
+
+
+def test_mask_from_image_thresholds_resizes_and_clips():
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[4:12, 0:16] = 255
+    foreground = np.zeros((32, 48), np.uint8)
+    foreground[:, :24] = 1
+    mask = mask_from_image(image, foreground)
+    assert mask.shape == (32, 48) and mask[16, 10] == 1 and not mask[:, 24:].any() and not mask[:4].any()
+    assert mask_from_image(np.zeros((16, 16, 3), np.uint8), foreground) is None
+
+
+def test_otsu_fallback_warns(monkeypatch):
+    monkeypatch.delenv("DAAD_REMBG_MODEL", raising=False)
+    with pytest.warns(UserWarning, match="Otsu"):
+        assert foreground_extractor("auto").method == "classical"
+
+
+@pytest.mark.parametrize("option", [{"mixed_precision": "bf16"}, {"gradient_checkpointing": True, "max_grad_norm": 1.0}])
+def test_memory_options_train(work, tmp_path, option):
+    result = train(config(work, tmp_path / "ckpt", steps=2, **option), progress=False)
+    assert len(result.losses) == 2 and all(np.isfinite(result.losses))
+    assert result.tokens.rows.dtype == torch.float32
+    if "mixed_precision" in option:
+        assert result.base.unet.dtype == torch.bfloat16
+    reloaded = sampler(result.output).model()
+    assert torch.equal(reloaded.tokens.rows, result.tokens.rows.detach())

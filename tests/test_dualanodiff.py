@@ -18,9 +18,9 @@ from daad.registry import Registry
 from daad.roots import Roots
 from daad.synthesis.base import Target
 from daad.synthesis.diffusion import fingerprint, load_base
-from daad.synthesis.dualanodiff.attention import PART, WHOLE, DualConfig, capturing_background, gammas, install
+from daad.synthesis.dualanodiff.attention import PART, WHOLE, BackgroundPass, DualConfig, gammas, install
 from daad.synthesis.dualanodiff.checkpoint import TEXT_ENCODER_FILE, WEIGHTS_FILE, read_info
-from daad.synthesis.dualanodiff.data import FewShotSplit, TrainingPair, pairs_from_view
+from daad.synthesis.dualanodiff.data import FewShotSplit, TrainingPair, pairs_from_view, random_flips
 from daad.synthesis.dualanodiff.masks import threshold_mask
 from daad.synthesis.dualanodiff.pipeline import DualAnoDiffPipeline
 from daad.synthesis.dualanodiff.sample import SampleConfig, sample
@@ -80,10 +80,12 @@ def unet_eps(base, layers, latents, background=None):
     t = torch.tensor(500)
     embeddings = base.encode_prompts(["a vfx with sks", "sks"]).repeat(latents.shape[0] // 2, 1, 1)
     with torch.no_grad():
+        kwargs = None
         if background is not None:
-            with capturing_background(layers):
-                base.unet(background, t, embeddings[0::2])
-        return base.unet(latents, t, embeddings).sample
+            store = BackgroundPass()
+            base.unet(background, t, embeddings[0::2], cross_attention_kwargs=store.capture())
+            kwargs = store.fuse()
+        return base.unet(latents, t, embeddings, cross_attention_kwargs=kwargs).sample
 
 
 def pair_latents(seed=0, n=1):
@@ -138,7 +140,11 @@ def test_training_moves_only_the_trainable_weights(trained, tiny_sd):  # noqa: F
     fresh = load_base(tiny_sd)
     for name in ("unet", "vae", "text_encoder"):
         before = getattr(fresh, name).state_dict()
-        after = {k: v for k, v in getattr(trained_base, name).state_dict().items() if ".processor." not in k}
+        after = {
+            k.replace(".base_layer", ""): v
+            for k, v in getattr(trained_base, name).state_dict().items()
+            if ".processor." not in k and "lora_" not in k
+        }
         assert before.keys() == after.keys()
         assert all(torch.equal(before[k], after[k]) for k in before), f"a frozen {name} weight changed"
     layers = DualAnoDiffPipeline.from_checkpoint(result.output_dir).layers
@@ -148,8 +154,10 @@ def test_training_moves_only_the_trainable_weights(trained, tiny_sd):  # noqa: F
         whole, part = (proc.branches[b].to_q.up.weight for b in (WHOLE, PART))
         assert whole.abs().sum() > 0 and part.abs().sum() > 0
         assert not torch.equal(whole, part), "the two LoRA sets trained to the same weights"
-    assert result.fingerprint == fingerprint([result.output_dir / WEIGHTS_FILE])
+    assert result.fingerprint == fingerprint([result.output_dir / WEIGHTS_FILE, result.output_dir / TEXT_ENCODER_FILE])
     info = read_info(result.output_dir)
+    assert info.text_encoder_lora, "the text encoder (τθ) is trained by default"
+    assert info.licences == {f"sd_saliency_900/{n}": "LicenseRef-research" for n in NAMES}
     assert info.source_ids == [f"sd_saliency_900/{n}" for n in NAMES] and info.anomaly_class == "scratch"
 
 
@@ -285,3 +293,97 @@ def test_text_encoder_lora_trains_saves_and_reloads(tiny_sd, tmp_path):  # noqa:
     a = in_memory(1, generator=torch.Generator().manual_seed(2), num_inference_steps=2)
     b = reloaded(1, generator=torch.Generator().manual_seed(2), num_inference_steps=2)
     assert np.array_equal(a.whole, b.whole) and np.array_equal(a.part, b.part)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"mixed_precision": "bf16"}, {"mixed_precision": "fp16"}, {"gradient_checkpointing": True}],
+    ids=["bf16", "fp16", "checkpointing"],
+)
+def test_each_memory_option_trains_and_reloads_bit_identical(tiny_sd, tmp_path, option):  # noqa: F811
+    trained_base = load_base(tiny_sd)
+    config = train_config(tiny_sd, tmp_path / "model", max_train_steps=2, checkpointing_steps=0, **option)
+    result = train(config, [real_pair(n) for n in NAMES], base=trained_base)
+    assert result.step == 2 and all(np.isfinite(result.losses))
+    layers = trained_base_layers(trained_base)
+    assert all(p.dtype == torch.float32 for p in layers.parameters()), "trainables must stay float32"
+    if "mixed_precision" in option:
+        assert trained_base.unet.dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[option["mixed_precision"]]
+    assert not torch.allclose(gammas(layers), torch.tensor(0.1)), "gamma did not move"
+    reloaded = DualAnoDiffPipeline.from_checkpoint(result.output_dir)
+    saved, memory = reloaded.layers.state_dict(), layers.state_dict()
+    assert saved.keys() == memory.keys() and all(torch.equal(saved[k], memory[k]) for k in saved)
+    lora = {k: v for k, v in trained_base.text_encoder.state_dict().items() if "lora_" in k}
+    back = {k: v for k, v in reloaded.base.text_encoder.state_dict().items() if "lora_" in k}
+    assert lora and lora.keys() == back.keys() and all(torch.equal(lora[k].float(), back[k]) for k in lora)
+
+
+def test_gradient_checkpointing_gives_the_same_weights(trained, tiny_sd, tmp_path):  # noqa: F811
+    """The background pass reaches the dual pass through cross_attention_kwargs, so recomputing it is exact."""
+    _, result = trained
+    again = train(train_config(tiny_sd, tmp_path / "model", gradient_checkpointing=True), [real_pair(n) for n in NAMES])
+    assert again.losses == result.losses
+    assert again.fingerprint == result.fingerprint
+
+
+def test_gradient_clipping_bounds_the_update():
+    from daad.synthesis.diffusion import TrainingPrecision
+
+    for max_norm, expected in ((None, 100.0), (0.5, 0.5)):
+        weight = torch.nn.Parameter(torch.zeros(4))
+        optimizer = torch.optim.SGD([weight], lr=1.0)
+        TrainingPrecision(None, torch.device("cpu"), max_norm).step((weight * 50).sum(), optimizer, [weight])
+        assert weight.norm().item() == pytest.approx(expected), f"max_grad_norm {max_norm}"
+        assert weight.grad is None
+
+
+def test_half_precision_sampling_loads_the_same_weights_in_bf16(trained):
+    _, result = trained
+    full = DualAnoDiffPipeline.from_checkpoint(result.output_dir)
+    half = DualAnoDiffPipeline.from_checkpoint(result.output_dir, dtype=torch.bfloat16)
+    assert half.base.unet.dtype == torch.bfloat16 and half.base.vae.dtype == torch.bfloat16
+    for key, value in full.layers.state_dict().items():
+        assert torch.equal(half.layers.state_dict()[key], value.to(torch.bfloat16))
+    backgrounds = torch.zeros((1, 3, RESOLUTION, RESOLUTION))
+    pairs = half(1, generator=torch.Generator().manual_seed(3), num_inference_steps=2, backgrounds=backgrounds)
+    assert pairs.whole.shape == (1, RESOLUTION, RESOLUTION, 3) and pairs.whole.dtype == np.uint8
+
+
+def test_cli_from_generated_keeps_one_class_and_the_licences(tiny_sd, sd_manifests, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from daad.cli import app
+    from daad.synthesis.base import Synthesis
+    from daad.synthesis.output import write_generated
+
+    pair = real_pair("Sc_1")
+    rows = [
+        Synthesis(pair.image, pair.mask, cls, "sd_saliency_900/In_1", (f"sd_saliency_900/{name}",), {})
+        for cls, name in (("scratch", "Sc_1"), ("crack", "Sc_2"), ("scratch", "Sc_3"))
+    ]
+    generated = tmp_path / "cai"
+    write_generated(generated, rows, generator="cai", params={}, seed=0, evaluation="none", progress=False)
+    model = tmp_path / "model"
+    args = ["synth", "dualanodiff", "train", "--base-model", str(tiny_sd), "--out", str(model),
+            "--from-generated", str(generated), "--resolution", "32", "--steps", "1", "--batch-size", "1",
+            "--rank", "2", "--foreground", "classical", "--no-bcm", "--manifests", str(sd_manifests),
+            "--root", f"sd_saliency_900={SD_ROOT}", "--quiet"]
+    mixed = CliRunner().invoke(app, args)
+    assert mixed.exit_code != 0 and "mix classes" in str(mixed.exception)
+    trained = CliRunner().invoke(app, [*args, "--class", "scratch"])
+    assert trained.exit_code == 0, trained.output
+    info = read_info(model)
+    assert info.anomaly_class == "scratch" and len(info.training_ids) == 2
+    assert set(info.licences) == {"sd_saliency_900/Sc_1", "sd_saliency_900/Sc_3", "sd_saliency_900/In_1"}
+    assert "unknown" not in info.licences.values(), info.licences
+
+
+def test_random_flips_are_horizontal_and_vertical_and_keep_pairs_aligned():
+    base = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5).repeat(16, 1, 1, 1)
+    whole, part = random_flips([base, base * 2], torch.Generator().manual_seed(0))
+    assert torch.equal(part, whole * 2), "whole and part of a pair were flipped differently"
+    seen = set()
+    for row, original in zip(whole, base, strict=True):
+        variants = {"none": original, "h": original.flip(-1), "v": original.flip(-2), "hv": original.flip(-1).flip(-2)}
+        seen |= {name for name, v in variants.items() if torch.equal(row, v)}
+    assert seen == {"none", "h", "v", "hv"}, seen

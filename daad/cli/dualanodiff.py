@@ -16,6 +16,10 @@ dualanodiff_app = typer.Typer(
 synth_app.add_typer(dualanodiff_app, name="dualanodiff")
 
 DeviceOption = Annotated[str | None, typer.Option(help="torch device (default: CUDA when available).")]
+MixedPrecisionOption = Annotated[
+    str, typer.Option(help="auto (bf16/fp16 on CUDA, none on CPU), no, fp16 or bf16: autocast, frozen weights in that dtype.")
+]
+PrecisionOption = Annotated[str, typer.Option(help="Sampling dtype: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")]
 BaseModelOption = Annotated[str | None, typer.Option("--base-model", help="Local diffusers SD-1.5-style folder or hub id.")]
 
 
@@ -30,7 +34,8 @@ def train(
         str, typer.Option(help="'first-third': few-shot on --origin's first third of each defect type; 'all'.")
     ] = "all",
     from_generated: Annotated[
-        Path | None, typer.Option("--from-generated", help="Train on a generated dataset folder (e.g. CAI output).")
+        Path | None,
+        typer.Option("--from-generated", help="Train on a generated dataset folder (e.g. CAI output); --class picks its rows."),
     ] = None,
     resolution: Annotated[int, typer.Option(help="Training resolution (square, multiple of 8).")] = 512,
     steps: Annotated[int, typer.Option()] = 5000,
@@ -40,10 +45,13 @@ def train(
     saim: Annotated[bool, typer.Option(help="Self-attention interaction between the branches.")] = True,
     bcm: Annotated[bool, typer.Option(help="Background compensation.")] = True,
     gamma_init: Annotated[float, typer.Option(help="Initial BCM gamma (paper 0.1; 0 starts as a no-op).")] = 0.1,
-    train_text_encoder: Annotated[bool, typer.Option(help="Also train a LoRA on the text encoder.")] = False,
+    train_text_encoder: Annotated[bool, typer.Option(help="Also train a LoRA on the text encoder (the paper's τθ).")] = True,
     whole_prompt: Annotated[str, typer.Option()] = "a vfx with sks",
     part_prompt: Annotated[str, typer.Option()] = "sks",
-    flip: Annotated[bool, typer.Option(help="Random horizontal flips.")] = True,
+    flip: Annotated[bool, typer.Option(help="Random horizontal and vertical flips.")] = True,
+    mixed_precision: MixedPrecisionOption = "auto",
+    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute UNet activations in backward (less memory).")] = False,
+    max_grad_norm: Annotated[float, typer.Option(help="Clip the gradient norm (authors: 1.0; 0: off).")] = 1.0,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps.")] = 500,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
     seed: Annotated[int, typer.Option()] = 0,
@@ -55,14 +63,18 @@ def train(
     quiet: QuietOption = False,
 ) -> None:
     """Train one model on the pairs of one (domain, defect) or one class of cross-domain pairs."""
+    from daad.synthesis.diffusion import MIXED_PRECISION
     from daad.synthesis.dualanodiff.checkpoint import Prompts
-    from daad.synthesis.dualanodiff.data import FewShotSplit, pairs_from_generated, pairs_from_view
+    from daad.synthesis.dualanodiff.data import FewShotSplit, pairs_from_generated, pairs_from_view, registry_licences
     from daad.synthesis.dualanodiff.train import TrainConfig
     from daad.synthesis.dualanodiff.train import train as run_training
 
+    if mixed_precision not in MIXED_PRECISION:
+        raise typer.BadParameter(f"expected one of {', '.join(MIXED_PRECISION)}", param_hint="--mixed-precision")
     few_shot = None
     if from_generated is not None:
-        pairs = pairs_from_generated(from_generated)
+        registry = open_registry(manifests, root)
+        pairs = pairs_from_generated(from_generated, anomaly_class, lambda ids: registry_licences(registry, ids))
     else:
         if anomaly_class is None:
             raise typer.BadParameter("give --class (or --from-generated)")
@@ -93,6 +105,9 @@ def train(
         train_text_encoder=train_text_encoder,
         prompts=Prompts(whole_prompt, part_prompt),
         flip=flip,
+        mixed_precision=mixed_precision,
+        gradient_checkpointing=gradient_checkpointing,
+        max_grad_norm=max_grad_norm or None,
         seed=seed,
         checkpointing_steps=checkpoint_every,
         resume=resume,
@@ -130,15 +145,19 @@ def sample(
     foreground: ForegroundOption = "auto",
     rembg_model: RembgOption = None,
     device: DeviceOption = None,
+    precision: PrecisionOption = "auto",
     manifests: ManifestsOption = None,
     root: RootOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Sample pairs; with --targets/--target-origin their backgrounds condition BCM."""
+    from daad.synthesis.diffusion import SAMPLING_PRECISION
     from daad.synthesis.dualanodiff.checkpoint import read_info
     from daad.synthesis.dualanodiff.sample import SampleConfig
     from daad.synthesis.dualanodiff.sample import sample as run_sampling
 
+    if precision not in SAMPLING_PRECISION:
+        raise typer.BadParameter(f"expected one of {', '.join(SAMPLING_PRECISION)}", param_hint="--precision")
     info = read_info(checkpoint)
     chosen = []
     if targets is not None or target_origin is not None:
@@ -158,6 +177,7 @@ def sample(
         base_model=base_model,
         evaluation=evaluation or (info.split or {}).get("evaluation", "none"),
         device=device,
+        precision=precision,
         progress=not quiet,
     )
     summary, skipped = run_sampling(config, chosen)

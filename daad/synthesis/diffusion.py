@@ -6,12 +6,17 @@
 - :func:`torch_generator` is the one way a seed becomes a ``torch.Generator``.
 - :func:`fingerprint` is the sha256 over saved trainable weights that a sampled
   dataset records, so each row can be traced to the exact checkpoint that made it.
+- :class:`TrainingPrecision` is how a training step runs: autocast in fp16/bf16 with the
+  frozen weights in that dtype and the trainable ones in float32 (as diffusers' training
+  scripts), loss scaling for fp16, gradient clipping; :func:`sampling_dtype` the weight
+  dtype sampling runs in.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,9 +45,11 @@ class BaseModel:
     def vae_scaling_factor(self) -> float:
         return float(self.vae.config.scaling_factor)
 
-    def to(self, device: torch.device | str) -> BaseModel:
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> BaseModel:
         for module in (self.text_encoder, self.vae, self.unet):
             module.to(device)
+            if dtype is not None and module.dtype != dtype:
+                module.to(dtype)
         return self
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -114,3 +121,73 @@ def fingerprint(files: Iterable[Path]) -> str:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
+
+
+MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
+"""``--mixed-precision`` choices; ``auto``: bf16 on a CUDA device that supports it, else fp16 on CUDA, none on CPU."""
+SAMPLING_PRECISION = ("auto", "fp32", "fp16", "bf16")
+"""``--precision`` choices of sampling; ``auto``: fp16 on CUDA (as the authors sample), fp32 on CPU."""
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _checked(name: str, choices: Sequence[str]) -> str:
+    if name not in choices:
+        raise ValueError(f"precision must be one of {', '.join(choices)}; got {name!r}")
+    return name
+
+
+def mixed_precision_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype ``name`` means on ``device`` (None: full precision)."""
+    if _checked(name, MIXED_PRECISION) == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return HALF.get(name)
+
+
+def sampling_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weight dtype sampling runs in for ``name`` on ``device``."""
+    if _checked(name, SAMPLING_PRECISION) == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return HALF.get(name, torch.float32)
+
+
+class TrainingPrecision:
+    """Autocast, loss scaling (fp16 only) and gradient clipping for one training loop.
+
+    ``dtype`` None trains in float32. With a half ``dtype`` the caller casts the frozen
+    weights to it (:meth:`BaseModel.to`) and keeps the trainable ones float32, so the
+    optimiser updates full-precision weights and memory holds the frozen ones at half size.
+    """
+
+    def __init__(self, dtype: torch.dtype | None, device: torch.device, max_grad_norm: float | None) -> None:
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.max_grad_norm = max_grad_norm
+        self.scaler = torch.amp.GradScaler(self.device.type) if dtype == torch.float16 else None
+
+    def autocast(self) -> AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None)
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> None:
+        """Backward, clip the gradient norm of ``params`` (when set), optimiser step, zero grads."""
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if self.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)

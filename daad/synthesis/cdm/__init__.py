@@ -2,9 +2,9 @@
 
 Following AnomalyDiffusion, CDM learns from a CAI output dataset of one target domain:
 
-- :mod:`~daad.synthesis.cdm.embeddings`: one textual-inversion token per anomaly class;
-- :mod:`~daad.synthesis.cdm.maskgen`: a mask generator fitted to the CAI masks;
-- :mod:`~daad.synthesis.cdm.train`: masked textual inversion + mask-generator fit, resumable;
+- :mod:`~daad.synthesis.cdm.embeddings`: anomaly, mask and spatial-aware embeddings (4 vectors each);
+- :mod:`~daad.synthesis.cdm.maskgen`: the learnt mask generator's thresholding, and the fallback mask bank;
+- :mod:`~daad.synthesis.cdm.train`: masked textual inversion of anomalies and of masks, resumable;
 - :mod:`~daad.synthesis.cdm.sample`: a new mask inside each target's foreground, then the
   class's anomaly generated inside it with the target kept outside (``generator`` ``cdm``).
 

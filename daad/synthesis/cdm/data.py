@@ -8,6 +8,7 @@ that everything CDM samples later inherits them.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from daad.synthesis.cdm.errors import CDMDataError
+from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.output import PARAMS_FILE, generator_info, read_generated
 from daad.taxonomy import ANOMALY_CLASSES
 
@@ -46,6 +48,11 @@ class TrainingSet:
     def pixels(self, indices: torch.Tensor) -> torch.Tensor:
         """Images ``indices`` as ``B x 3 x R x R`` floats in ``[-1, 1]``."""
         return torch.from_numpy(self.images[indices.tolist()]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    def mask_pixels(self, indices: torch.Tensor) -> torch.Tensor:
+        """Masks ``indices`` as black-and-white images, ``B x 3 x R x R`` in ``[-1, 1]`` (the mask model's data)."""
+        masks = torch.from_numpy(self.masks[indices.tolist()]).float().unsqueeze(1)
+        return (masks * 2 - 1).expand(-1, 3, -1, -1).contiguous()
 
 
 def load_training_set(path: Path, resolution: int, classes: tuple[str, ...] | None = None) -> TrainingSet:
@@ -88,3 +95,15 @@ def resize_mask(mask: np.ndarray, resolution: int) -> np.ndarray:
     interp = cv2.INTER_AREA if max(mask.shape) > resolution else cv2.INTER_NEAREST
     small = cv2.resize((mask != 0).astype(np.float32), (resolution, resolution), interpolation=interp)
     return (small > 0).astype(np.uint8)
+
+
+def foreground_extractor(method: str, rembg_model: Path | None = None) -> ForegroundExtractor:
+    """The foreground method CDM places masks with; warns when ``auto`` falls back from rembg to Otsu."""
+    extractor = ForegroundExtractor(method, rembg_model)
+    if method == "auto" and extractor.method == "classical":
+        warnings.warn(
+            "CDM: no rembg model (--rembg-model or DAAD_REMBG_MODEL), so the foreground is Otsu's threshold "
+            "(method 'classical'), which can miss the object on cluttered or low-contrast images",
+            stacklevel=2,
+        )
+    return extractor

@@ -1,18 +1,22 @@
-"""CDM's mask generator: where a new anomaly goes, how big it is and what shape it has.
+"""CDM's masks: where a new anomaly goes, how big it is and what shape it has.
 
-AnomalyDiffusion learns a separate mask-generation model so that new anomalies need no
-real mask. Here the model is fitted, per class, to the CAI masks of the training data:
+Two generators, chosen at sampling (``--mask-generator``):
 
-- **shape**: the bank of training mask shapes (tight crops, at most ``SHAPE_SIDE`` px),
-  each drawn with a random rotation, flip and anisotropic stretch, so no sample repeats
-  a training mask exactly;
-- **size**: a log-normal kernel density over the mask area relative to the foreground
-  area (``size_bandwidth``), tied to the drawn shape;
-- **position**: a kernel density over the mask centre relative to the foreground's
-  bounding box (``position_bandwidth``), drawn independently of the shape.
+- ``learnt`` (the paper's design, AnomalyDiffusion's ``train_mask.py``): a textual-inversion
+  diffusion model of each class's masks: the token ``<class-mask>`` is trained with the base
+  model on the CAI masks as black-and-white images (:mod:`~daad.synthesis.cdm.train`), and
+  sampling generates a mask image from ``a photo of <class-mask>``; :func:`mask_from_image`
+  thresholds it and keeps it on the target's foreground. It can produce shapes no training
+  mask had.
+- ``bank`` (:class:`MaskBank`, the named fallback; a statistical stand-in, not learnt): the
+  bank of training mask crops, each drawn with a random rotation, flip and anisotropic
+  stretch (``SHAPE_SIDE`` px at most); size from a log-normal kernel density over the mask
+  area relative to the foreground area (``size_bandwidth``), position from a kernel
+  density over the mask centre relative to the foreground's bounding box
+  (``position_bandwidth``). It only recombines DAAD's shapes. The learnt generator falls
+  back to it for a mask that comes out empty on the target's foreground.
 
-A sampled mask is clipped to the target's foreground and is never empty: its centre is
-snapped onto the nearest foreground pixel, which is always kept.
+Either mask is clipped to the target's foreground and is never empty.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ class ClassMasks:
 
 
 @dataclass(frozen=True)
-class MaskGenerator:
-    """Per-class mask distributions fitted to CAI masks; ``sample`` draws a new mask."""
+class MaskBank:
+    """The fallback mask generator: per-class banks of CAI mask shapes with size and position densities."""
 
     classes: dict[str, ClassMasks]
     size_bandwidth: float = 0.3
@@ -57,7 +61,7 @@ class MaskGenerator:
         foregrounds: list[np.ndarray],
         anomaly_classes: list[str],
         **bandwidths: float,
-    ) -> MaskGenerator:
+    ) -> MaskBank:
         """Fit from training masks, the foregrounds of their images and their classes."""
         grouped: dict[str, tuple[list, list, list]] = {}
         for mask, fg, name in zip(masks, foregrounds, anomaly_classes, strict=True):
@@ -82,7 +86,7 @@ class MaskGenerator:
     def sample(self, anomaly_class: str, foreground: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A new binary ``uint8`` mask of ``foreground``'s size, non-empty, inside the foreground."""
         if anomaly_class not in self.classes:
-            raise CDMCheckpointError(f"the mask generator knows no class {anomaly_class!r} (has {sorted(self.classes)})")
+            raise CDMCheckpointError(f"the mask bank knows no class {anomaly_class!r} (has {sorted(self.classes)})")
         dist = self.classes[anomaly_class]
         fg = (foreground != 0).astype(np.uint8)
         if not fg.any():
@@ -115,9 +119,9 @@ class MaskGenerator:
             np.savez_compressed(fh, **arrays)
 
     @classmethod
-    def load(cls, path: Path) -> MaskGenerator:
+    def load(cls, path: Path) -> MaskBank:
         if not Path(path).is_file():
-            raise CDMCheckpointError(f"mask generator file {path} does not exist")
+            raise CDMCheckpointError(f"mask bank file {path} does not exist")
         with np.load(path, allow_pickle=False) as data:
             classes = {}
             for name in data["classes"].tolist():
@@ -130,6 +134,20 @@ class MaskGenerator:
                 classes[name] = ClassMasks(shapes, data[f"{name}/areas"], data[f"{name}/centres"])
             size_bw, position_bw = data["bandwidths"].tolist()
         return cls(classes, size_bandwidth=size_bw, position_bandwidth=position_bw)
+
+
+MASK_LEVEL = 127
+"""A generated mask image's pixel is in the mask when its grey level is above this."""
+
+
+def mask_from_image(image: np.ndarray, foreground: np.ndarray) -> np.ndarray | None:
+    """A generated ``R x R x 3`` mask image as a binary ``uint8`` mask of ``foreground``'s size,
+    clipped to it; None when nothing of it is left on the foreground."""
+    grey = image.mean(axis=2) if image.ndim == 3 else image
+    h, w = foreground.shape
+    mask = (cv2.resize(grey.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > MASK_LEVEL).astype(np.uint8)
+    mask &= (foreground != 0).astype(np.uint8) if foreground.any() else np.uint8(1)
+    return mask if mask.any() else None
 
 
 def _shrink(crop: np.ndarray) -> np.ndarray:

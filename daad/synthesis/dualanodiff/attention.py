@@ -12,15 +12,17 @@ Every attention layer of the frozen UNet gets a :class:`DualAttnProcessor` that
   ``h + γ·MLP(h_b)`` where ``h_b`` is this layer's input in a background pass run just
   before (Eq. 5, the paper's additive form; γ learnable, 0.1 by default, 0 = no-op start).
 
-Set the processors with :func:`install` (``unet.set_attn_processor``); collect background
-inputs with :func:`capturing_background`.
+The background pass hands its inputs to the dual pass through a :class:`BackgroundPass`
+given to both UNet calls as ``cross_attention_kwargs`` (:meth:`BackgroundPass.capture`,
+:meth:`BackgroundPass.fuse`), never through state held by the processors, so a
+gradient-checkpointed UNet recomputes either pass exactly as it first ran.
+
+Set the processors with :func:`install` (``unet.set_attn_processor``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +70,14 @@ class BranchLoRA(nn.Module):
 
 
 class PairInteraction(nn.Module):
-    """SAIM: at every position, the whole- and part-branch tokens attend to each other."""
+    """SAIM: at every position, the whole- and part-branch tokens attend to each other.
+
+    Where it differs from the authors' processor (``dual-interrelated_diff``, their
+    ``temporal_*`` layers): they normalise the two tokens with a LayerNorm and pass them
+    through an input projection before a single-head attention; here the tokens go straight
+    into a multi-head attention (the layer's own head count) with q/k/v/out projections,
+    which is the paper's Eq. 3 as written. Both add the result back residually.
+    """
 
     def __init__(self, hidden_size: int, heads: int) -> None:
         super().__init__()
@@ -109,9 +118,6 @@ class DualAttnProcessor(nn.Module):
         )
         self.saim = PairInteraction(hidden_size, heads) if config.saim else None
         self.bcm = BackgroundFusion(hidden_size, config.gamma_init) if config.bcm and self.is_self_attention else None
-        self.capturing = False
-        self.background: torch.Tensor | None = None
-        """This layer's input in the last background pass, one row per pair in the batch."""
 
     def _project(self, base: nn.Module, name: str, x: torch.Tensor, branch: torch.Tensor | None) -> torch.Tensor:
         """``base(x)`` plus the LoRA of each row's branch (``branch`` None: whole branch for all rows)."""
@@ -122,29 +128,36 @@ class DualAttnProcessor(nn.Module):
         delta = torch.stack([getattr(self.branches[b], name)(pairs[:, b]) for b in (WHOLE, PART)], dim=1)
         return out + delta.view(*out.shape[:1], *delta.shape[2:])
 
-    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, background=None):
+        # explicit signature: diffusers passes a processor only the cross_attention_kwargs it names
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb, background)
+
+    def forward(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, background=None):
         if hidden_states.ndim != 3 or attn.spatial_norm is not None or attn.group_norm is not None:
             raise ValueError("DualAttnProcessor supports the transformer attention of SD-style UNets only")
         residual = hidden_states
         batch = hidden_states.shape[0]
-        if self.capturing:
+        fused = None
+        if background is not None and background.capturing:
             # background pass: the whole branch without SAIM (paper: "except for the SAIM")
             if self.bcm is not None:
-                self.background = hidden_states
+                background.inputs[id(self)] = hidden_states
             branch = None
         else:
             if batch % 2:
                 raise ValueError(f"a dual batch holds [whole, part] pairs; got {batch} rows")
             branch = torch.arange(batch, device=hidden_states.device) % 2
+            if background is not None and self.bcm is not None:
+                fused = background.inputs.get(id(self))
 
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
-        if self.bcm is not None and branch is not None and self.background is not None:
-            if self.background.shape[0] * 2 != batch:
-                raise ValueError(f"background pass had {self.background.shape[0]} rows for {batch // 2} pairs")
+        if fused is not None:
+            if fused.shape[0] * 2 != batch:
+                raise ValueError(f"background pass had {fused.shape[0]} rows for {batch // 2} pairs")
             pairs = context.view(-1, 2, *context.shape[1:])
-            fused_whole = self.bcm(pairs[:, WHOLE], self.background.to(context.dtype))
+            fused_whole = self.bcm(pairs[:, WHOLE], fused.to(context.dtype))
             context = torch.stack([fused_whole, pairs[:, PART]], dim=1).view_as(context)
 
         query = self._project(attn.to_q, "to_q", hidden_states, branch)
@@ -169,15 +182,19 @@ class DualAttnProcessor(nn.Module):
         return out / attn.rescale_output_factor
 
 
-def install(unet: nn.Module, config: DualConfig) -> nn.ModuleDict:
-    """Give every attention layer of ``unet`` a :class:`DualAttnProcessor`; return them (trainable)."""
+def install(unet: nn.Module, config: DualConfig, dtype: torch.dtype | None = None) -> nn.ModuleDict:
+    """Give every attention layer of ``unet`` a :class:`DualAttnProcessor`; return them (trainable).
+
+    ``dtype``: of the new weights (default: the UNet's; training keeps them float32 under
+    mixed precision while the frozen UNet is in half precision).
+    """
     processors = {}
     modules = dict(unet.named_modules())
     for name in unet.attn_processors:
         attn = modules[name.removesuffix(".processor")]
         context = None if name.endswith("attn1.processor") else attn.to_k.in_features
         processors[name] = DualAttnProcessor(attn.to_q.in_features, context, attn.heads, config).to(
-            unet.device, unet.dtype
+            unet.device, dtype or unet.dtype
         )
     unet.set_attn_processor(dict(processors))  # diffusers empties the dict it is given
     return nn.ModuleDict({name.replace(".", "__"): proc for name, proc in processors.items()})
@@ -189,18 +206,17 @@ def gammas(layers: nn.ModuleDict) -> torch.Tensor:
     return torch.stack(values) if values else torch.empty(0)
 
 
-@contextmanager
-def capturing_background(layers: nn.ModuleDict) -> Iterator[None]:
-    """Inside: a UNet pass records each self-attention input as that layer's background."""
-    for proc in layers.values():
-        proc.capturing = True
-    try:
-        yield
-    finally:
-        for proc in layers.values():
-            proc.capturing = False
+@dataclass
+class BackgroundPass:
+    """The self-attention inputs of one background pass, by processor, for the dual pass after it."""
 
+    inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    capturing: bool = False
 
-def clear_background(layers: nn.ModuleDict) -> None:
-    for proc in layers.values():
-        proc.background = None
+    def capture(self) -> dict:
+        """``cross_attention_kwargs`` of the background pass: each BCM layer records its input."""
+        return {"background": BackgroundPass(self.inputs, capturing=True)}
+
+    def fuse(self) -> dict:
+        """``cross_attention_kwargs`` of the dual pass: the whole branch fuses the recorded inputs."""
+        return {"background": BackgroundPass(self.inputs, capturing=False)}

@@ -1,7 +1,8 @@
 """A DualAnoDiff checkpoint folder: trainable weights (safetensors) + what they were trained on.
 
 ``dualanodiff_layers.safetensors`` holds every processor's LoRA sets, SAIM and BCM weights;
-``text_encoder_lora.safetensors`` the optional text-encoder LoRA (peft); ``dualanodiff.json`` the :class:`DualConfig`, prompts, base model, resolution, class,
+``text_encoder_lora.safetensors`` the text-encoder LoRA (τθ, peft) when it was trained;
+``dualanodiff.json`` the :class:`DualConfig`, prompts, base model, resolution, class,
 training ids and licences, the few-shot split when there was one, and the step. The
 fingerprint of a checkpoint is the sha256 of its weight files
 (:func:`daad.synthesis.diffusion.fingerprint`).
@@ -60,13 +61,24 @@ class CheckpointInfo:
         return cls(**obj | {"dual": DualConfig(**obj["dual"]), "prompts": Prompts(**obj["prompts"])})
 
 
-def add_text_encoder_lora(text_encoder: nn.Module, rank: int) -> None:
-    """A peft LoRA on the text encoder's attention projections (trainable, the rest stays frozen)."""
-    from peft import LoraConfig
+def add_text_encoder_lora(text_encoder: nn.Module, rank: int) -> list[nn.Parameter]:
+    """Inject a peft LoRA into the text encoder's attention projections; return its (float32) weights.
 
-    text_encoder.add_adapter(
-        LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(TEXT_ENCODER_TARGETS))
-    )
+    peft's own injection (``inject_adapter_in_model``), not transformers' ``add_adapter``,
+    whose peft integration depends on matching transformers/peft releases. Only the LoRA
+    weights are trainable; they are float32 even when the encoder is in half precision.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(TEXT_ENCODER_TARGETS))
+    inject_adapter_in_model(config, text_encoder)
+    params = [p for name, p in text_encoder.named_parameters() if "lora_" in name]
+    for param in text_encoder.parameters():
+        param.requires_grad_(False)
+    for param in params:
+        param.data = param.data.float()
+        param.requires_grad_(True)
+    return params
 
 
 def save_checkpoint(folder: Path, layers: nn.ModuleDict, info: CheckpointInfo, text_encoder: nn.Module | None = None) -> str:
@@ -101,9 +113,13 @@ def load_weights(folder: Path, layers: nn.ModuleDict, text_encoder: nn.Module | 
     if text_encoder is not None:
         from peft.utils import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(text_encoder, load_file(Path(folder) / TEXT_ENCODER_FILE))
-        if result.unexpected_keys:
-            raise CheckpointError(f"{folder / TEXT_ENCODER_FILE} does not match: {result.unexpected_keys[:3]}")
+        lora_file = Path(folder) / TEXT_ENCODER_FILE
+        if not lora_file.is_file():
+            raise CheckpointError(f"{folder} has no {TEXT_ENCODER_FILE} although it records a trained text encoder")
+        result = set_peft_model_state_dict(text_encoder, load_file(lora_file))
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if result.unexpected_keys or missing:
+            raise CheckpointError(f"{lora_file} does not match: missing {missing[:3]}, unexpected {result.unexpected_keys[:3]}")
 
 
 def checkpoint_fingerprint(folder: Path) -> str:

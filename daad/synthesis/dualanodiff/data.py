@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from daad.errors import DaadError
+from daad.licences import UNKNOWN
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.output import read_generated
 
@@ -36,9 +37,17 @@ class TrainingPair:
     mask: np.ndarray
     """``H x W`` 0/1 anomaly mask M_a."""
     anomaly_class: str | None
-    licence: str = "unknown"
+    licence: str = UNKNOWN
+    """The licence of a registry record; of a generated row, see ``source_licences``."""
     source_ids: tuple[str, ...] = ()
-    """Real-anomaly ids behind this pair (itself for registry records)."""
+    """Ids of the real images behind this pair: itself for a registry record; the real
+    anomalies and the target normal image for a generated row."""
+    source_licences: Mapping[str, str] = field(default_factory=dict)
+    """Licence of each source id (ids missing here take ``licence``)."""
+
+    def licences(self) -> dict[str, str]:
+        """Each source id with its licence."""
+        return {s: self.source_licences.get(s, self.licence) for s in self.source_ids}
 
 
 @dataclass(frozen=True)
@@ -89,13 +98,40 @@ def pairs_from_view(view, split: FewShotSplit | None = None) -> list[TrainingPai
     return _checked(pairs, str(view.describe()))
 
 
-def pairs_from_generated(path: Path) -> list[TrainingPair]:
-    """Rows of a generated dataset folder (e.g. CAI output) as pairs."""
-    pairs = [
-        TrainingPair(row["id"], row["image"], row["mask"], row["anomaly_class"], "unknown", tuple(row["source_ids"]))
+def pairs_from_generated(
+    path: Path, anomaly_class: str | None = None, licences: Callable[[set[str]], Mapping[str, str]] | None = None
+) -> list[TrainingPair]:
+    """Rows of a generated dataset folder (e.g. CAI output) as pairs, only ``anomaly_class``'s when given.
+
+    A pair's sources are the row's real anomalies and its target image; ``licences`` gives
+    those ids' licences (e.g. :func:`registry_licences`; none, or ids it lacks: ``unknown``).
+    """
+    rows = [
+        (row, tuple(dict.fromkeys((*row["source_ids"], *([row["target_id"]] if row["target_id"] else [])))))
         for row in read_generated(Path(path))
+        if anomaly_class is None or row["anomaly_class"] == anomaly_class
     ]
-    return _checked(pairs, str(path))
+    known = dict(licences({s for _, sources in rows for s in sources})) if licences and rows else {}
+    pairs = [
+        TrainingPair(
+            row["id"], row["image"], row["mask"], row["anomaly_class"], UNKNOWN, sources,
+            {s: known.get(s, UNKNOWN) for s in sources},
+        )
+        for row, sources in rows
+    ]
+    return _checked(pairs, f"{path} (class {anomaly_class})" if anomaly_class else str(path))
+
+
+def registry_licences(registry, ids: set[str]) -> dict[str, str]:
+    """Licences of ``ids``: a registry record's own, else (a target normal image) the catalogue
+    licence of the origin the id starts with, else ``unknown``."""
+    catalogue = registry.catalogue
+    origins = sorted({i.split("/", 1)[0] for i in ids} & set(catalogue.entries))
+    found = {r.id: r.licence for r in registry.records(origins) if r.id in ids} if origins else {}
+    for i in ids - found.keys():
+        origin = i.split("/", 1)[0]
+        found[i] = catalogue[origin].licence if origin in catalogue else UNKNOWN
+    return found
 
 
 def _checked(pairs: list[TrainingPair], where: str) -> list[TrainingPair]:
@@ -139,3 +175,13 @@ def prepare(pairs: Sequence[TrainingPair], resolution: int, foreground: Foregrou
 def background_image(target_id: str, image: np.ndarray, foreground: ForegroundExtractor) -> np.ndarray:
     """I_b = (1 − M_f) × I of a target normal image (the BCM condition at sampling)."""
     return image * (1 - foreground(target_id, image))[..., None]
+
+
+def random_flips(images: Sequence[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+    """The same random horizontal and (independently) vertical flip of row ``i`` of every batch
+    in ``images`` (``B x C x H x W``), each with probability 1/2, so a pair's images stay aligned."""
+    out = list(images)
+    for dim in (-1, -2):
+        flip = (torch.rand(out[0].shape[0], generator=generator) < 0.5).view(-1, 1, 1, 1)
+        out = [torch.where(flip, x.flip(dim), x) for x in out]
+    return out

@@ -4,8 +4,10 @@ The batch keeps every pair in adjacent rows, ``[whole₀, part₀, whole₁, par
 classifier-free guidance doubles it as ``[uncond pairs…, cond pairs…]`` (each half still
 paired), and the guided prediction is split back the same way, so pair ``i`` of a batch of
 ``n`` is exactly what it would be sampled alone. With BCM, each step first runs the
-background latents (noised to the same timestep) through the UNet to collect the
-self-attention inputs the whole branch fuses in.
+background latents, noised to the same timestep with noise drawn afresh at every step (as
+the authors' ``RefOnlyNoisedUNet``), through the UNet to collect the self-attention inputs
+the whole branch fuses in. The pipeline runs in the dtype of the loaded weights
+(``from_checkpoint(dtype=...)``: fp16 halves memory on a GPU).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from daad.synthesis.diffusion import BaseModel, load_base
-from daad.synthesis.dualanodiff.attention import DualConfig, capturing_background, clear_background, install
+from daad.synthesis.dualanodiff.attention import BackgroundPass, DualConfig, install
 from daad.synthesis.dualanodiff.checkpoint import Prompts, add_text_encoder_lora, load_weights, read_info
 
 
@@ -57,13 +59,21 @@ class DualAnoDiffPipeline:
         return cls(base, install(base.unet, config), prompts, resolution)
 
     @classmethod
-    def from_checkpoint(cls, folder: Path, *, base_model: str | None = None, device: str | torch.device = "cpu"):
-        """Base model (the checkpoint's, or ``base_model``) plus the saved trainable weights."""
+    def from_checkpoint(
+        cls,
+        folder: Path,
+        *,
+        base_model: str | None = None,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ):
+        """Base model (the checkpoint's, or ``base_model``) plus the saved trainable weights, all in ``dtype``."""
         info = read_info(folder)
-        base = load_base(base_model or info.base_model, device=device)
+        base = load_base(base_model or info.base_model, device=device, dtype=dtype)
         pipe = cls.from_base(base, info.dual, info.prompts, info.resolution)
         if info.text_encoder_lora:
-            add_text_encoder_lora(base.text_encoder, info.dual.rank)
+            for param in add_text_encoder_lora(base.text_encoder, info.dual.rank):
+                param.data = param.data.to(dtype)
         load_weights(folder, pipe.layers, base.text_encoder if info.text_encoder_lora else None)
         pipe.layers.eval()
         return pipe
@@ -105,22 +115,23 @@ class DualAnoDiffPipeline:
                 background_latents = base.encode_images(backgrounds, generators[0])
             else:
                 background_latents = torch.cat([base.encode_images(b[None], g) for b, g in zip(backgrounds, generators)])
-            background_noise = self._noise(generators, num_pairs, 1, latent_shape)
             whole_embeddings = embeddings[0::2]  # the whole prompt (uncond then cond) for each background
 
         scheduler.set_timesteps(num_inference_steps, device=self.device)
         for t in tqdm(scheduler.timesteps, desc="dualanodiff", disable=not progress, leave=False):
+            dual_kwargs = None
             if use_bcm:
+                background_noise = self._noise(generators, num_pairs, 1, latent_shape)
                 noisy_background = base.noise_scheduler.add_noise(background_latents, background_noise, t.reshape(1))
-                with capturing_background(self.layers):
-                    unet(torch.cat([noisy_background] * (2 if guided else 1)), t, whole_embeddings)
+                store = BackgroundPass()
+                unet(torch.cat([noisy_background] * (2 if guided else 1)), t, whole_embeddings, cross_attention_kwargs=store.capture())
+                dual_kwargs = store.fuse()
             model_input = scheduler.scale_model_input(torch.cat([latents] * 2) if guided else latents, t)
-            noise = unet(model_input, t, embeddings).sample
+            noise = unet(model_input, t, embeddings, cross_attention_kwargs=dual_kwargs).sample
             if guided:
                 uncond, cond = noise.chunk(2)
                 noise = uncond + guidance_scale * (cond - uncond)
             latents = scheduler.step(noise, t, latents).prev_sample  # DDIM, eta 0: deterministic
-        clear_background(self.layers)
 
         pixels = base.decode_latents(latents)
         images = (pixels.permute(0, 2, 3, 1).float().cpu().numpy() * 255).round().astype(np.uint8)

@@ -2,7 +2,8 @@
 
 1. arguments (:class:`SampleConfig`, the paper's defaults: 100 DDIM steps, guidance 2.5;
    with BCM the paper uses 50 steps and guidance 2.0);
-2. the checkpoint loaded into a fresh pipeline, its fingerprint taken;
+2. the checkpoint loaded into a fresh pipeline (fp16 on CUDA unless ``precision`` says
+   otherwise), its fingerprint taken;
 3. per batch of pairs: backgrounds I_b = (1 − M_f) × I from target normal images chosen by a
    seeded generator (BCM), the pairs sampled, each mask segmented from its part image;
 4. rows written with :func:`daad.synthesis.output.write_generated` (generator ``dualanodiff``,
@@ -22,7 +23,7 @@ import torch
 from daad.errors import LeakageError
 from daad.exclusion import NO_EVALUATION
 from daad.synthesis.base import Synthesis, Target
-from daad.synthesis.diffusion import pick_device, torch_generator
+from daad.synthesis.diffusion import pick_device, sampling_dtype, torch_generator
 from daad.synthesis.dualanodiff.checkpoint import checkpoint_fingerprint, read_info
 from daad.synthesis.dualanodiff.data import background_image, to_tensor
 from daad.synthesis.dualanodiff.masks import DEFAULT_THRESHOLD, PartMasker
@@ -49,6 +50,8 @@ class SampleConfig:
     base_model: str | None = None
     evaluation: str = NO_EVALUATION
     device: str | None = None
+    precision: str = "auto"
+    """Weights' dtype: ``auto`` (fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16`` or ``bf16``."""
     progress: bool = True
 
 
@@ -61,8 +64,10 @@ class DualAnoDiffGenerator:
         self.config = config
         self.info = read_info(config.checkpoint)
         self.fingerprint = checkpoint_fingerprint(config.checkpoint)
+        device = pick_device(config.device)
+        self.dtype = sampling_dtype(config.precision, device)
         self.pipeline = DualAnoDiffPipeline.from_checkpoint(
-            config.checkpoint, base_model=config.base_model, device=pick_device(config.device)
+            config.checkpoint, base_model=config.base_model, device=device, dtype=self.dtype
         )
         self.masker = PartMasker(config.mask_method, config.mask_threshold, config.rembg_model)
         self.foreground = ForegroundExtractor(config.foreground, config.rembg_model)
@@ -85,6 +90,7 @@ class DualAnoDiffGenerator:
             "num_pairs": c.num_pairs,
             "num_inference_steps": c.num_inference_steps,
             "guidance_scale": c.guidance_scale,
+            "dtype": str(self.dtype).removeprefix("torch."),
             "mask": self.masker.params(),
             "foreground": self.foreground.method,
         }
