@@ -1,15 +1,20 @@
 """One module per source: each reads a dataset as its authors publish it.
 
 ``LOADERS`` maps an origin id to its module; every module exposes
-``iter_records(root, entry=None)`` and ``iter_normals(root)``.
+``iter_records(root, entry=None)`` and ``iter_normals(root)``. A user's named collection
+is read by the layout loader its catalogue entry names (:mod:`daad.collection`).
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from daad.errors import DaadError
+
+if TYPE_CHECKING:
+    from daad.catalogue import SourceEntry
 
 LOADERS: dict[str, str] = {
     "btad": "daad.loaders.btad",
@@ -28,9 +33,14 @@ LOADERS: dict[str, str] = {
 }
 
 
-def get_loader(origin: str) -> ModuleType:
-    """The loader module of ``origin``."""
+def get_loader(origin: str, entry: SourceEntry | None = None) -> ModuleType:
+    """The loader module of ``origin``: its own, or the layout loader its catalogue ``entry``
+    names (a user's collection)."""
+    name = entry.loader if entry is not None and entry.loader else origin
     try:
-        return importlib.import_module(LOADERS[origin])
+        return importlib.import_module(LOADERS[name])
     except KeyError:
-        raise DaadError(f"no loader for origin {origin!r}; known: {', '.join(sorted(LOADERS))}") from None
+        raise DaadError(
+            f"no loader for origin {origin!r}; known: {', '.join(sorted(LOADERS))} "
+            f"(a collection of your own: `daad ingest {origin} --loader folder --root PATH`)"
+        ) from None
