@@ -197,7 +197,7 @@ def ingest_root(origin: str, root: str | Path) -> Path:
         text = rest
     path = Path(text).expanduser()
     if not path.is_dir():
-        raise RootError(origin, text, "does not exist" if not path.exists() else "is not a folder")
+        raise RootError(origin, str(root), "does not exist" if not path.exists() else "is not a folder")
     if next(path.iterdir(), None) is None:
-        raise RootError(origin, text, "is empty")
+        raise RootError(origin, str(root), "is empty")
     return path

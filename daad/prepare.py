@@ -44,6 +44,7 @@ from daad.archives import ArchiveError, CorruptArchiveError, unpack
 from daad.catalogue import SourceEntry
 from daad.download import download
 from daad.errors import DaadError, PathEscapeError, RecordFileError
+from daad.fetch import failure_reason
 from daad.images import read_verified, sha256_bytes
 from daad.licences import UNKNOWN, LicencePolicy
 from daad.registry import Registry
@@ -245,7 +246,7 @@ def _download_archive(
             timeout=options.timeout, retries=options.retries, progress=bar.update,
         )
     if not result.ok:
-        raise SourceDownloadError(origin, f"download of {url} failed: {result.reason}: {result.detail}")
+        raise SourceDownloadError(origin, f"download of {url} failed: {failure_reason(result)}: {result.detail}")
 
 
 def verify_files(registry: Registry, origin: str, root: Path, *, progress: bool = False) -> int:
