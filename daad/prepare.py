@@ -246,7 +246,9 @@ def _download_archive(
             timeout=options.timeout, retries=options.retries, progress=bar.update,
         )
     if not result.ok:
-        raise SourceDownloadError(origin, f"download of {url} failed: {failure_reason(result)}: {result.detail}")
+        label = failure_reason(result)
+        why = label if label == result.reason else f"{label} ({result.reason})"
+        raise SourceDownloadError(origin, f"download of {url} failed: {why}: {result.detail}")
 
 
 def verify_files(registry: Registry, origin: str, root: Path, *, progress: bool = False) -> int:
