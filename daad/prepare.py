@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
+from daad.atomic import write_atomically
 from daad.archives import ArchiveError, CorruptArchiveError, unpack
 from daad.catalogue import SourceEntry
 from daad.download import download
@@ -276,8 +277,5 @@ def _state_path(data: Path, origin: str) -> Path:
 
 def _write_state(data: Path, origin: str, values: dict) -> None:
     state = {"origin": origin, **values, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = _state_path(data, origin)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(_state_path(data, origin), [json.dumps(state, indent=2, sort_keys=True) + "\n"])
 
