@@ -168,3 +168,28 @@ def test_a_killed_commands_mongod_is_stopped_by_the_next(tmp_path):
     assert result.returncode == 2 and "no FiftyOne dataset 'nothing-here'" in result.stderr, result.stderr
     orphan.wait(timeout=15)  # raises TimeoutExpired if the next command left it running
     assert not orphan.is_running() and not (database / STATE_FILE).exists()
+
+
+def test_two_named_collections_curated_side_by_side(session, tmp_path):
+    from helpers.collections import real_collection
+
+    manifests = copy_manifests(tmp_path / "manifests")
+    roots = {"steel_a": real_collection(tmp_path / "a", ["In_1", "Sc_1"]),
+             "steel_b": real_collection(tmp_path / "b", ["Pa_2", "Sc_2"])}
+    for origin, root in roots.items():
+        result = CliRunner().invoke(cli, ["ingest", origin, "--loader", "folder", "--root", str(root),
+                                          "--manifests", str(manifests)])
+        assert result.exit_code == 0, result.output
+    m = ["--manifests", str(manifests), *[f"--root={o}={r}" for o, r in roots.items()]]
+    name = "safety-collections"
+    opened = _cli(session, "curate", "open", "--no-app", "--name", name, "--origin", "steel_a", "--origin", "steel_b", *m)
+    assert opened.exit_code == 0 and "4 samples" in opened.output, opened.output
+    _tag(session, name, "steel_a/photos/Sc_1", "reject", "reason:blurry")
+    _tag(session, name, "steel_b/photos/Pa_2", label="pits")
+    untouched = {o: {r.id: r for r in read_manifest(manifests / f"{o}.jsonl")} for o in roots}
+    synced = _cli(session, "curate", "sync", "--name", name, "--manifests", str(manifests))
+    assert synced.exit_code == 0 and "applied 2 change(s)" in synced.output, synced.output
+    a = {r.id: r for r in read_manifest(manifests / "steel_a.jsonl")}
+    b = {r.id: r for r in read_manifest(manifests / "steel_b.jsonl")}
+    assert a["steel_a/photos/Sc_1"].status is Status.REJECTED and a["steel_a/photos/In_1"] == untouched["steel_a"]["steel_a/photos/In_1"]
+    assert b["steel_b/photos/Pa_2"].anomaly_class == "pits" and b["steel_b/photos/Sc_2"] == untouched["steel_b"]["steel_b/photos/Sc_2"]

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import REPO, SD_ROOT, SOURCE_ROOTS, copy_manifests
+from helpers.collections import real_collection
 from daad.atomic import temp_path
 from daad.build import EmptyBuildError, build
 from daad.catalogue import Catalogue
@@ -137,28 +138,9 @@ def test_curation_survives_a_remove_and_re_add_cycle(cf_manifests, tmp_path):
     assert len(read_log(cf_manifests)) == 2
 
 
-def _real_collection(root: Path, stems: list[str]) -> Path:
-    """A user's folder collection made of real SD-saliency-900 images and masks, with its own
-    class names mapped in ``collection.toml``."""
-    names = {"In": "einschluss", "Pa": "fleck", "Sc": "kratzer"}
-    (root / "photos").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rows = ["image,class"]
-    for stem in stems:
-        shutil.copy(SD_ROOT / "Source Images" / f"{stem}.bmp", root / "photos" / f"{stem}.bmp")
-        shutil.copy(SD_ROOT / "Ground truth" / f"{stem}.png", root / "masks" / f"{stem}.png")
-        rows.append(f"photos/{stem}.bmp,{names[stem[:2]]}")
-    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
-    (root / "collection.toml").write_text(
-        'name = "Our steel strip"\nlicence = "CC-BY-4.0"\nsource = "reality_photo"\ncitation = "Our lab, 2026"\n'
-        '[classes]\neinschluss = "impurity"\nfleck = "stain"\nkratzer = "scratch"\n'
-    )
-    return root
-
-
 def test_named_collections_live_side_by_side(cf_manifests, tmp_path):
-    first = _real_collection(tmp_path / "first", ["In_1", "Pa_1", "Sc_1"])
-    second = _real_collection(tmp_path / "second", ["In_2", "In_3", "Sc_2", "Sc_3"])
+    first = real_collection(tmp_path / "first", ["In_1", "Pa_1", "Sc_1"])
+    second = real_collection(tmp_path / "second", ["In_2", "In_3", "Sc_2", "Sc_3"])
     m = ["--manifests", str(cf_manifests)]
     a = _ingest("steel_a", "--loader", "folder", "--root", str(first), *m, "--json")
     assert a.exit_code == 0, a.output
