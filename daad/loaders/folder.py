@@ -11,7 +11,10 @@ and optionally ``source`` (``online_search`` / ``reality_photo``), ``licence``, 
 4. ``masks/<stem>.png``.
 
 An image without any mask becomes a ``needs_mask`` record (draw it with EISeg, then
-re-ingest). Ids ``<origin>/<image path without suffix>``.
+re-ingest). Ids ``<origin>/<image path without suffix>``, where the origin is the
+collection's own name (``daad ingest my_photos --loader folder --root PATH``; its
+catalogue entry: :mod:`daad.collection`); ``folder`` is the template entry used when none
+is given.
 
 License:
     Per row (``licence`` column, SPDX or LicenseRef), else the catalogue entry's.
