@@ -173,6 +173,13 @@ def test_named_collections_live_side_by_side(cf_manifests, tmp_path):
     rows = datasets.load_dataset(str(out), split="train")
     assert sorted(rows["id"]) == sorted(records)
 
+    # The old way, one `folder` origin for everything: the second folder would remove the first's records.
+    plain = [real_collection(tmp_path / f"plain{i}", stems, own_names=False) for i, stems in enumerate([["In_4"], ["In_5"]])]
+    assert _ingest("folder", "--root", str(plain[0]), *m).exit_code == 0
+    folder_bytes = (cf_manifests / "folder.jsonl").read_bytes()
+    replaced = _ingest("folder", "--root", str(plain[1]), *m)
+    assert isinstance(replaced.exception, RemovalRefusedError) and (cf_manifests / "folder.jsonl").read_bytes() == folder_bytes
+
     taken = _ingest("crackforest", "--loader", "folder", "--root", str(first), *m)
     assert isinstance(taken.exception, CollectionError) and "my_crackforest" in str(taken.exception)
     bad = _ingest("Steel-C", "--loader", "folder", "--root", str(first), *m)

@@ -8,10 +8,11 @@ from pathlib import Path
 from conftest import SD_ROOT
 
 
-def real_collection(root: Path, stems: list[str]) -> Path:
+def real_collection(root: Path, stems: list[str], *, own_names: bool = True) -> Path:
     """A user's folder collection made of real SD-saliency-900 images and masks, with its own
-    class names mapped in ``collection.toml``."""
-    names = {"In": "einschluss", "Pa": "fleck", "Sc": "kratzer"}
+    class names mapped in ``collection.toml`` (DAAD's class names unless ``own_names``)."""
+    names = {"In": "einschluss", "Pa": "fleck", "Sc": "kratzer"} if own_names else {
+        "In": "impurity", "Pa": "stain", "Sc": "scratch"}
     (root / "photos").mkdir(parents=True)
     (root / "masks").mkdir()
     rows = ["image,class"]
