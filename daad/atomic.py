@@ -55,11 +55,12 @@ def remove_stale_temps(path: Path) -> None:
     """Remove the temp files of ``path`` left by writers that were killed (their process is gone)."""
     for tmp in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
         pid = tmp.name[len(path.name) + 2: -len(TEMP_SUFFIX)]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -115,8 +115,6 @@ def open_records(
     fo = session.fiftyone()
     masks_dir = (masks_dir or mask_cache_dir()) / name
     dataset = _dataset(fo, name, KIND_REGISTRY)
-    dataset.info["manifests_dir"] = str(registry.manifests_dir.resolve())
-    dataset.save()
     existing = (
         dict(zip(dataset.values("record_id"), dataset.values("manifest_line")))
         if dataset.has_sample_field("record_id")
@@ -145,6 +143,8 @@ def open_records(
     gone = [rid for rid in existing if rid not in selected]
     if (stale or gone) and not discard_unsynced:
         _refuse_unsynced(dataset, stale + gone)
+    dataset.info["manifests_dir"] = str(registry.manifests_dir.resolve())
+    dataset.save()
     summary.removed = len(gone)
     if stale or gone:
         dataset.delete_samples(dataset.select_by("record_id", stale + gone))
