@@ -56,7 +56,8 @@ def collection_entry(
     ``<root>/collection.toml``, then the non-``None`` ``flags`` (``classes`` are merged)."""
     if not ORIGIN_ID.match(origin):
         raise CollectionError(
-            f"collection name {origin!r} must be lowercase letters, digits and '_' (e.g. my_photos)")
+            f"collection name {origin!r} must be lowercase letters, digits and '_': "
+            f"run e.g. `daad ingest my_photos --loader {loader} --root PATH`")
     if loader not in LAYOUT_LOADERS:
         raise CollectionError(
             f"unknown layout loader {loader!r}; run `daad ingest {origin} --loader LOADER --root PATH` "
@@ -79,13 +80,14 @@ def collection_entry(
         return parse_entry(origin, value)
     except (KeyError, TypeError, ValueError) as exc:
         where = beside if beside.is_file() else "the command line"
-        raise CollectionError(f"collection {origin!r} ({where}): {exc}") from None
+        raise CollectionError(f"collection {origin!r} ({where}): {exc}; fix it there and run "
+                              f"`daad ingest {origin} --loader {loader} --root PATH` again") from None
 
 
 def _update(value: dict[str, Any], table: dict[str, Any], where: str) -> None:
     unknown = set(table) - set(ENTRY_KEYS)
     if unknown:
-        raise CollectionError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(ENTRY_KEYS)}")
+        raise CollectionError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use only {', '.join(ENTRY_KEYS)}")
     classes = table.get("classes")
     if classes is not None and not isinstance(classes, dict):
         raise CollectionError(f"{where}: classes must be a table of native name = DAAD class")

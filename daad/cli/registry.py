@@ -54,10 +54,14 @@ def ingest(
                                   f"another name: `daad ingest my_{origin} --loader {loader or 'folder'} --root PATH`")
         previous = collections.get(origin)
         entry = collection_entry(origin, loader or previous.loader, path, flags, previous)
+    elif origin not in catalogue:
+        raise CollectionError(f"{origin!r} is not in the catalogue; to ingest a collection of your own under this "
+                              f"name run `daad ingest {origin} --loader folder --root PATH` (or --loader mvtec_ad)")
     else:
         if any(v is not None for v in flags.values()):
             raise CollectionError(f"--name/--licence/--citation/--source/--homepage/--class describe a collection of "
-                                  f"your own; {origin!r} is a published source (its entry is in sources.toml)")
+                                  f"your own; {origin!r} is a published source (its entry is in sources.toml). "
+                                  f"For a collection of your own run `daad ingest my_{origin} --loader folder --root PATH ...`")
         entry = catalogue[origin]
     manifest = registry.manifests_dir / f"{origin}.jsonl"
     try:

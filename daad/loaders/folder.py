@@ -38,7 +38,7 @@ from daad.annotations.coco import CocoImage, read_coco
 from daad.annotations.eiseg import read_eiseg
 from daad.annotations.labelme import read_labelme
 from daad.catalogue import CatalogueError, SourceEntry
-from daad.errors import RecordFileError
+from daad.errors import DaadError, RecordFileError
 from daad.images import decode_image, perceptual_hash, read_verified, sha256_bytes
 from daad.licences import check_licence
 from daad.loaders.base import NormalImage, Skipped, record_or_skip, relative_to_root
@@ -54,8 +54,8 @@ MASK_DIR = "masks"
 MASK_FORMATS = ("png", "coco", "labelme", "eiseg")
 
 
-class FolderFormatError(ValueError):
-    """A metadata row or annotation file cannot be read; names the file and row."""
+class FolderFormatError(DaadError, ValueError):
+    """The metadata file is missing, or a row or annotation file cannot be read; names the file and row."""
 
 
 def _json_mask(path: Path, width: int, height: int) -> np.ndarray:
@@ -83,6 +83,10 @@ def _find_mask(root: Path, image_path: Path, rel: str, row: dict[str, str], coco
 
 
 def _rows(root: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    if not (root / METADATA).is_file():
+        raise FolderFormatError(
+            f"{root / METADATA} is missing: a folder collection lists its images there (columns image, class; "
+            f"see `daad.loaders.folder`), then run `daad ingest NAME --loader folder --root {root}`")
     with open(root / METADATA, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = {"image", "class"} - set(reader.fieldnames or ())
