@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
