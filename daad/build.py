@@ -70,6 +70,21 @@ class BuildError(DaadError):
         super().__init__("\n".join(lines))
 
 
+class EmptyBuildError(DaadError):
+    """The build would write no row: it fails, saying why, and the previous output stays."""
+
+    def __init__(self, summary: BuildSummary, statuses: tuple[Status, ...]) -> None:
+        self.summary = summary
+        skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "none"
+        wanted = ", ".join(str(s) for s in statuses)
+        super().__init__(
+            f"nothing to build: no record passes the licence policy {summary.licence_policy!r} and the statuses "
+            f"({wanted}) (skipped: {skipped}); previous output left untouched. "
+            f"See what there is with `daad stats --status all`; build with another policy, "
+            f"e.g. `daad build --licence-policy all`"
+        )
+
+
 @dataclass
 class BuildSummary:
     """Counts of one build: rows written, records rejected (with reasons) and skipped."""
@@ -148,7 +163,8 @@ def build(
     keeping the shards of unchanged origins when ``reuse``; records whose mask is only a coarse
     region (``weak_mask``) are left out unless ``weak_masks``.
 
-    Raises :class:`BuildError` (output untouched) on bad records.
+    Raises :class:`BuildError` on bad records and :class:`EmptyBuildError` when no row
+    would be written (output untouched either way).
     """
     out = Path(out)
     workers = workers or default_workers()
@@ -190,6 +206,8 @@ def build(
                 entries[manifest.stem] = {"key": keys[manifest], "files": files, "summary": part.to_json()}
         if summary.errors:
             raise BuildError(summary)
+        if not summary.accepted:
+            raise EmptyBuildError(summary, statuses)
         files = sorted(writer.rows_written)
         writer.write_file("README.md", registry_card(registry, summary, files))
         build_info = summary.to_json() | {

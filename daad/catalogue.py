@@ -22,6 +22,8 @@ from daad.taxonomy import UNMAPPED, Source, check_class
 FILENAME = "sources.toml"
 DOWNLOADS = "downloads.toml"
 """Download table (url, subpath, sha256, format per origin), merged into the entries."""
+COLLECTIONS = "collections.toml"
+"""Users' own named collections (``daad ingest NAME --loader ...``), entries like ``sources.toml``'s plus ``loader``."""
 
 
 class CatalogueError(DaadError):
@@ -135,6 +137,8 @@ class SourceEntry:
     commercial_use: bool | None = None
     """Whether the licence allows commercial use (``None``: not stated)."""
     notes: str = ""
+    loader: str | None = None
+    """The layout loader reading a user's collection (``folder``, ``mvtec_ad``); ``None``: the origin's own."""
 
     def map_class(self, native: str) -> str:
         """The DAAD class of a native defect name; ``unmapped`` when the catalogue says so.
@@ -170,13 +174,12 @@ class Catalogue:
             raise CatalogueError(f"no source catalogue at {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise CatalogueError(f"{path}: {exc}") from None
-        entries = {}
-        for origin, value in raw.items():
-            try:
-                entries[origin] = _parse_entry(origin, value)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise CatalogueError(f"{path}: source {origin!r}: {exc}") from None
+        entries = _parse_entries(path, raw)
         _merge_downloads(entries, Path(manifests_dir) / DOWNLOADS)
+        for origin, entry in load_collections(manifests_dir).items():
+            if origin in entries:
+                raise CatalogueError(f"{Path(manifests_dir) / COLLECTIONS}: collection {origin!r} is also in {FILENAME}")
+            entries[origin] = entry
         return cls(entries)
 
     def __getitem__(self, origin: str) -> SourceEntry:
@@ -192,7 +195,34 @@ class Catalogue:
         return iter(self.entries.values())
 
 
-def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
+def load_collections(manifests_dir: Path) -> dict[str, SourceEntry]:
+    """The entries of ``collections.toml`` (none when it is absent)."""
+    path = Path(manifests_dir) / COLLECTIONS
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogueError(f"{path}: {exc}") from None
+    entries = _parse_entries(path, raw)
+    for origin, entry in entries.items():
+        if entry.loader is None:
+            raise CatalogueError(f"{path}: collection {origin!r} names no loader")
+    return entries
+
+
+def _parse_entries(path: Path, raw: dict[str, Any]) -> dict[str, SourceEntry]:
+    entries = {}
+    for origin, value in raw.items():
+        try:
+            entries[origin] = parse_entry(origin, value)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CatalogueError(f"{path}: source {origin!r}: {exc}") from None
+    return entries
+
+
+def parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
+    """One catalogue entry from its TOML table; ``KeyError``/``TypeError``/``ValueError`` when it is wrong."""
     download = value.get("download")
     layout = value.get("layout")
     if layout is not None and "images" in layout:
@@ -214,6 +244,7 @@ def _parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
         in_daad_paper=bool(value.get("in_daad_paper", False)),
         commercial_use=value.get("commercial_use"),
         notes=value.get("notes", "").strip(),
+        loader=value.get("loader"),
     )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from PIL import Image
 from tqdm.auto import tqdm
 
+from daad.atomic import write_atomically
 from daad.errors import DaadError, LeakageError
 from daad.neardup import HashIndex, parse_hash, variant_hashes
 from daad.record import Record
@@ -82,10 +83,8 @@ class EvaluationHashes:
 
     def write(self, path: Path, header: str) -> None:
         lines = sorted({f"{h:016x} {i}" for h, i in zip(self.hashes, self.image_ids)}, key=lambda s: (s[17:], s[:16]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"# {x}\n" for x in header.splitlines()) + "\n".join(lines) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        text = "".join(f"# {x}\n" for x in header.splitlines()) + "\n".join(lines) + "\n"
+        write_atomically(path, [text])
 
 
 class ExclusionRules:

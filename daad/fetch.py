@@ -7,10 +7,14 @@ downloaded (through :mod:`daad.download`), checked to be a decodable image, stor
 ``needs_mask``. A pinned record is verified instead: a cached file with the pinned hash is
 kept, otherwise the URL is fetched again and must give the same bytes.
 
-A failure never stops the run: the record keeps ``needs_image`` with ``reason`` set to
-``dead_link``, ``http_error``, ``not_an_image``, ``too_large``, ``timeout``,
-``sha256_mismatch`` (the URL now serves other bytes) or ``network_error``. The fields
-fetch sets are marked curated, so re-ingesting the source keeps them.
+A failure never stops the run. A verdict on the URL is written: the record keeps
+``needs_image`` with ``reason`` set to ``dead_link`` (the server answered 404 or 410),
+``http_error``, ``not_an_image``, ``too_large`` or ``sha256_mismatch`` (the URL now serves
+other bytes), and the fields fetch sets are marked curated, so re-ingesting the source
+keeps them. No answer is not a verdict: offline, DNS, connection refused or reset, a
+timeout, or a server error (5xx, 429) is a ``network_error``, counted but written nowhere,
+and retried by the next run (:func:`failure_reason`). A run in which every download
+failed says so (:attr:`FetchReport.all_failed`; ``daad fetch`` exits 1).
 """
 
 from __future__ import annotations
@@ -42,6 +46,23 @@ DEADLINE_TIMEOUTS = 4
 """One record's download, retries included, ends within this many timeouts per attempt."""
 SAVE_EVERY = 10.0
 """Seconds between saves of a manifest while its images are fetched."""
+DEAD_LINK, NETWORK_ERROR = "dead_link", "network_error"
+GONE = (404, 410)
+"""The answers that make a link dead."""
+NO_ANSWER = frozenset({"dead_link", "timeout", "too_slow", "network_error", "resume_mismatch", "server_error"})
+"""Reasons of :mod:`daad.download` that, without a 404/410, mean the server gave no usable answer."""
+
+
+def failure_reason(result: DownloadResult) -> str:
+    """The label of a failed download: ``dead_link`` only for an answered 404/410;
+    ``network_error`` (retryable, not a verdict) for no answer (offline, DNS, refused, reset,
+    timeout) or a server error (5xx, 429); else :mod:`daad.download`'s own reason."""
+    status = result.http_status
+    if status in GONE:
+        return DEAD_LINK
+    if result.reason in NO_ANSWER or (status is not None and (status >= 500 or status == 429)):
+        return NETWORK_ERROR
+    return result.reason or NETWORK_ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +84,17 @@ class FetchReport:
     outcomes: list[FetchOutcome] = field(default_factory=list)
     manifests_written: list[str] = field(default_factory=list)
 
+    @property
+    def all_failed(self) -> bool:
+        """Records were tried and not one was fetched or verified."""
+        return bool(self.failed) and not (self.fetched or self.verified)
+
     def to_json(self) -> dict:
         return {
             "fetched": self.fetched,
             "verified": self.verified,
             "failed": dict(sorted(self.failed.items())),
+            "all_failed": self.all_failed,
             "manifests_written": self.manifests_written,
         }
 
@@ -99,7 +126,7 @@ def fetch_one(
         deadline=DEADLINE_TIMEOUTS * timeout * (retries + 1),
     )
     if not result.ok:
-        return _failed(record, result.reason or "network_error", result.detail)
+        return _failed(record, failure_reason(result), result.detail)
     try:
         data = temp.read_bytes()
         if result.content_type in ("text/html", "application/xhtml+xml"):
@@ -126,6 +153,9 @@ def fetch_one(
 
 
 def _failed(record: Record, reason: str, detail: str) -> tuple[FetchOutcome, Record]:
+    """The outcome, and the record with the verdict written (unchanged for a ``network_error``)."""
+    if reason == NETWORK_ERROR:
+        return FetchOutcome(record.id, reason, detail), record
     status = Status.NEEDS_IMAGE if record.status in (Status.NEEDS_IMAGE, Status.NEEDS_MASK) else record.status
     updated = replace(record, status=status, reason=reason, curated=tuple(sorted(set(record.curated) | {"status"})))
     return FetchOutcome(record.id, reason, detail), updated

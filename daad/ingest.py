@@ -2,7 +2,13 @@
 
 Re-ingesting unchanged data rewrites nothing. For ids already in the manifest, the
 fields a curator set (listed in ``Record.curated``: status/reason, anomaly_class,
-mask) are kept from the manifest; everything else comes from the source.
+mask) are kept from the manifest; everything else comes from the source. A record that
+left the manifest and comes back gets its latest decisions from the curation journal
+(:mod:`daad.curation_log`), so curation survives any remove/re-add cycle.
+
+Ingest refuses rather than destroys: a missing or empty root, a loader that finds no
+record, or a run that would remove more than ``REMOVE_SHARE`` of an origin's records
+(without ``allow_remove``) raise an :class:`IngestError` and write nothing.
 """
 
 from __future__ import annotations
@@ -12,9 +18,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from daad.curation_log import decisions, read_log, replay
+from daad.errors import DaadError
 from daad.loaders.base import Skipped
 from daad.manifest import dumps, read_manifest, write_manifest
 from daad.record import Record
+
+REMOVE_SHARE = 0.05
+"""The share of an origin's records an ingest may remove without ``--allow-remove``."""
 
 _CURATED_FIELDS = {
     "status": ("status", "reason"),
@@ -22,6 +33,50 @@ _CURATED_FIELDS = {
     "mask": ("mask", "width", "height", "bbox", "area"),
     "image": ("image", "phash", "width", "height"),  # pinned by `daad fetch`
 }
+
+
+class IngestError(DaadError):
+    """An ingest was refused; nothing was written."""
+
+
+class RootError(IngestError):
+    """The root given to ``daad ingest`` is missing, not a folder, or empty."""
+
+    def __init__(self, origin: str, root: str, problem: str) -> None:
+        self.origin, self.root = origin, root
+        super().__init__(
+            f"root {root!r} of {origin} {problem}: nothing ingested, manifests/{origin}.jsonl left as it is. "
+            f"Run `daad ingest {origin} --root PATH` (or `--root {origin}=PATH`) with the folder as its authors publish it"
+        )
+
+
+class NoRecordsError(IngestError):
+    """The loader found no record under the root: an empty manifest is never written."""
+
+    def __init__(self, manifest: Path, plan: IngestPlan) -> None:
+        self.plan = plan
+        skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(plan.report.skipped.items())) or "none"
+        super().__init__(
+            f"{manifest.stem}: the loader found no records (skipped: {skipped}); {manifest} left as it is. "
+            f"Check that --root is the origin's folder as its authors publish it and run `daad ingest {manifest.stem} --root PATH`"
+        )
+
+
+class RemovalRefusedError(IngestError):
+    """The ingest would remove more than ``REMOVE_SHARE`` of an origin's records."""
+
+    def __init__(self, manifest: Path, plan: IngestPlan, before: int) -> None:
+        self.plan, self.removed_ids = plan, plan.removed_ids
+        n = len(plan.removed_ids)
+        shown = ", ".join(plan.removed_ids[:5]) + (f" and {n - 5} more" if n > 5 else "")
+        super().__init__(
+            f"{manifest.stem}: this ingest would remove {n} of its {before} records ({shown}); nothing written. "
+            f"Check --root; if they are really gone, run `daad ingest {manifest.stem} --root PATH --allow-remove` "
+            f"(curators' decisions stay in the curation journal and come back with the records)"
+        )
+
+
+COLUMNS = ("records", "added", "removed", "changed", "unchanged")
 
 
 @dataclass
@@ -53,6 +108,10 @@ class IngestReport:
             "written": self.written,
         }
 
+    def row(self) -> list[str]:
+        """The counts of the ``daad ingest`` table, in ``COLUMNS`` order."""
+        return [str(self.to_json()[c]) for c in COLUMNS]
+
 
 def keep_curation(new: Record, old: Record) -> Record:
     """``new`` with the curator-set fields of ``old``."""
@@ -64,10 +123,34 @@ def keep_curation(new: Record, old: Record) -> Record:
     return replace(new, curated=old.curated, **kept)
 
 
-def ingest(items: Iterable[Record | Skipped], manifest: Path) -> IngestReport:
-    """Merge ``items`` into ``manifest`` and write it if anything changed."""
+@dataclass
+class IngestPlan:
+    """What an ingest would write: the report, the merged records and the ids it would remove."""
+
+    report: IngestReport
+    records: list[Record]
+    removed_ids: list[str]
+
+    def write(self, manifest: Path) -> IngestReport:
+        """Write the manifest if anything changed (atomically)."""
+        report = self.report
+        if report.added or report.removed or report.changed or not manifest.exists():
+            write_manifest(manifest, self.records)
+            report.written = True
+        return report
+
+
+def plan_ingest(items: Iterable[Record | Skipped], manifest: Path, *, allow_remove: bool = False) -> IngestPlan:
+    """Merge ``items`` with ``manifest`` (curation kept; the journalled decisions of records
+    that come back re-applied) without writing anything.
+
+    Raises :class:`NoRecordsError` when the loader found nothing, and
+    :class:`RemovalRefusedError` when more than ``REMOVE_SHARE`` of the manifest's records
+    would go and ``allow_remove`` is not set.
+    """
     report = IngestReport()
     old = {r.id: r for r in read_manifest(manifest)} if manifest.exists() else {}
+    journal = decisions(read_log(manifest.parent))
     merged: dict[str, Record] = {}
     for item in items:
         if isinstance(item, Skipped):
@@ -79,7 +162,10 @@ def ingest(items: Iterable[Record | Skipped], manifest: Path) -> IngestReport:
             continue
         if item.id in merged:
             raise ValueError(f"loader yielded id {item.id!r} twice")
-        record = keep_curation(item, old[item.id]) if item.id in old else item
+        if item.id in old:
+            record = keep_curation(item, old[item.id])
+        else:
+            record = replay(item, journal[item.id]) if item.id in journal else item
         merged[item.id] = record
         report.accepted += 1
         report.statuses[str(record.status)] += 1
@@ -91,8 +177,34 @@ def ingest(items: Iterable[Record | Skipped], manifest: Path) -> IngestReport:
             report.changed += 1
         else:
             report.unchanged += 1
-    report.removed = len(set(old) - set(merged))
-    if report.added or report.removed or report.changed or not manifest.exists():
-        write_manifest(manifest, merged.values())
-        report.written = True
-    return report
+    removed = sorted(set(old) - set(merged))
+    report.removed = len(removed)
+    plan = IngestPlan(report, list(merged.values()), removed)
+    if not merged:
+        raise NoRecordsError(manifest, plan)
+    if len(removed) > int(len(old) * REMOVE_SHARE) and not allow_remove:
+        raise RemovalRefusedError(manifest, plan, len(old))
+    return plan
+
+
+def ingest(items: Iterable[Record | Skipped], manifest: Path, *, allow_remove: bool = False) -> IngestReport:
+    """Merge ``items`` into ``manifest`` and write it if anything changed (see :func:`plan_ingest`)."""
+    manifest = Path(manifest)
+    return plan_ingest(items, manifest, allow_remove=allow_remove).write(manifest)
+
+
+def ingest_root(origin: str, root: str | Path) -> Path:
+    """The folder to ingest ``origin`` from: ``root`` as given, or ``ORIGIN=PATH`` as every
+    other command takes it. Raises :class:`RootError` when it is missing or empty."""
+    text = str(root)
+    prefix, sep, rest = text.partition("=")
+    if sep and not Path(text).exists():
+        if prefix != origin:
+            raise RootError(origin, text, f"names origin {prefix!r}, not {origin!r}")
+        text = rest
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        raise RootError(origin, str(root), "does not exist" if not path.exists() else "is not a folder")
+    if next(path.iterdir(), None) is None:
+        raise RootError(origin, str(root), "is empty")
+    return path

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from pathlib import Path
 
+from daad.atomic import write_atomically
 from daad.errors import ManifestError
 from daad.masks import decode_runs
 from daad.record import Record
@@ -123,7 +123,8 @@ class IdOrder:
 
 
 def write_manifest(path: Path, records: Iterable[Record]) -> int:
-    """Write ``records`` sorted by id, atomically (temp file + rename). Returns the count.
+    """Write ``records`` sorted by id, atomically and durably (:func:`daad.atomic.write_atomically`).
+    Returns the count.
 
     Raises ``ValueError`` on duplicate ids: nothing is written then.
     """
@@ -132,20 +133,7 @@ def write_manifest(path: Path, records: Iterable[Record]) -> int:
     for a, b in zip(ordered, ordered[1:]):
         if a.id == b.id:
             raise ValueError(f"duplicate id {a.id!r}; nothing written to {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for record in ordered:
-                f.write(dumps(record))
-                f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, (f"{dumps(record)}\n" for record in ordered))
     return len(ordered)
 
 

@@ -51,10 +51,12 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
+from daad.atomic import write_atomically
 from daad.archives import ArchiveError, CorruptArchiveError, unpack
 from daad.catalogue import SourceEntry
 from daad.download import download
 from daad.errors import DaadError, PathEscapeError, RecordFileError
+from daad.fetch import failure_reason
 from daad.images import read_verified, sha256_bytes, sha256_file
 from daad.ingest import IngestReport, ingest
 from daad.licences import UNKNOWN, LicencePolicy
@@ -298,7 +300,9 @@ def _download_archive(
             retries=options.retries, progress=bar.update,
         )
     if not result.ok:
-        raise SourceDownloadError(origin, f"download of {url} failed: {result.reason}: {result.detail}")
+        label = failure_reason(result)
+        why = label if label == result.reason else f"{label} ({result.reason})"
+        raise SourceDownloadError(origin, f"download of {url} failed: {why}: {result.detail}")
 
 
 def write_downloaded_manifest(registry: Registry, entry: SourceEntry, root: Path) -> tuple[IngestReport, Path]:
@@ -349,8 +353,5 @@ def _state_path(data: Path, origin: str) -> Path:
 
 def _write_state(data: Path, origin: str, values: dict) -> None:
     state = {"origin": origin, **values, "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = _state_path(data, origin)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomically(_state_path(data, origin), [json.dumps(state, indent=2, sort_keys=True) + "\n"])
 

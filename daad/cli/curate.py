@@ -16,6 +16,8 @@ curate_app = typer.Typer(help="Curate records in the FiftyOne App and sync decis
 app.add_typer(curate_app, name="curate")
 
 NameOption = Annotated[str | None, typer.Option("--name", help="FiftyOne dataset name (default: daad).")]
+DiscardOption = Annotated[bool, typer.Option(
+    "--discard-unsynced", help="Drop curators' edits that are not synced (otherwise they are kept and named).")]
 DatabaseOption = Annotated[
     Path | None,
     typer.Option("--database-dir", help="FiftyOne database folder (default: $DAAD_FIFTYONE_DIR or ~/.cache/daad/fiftyone)."),
@@ -37,6 +39,7 @@ def open_(
     database_dir: DatabaseOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
+    discard_unsynced: DiscardOption = False,
 ) -> None:
     """Load records (or a generator's output) into FiftyOne and serve the App."""
     from daad.curate.app import launch_app
@@ -55,7 +58,8 @@ def open_(
                 evaluation=evaluation, classes=class_, licences=licence, origins=origin, sources=source,
                 statuses=status or tuple(Status),
             )
-            dataset, summary = open_records(session, registry, view, name or DEFAULT_NAME)
+            dataset, summary = open_records(
+                session, registry, view, name or DEFAULT_NAME, discard_unsynced=discard_unsynced)
         console.print(
             f"FiftyOne dataset [bold]{summary.name}[/]: {summary.samples} samples "
             f"(added {summary.added}, refreshed {summary.refreshed}, kept {summary.kept}, removed {summary.removed})",
@@ -86,6 +90,7 @@ def sync_(
     database_dir: DatabaseOption = None,
     manifests: ManifestsOption = None,
     as_json: JsonOption = False,
+    discard_unsynced: DiscardOption = False,
 ) -> None:
     """Write the curators' decisions into the manifests; exit 1 when there are conflicts."""
     from daad.curate.dataset import DEFAULT_NAME
@@ -93,7 +98,8 @@ def sync_(
     from daad.curate.sync import sync
 
     with CurationSession(database_dir) as session:
-        report = sync(session, name or DEFAULT_NAME, manifests_dir=manifests, dry_run=dry_run, who=who)
+        report = sync(session, name or DEFAULT_NAME, manifests_dir=manifests, dry_run=dry_run, who=who,
+                      discard_unsynced=discard_unsynced)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -104,4 +110,9 @@ def sync_(
             f"{verb} {len(report.changes)} change(s); {len(report.conflicts)} conflict(s); {report.unchanged} unchanged",
             soft_wrap=True,
         )
-    raise typer.Exit(1 if report.conflicts else 0)
+        if report.conflicts and not report.discarded:
+            console.print(
+                f"the edits in conflict are kept in the dataset; to redo them on the current records, run "
+                f"`daad curate sync --name {name or DEFAULT_NAME} --discard-unsynced`, then `daad curate open` again",
+                soft_wrap=True)
+    raise typer.Exit(1 if report.conflicts and not report.discarded else 0)

@@ -18,29 +18,68 @@ from daad.cli.download import (
 
 @app.command()
 def ingest(
-    origin: Annotated[str, typer.Argument(help="Origin id, e.g. sd_saliency_900.")],
-    root: Annotated[Path, typer.Option("--root", help="The origin's folder as its authors publish it.")],
+    origin: Annotated[str, typer.Argument(help="Origin id, e.g. sd_saliency_900, or the name of your own collection.")],
+    root: Annotated[str, typer.Option("--root", help="The origin's folder as its authors publish it (PATH or ORIGIN=PATH).")],
+    loader: Annotated[str | None, typer.Option(
+        "--loader", help="Ingest a collection of your own named ORIGIN, in this layout: folder or mvtec_ad.")] = None,
+    allow_remove: Annotated[bool, typer.Option(
+        "--allow-remove", help="Let this ingest remove more than 5% of the origin's records.")] = False,
+    name: Annotated[str | None, typer.Option("--name", help="Collection: display name.")] = None,
+    licence: Annotated[str | None, typer.Option("--licence", help="Collection: SPDX id or LicenseRef-....")] = None,
+    citation: Annotated[str | None, typer.Option("--citation", help="Collection: how to cite it.")] = None,
+    source: Annotated[str | None, typer.Option(
+        "--source", help="Collection: online_search, reality_photo or existing_dataset.")] = None,
+    homepage: Annotated[str | None, typer.Option("--homepage", help="Collection: where it is described.")] = None,
+    class_map: Annotated[list[str] | None, typer.Option(
+        "--class", help="Collection: NATIVE=CLASS, a native class name and its DAAD class (repeatable).")] = None,
     manifests: ManifestsOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Read a source with its loader and write manifests/<origin>.jsonl (curation kept)."""
-    from daad.catalogue import Catalogue
-    from daad.ingest import ingest as run_ingest
+    """Read a source (or your own collection) with its loader and write manifests/<origin>.jsonl (curation kept)."""
+    from daad.catalogue import Catalogue, load_collections
+    from daad.collection import CollectionError, collection_entry, save_collection
+    from daad.ingest import RemovalRefusedError, ingest_root, plan_ingest
     from daad.loaders import get_loader
 
     registry = open_registry(manifests, None)
-    entry = Catalogue.load(registry.manifests_dir)[origin]
-    report = run_ingest(
-        get_loader(origin).iter_records(root, entry), registry.manifests_dir / f"{origin}.jsonl"
-    )
+    path = ingest_root(origin, root)
+    catalogue = Catalogue.load(registry.manifests_dir)
+    collections = load_collections(registry.manifests_dir)
+    flags = {"name": name, "licence": licence, "citation": citation, "source": source, "homepage": homepage,
+             "classes": dict(_native_class(c) for c in class_map) if class_map else None}
+    collection = loader is not None or origin in collections
+    if collection:
+        if origin in catalogue and origin not in collections:
+            raise CollectionError(f"{origin!r} is a published source in the catalogue; give your collection "
+                                  f"another name: `daad ingest my_{origin} --loader {loader or 'folder'} --root PATH`")
+        previous = collections.get(origin)
+        entry = collection_entry(origin, loader or previous.loader, path, flags, previous)
+    elif origin not in catalogue:
+        raise CollectionError(f"{origin!r} is not in the catalogue; to ingest a collection of your own under this "
+                              f"name run `daad ingest {origin} --loader folder --root PATH` (or --loader mvtec_ad)")
+    else:
+        if any(v is not None for v in flags.values()):
+            raise CollectionError(f"--name/--licence/--citation/--source/--homepage/--class describe a collection of "
+                                  f"your own; {origin!r} is a published source (its entry is in sources.toml). "
+                                  f"For a collection of your own run `daad ingest my_{origin} --loader folder --root PATH ...`")
+        entry = catalogue[origin]
+    manifest = registry.manifests_dir / f"{origin}.jsonl"
+    try:
+        plan = plan_ingest(get_loader(origin, entry).iter_records(path, entry), manifest, allow_remove=allow_remove)
+    except RemovalRefusedError as exc:
+        if not as_json:
+            console.print(_ingest_table(origin, exc.plan.report))
+            console.print(f"would remove {len(exc.removed_ids)} record(s):", highlight=False)
+            for rid in exc.removed_ids[:50]:
+                console.print(f"  {rid}", highlight=False, markup=False)
+        raise
+    if collection and save_collection(registry.manifests_dir, entry) and not as_json:
+        console.print(f"catalogue entry of collection {origin} written to collections.toml", highlight=False)
+    report = plan.write(manifest)
     if as_json:
         console.print_json(json.dumps(report.to_json()))
         return
-    table = Table(title=f"ingest {origin}")
-    for col in ("records", "added", "removed", "changed", "unchanged"):
-        table.add_column(col, justify="right")
-    table.add_row(*(str(report.to_json()[c]) for c in ("records", "added", "removed", "changed", "unchanged")))
-    console.print(table)
+    console.print(_ingest_table(origin, report))
     for reason, n in sorted(report.skipped.items()):
         console.print(f"skipped {n}: {reason}")
     if report.skipped_items:
@@ -53,6 +92,23 @@ def ingest(
     for label, n in sorted(report.unmapped.items()):
         console.print(f"unmapped native class {label!r}: {n} record(s) (kept in the manifest, not built)")
     console.print("manifest written" if report.written else "manifest unchanged")
+
+
+def _ingest_table(origin: str, report) -> Table:
+    from daad.ingest import COLUMNS
+
+    table = Table(title=f"ingest {origin}")
+    for col in COLUMNS:
+        table.add_column(col, justify="right")
+    table.add_row(*report.row())
+    return table
+
+
+def _native_class(text: str) -> tuple[str, str]:
+    native, sep, daad_class = text.partition("=")
+    if not sep or not native or not daad_class:
+        raise typer.BadParameter(f"{text!r} is not NATIVE=CLASS (e.g. kratzer=scratch)", param_hint="--class")
+    return native, daad_class
 
 
 @app.command()
@@ -174,7 +230,7 @@ def sources(manifests: ManifestsOption = None, as_json: JsonOption = False) -> N
     if as_json:
         print(json.dumps([
             {"id": e.id, "name": e.name, "licence": e.licence, "homepage": e.homepage,
-             "classes": e.classes, "download": e.download.url if e.download else None}
+             "classes": e.classes, "download": e.download.url if e.download else None, "loader": e.loader}
             for e in catalogue
         ], indent=2))
         return
@@ -185,6 +241,7 @@ def sources(manifests: ManifestsOption = None, as_json: JsonOption = False) -> N
         mapped = sorted({c for c in e.classes.values() if c != "unmapped"})
         table.add_row(
             e.id, e.name, e.licence, ", ".join(mapped), str(len(e.unmapped)),
-            "yes" if e.download else ("manual" if e.manual_download else "-"),
+            "yes" if e.download else ("manual" if e.manual_download else
+                                      (f"own collection ({e.loader})" if e.loader else "-")),
         )
     console.print(table)

@@ -23,7 +23,7 @@ def fetch(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Download the images of URL records, pin their sha256 in the manifest, record failures."""
+    """Download the images of URL records, pin their sha256 in the manifest, record failures; exit 1 when all failed."""
     from daad.fetch import fetch as run_fetch
 
     report = run_fetch(
@@ -33,7 +33,15 @@ def fetch(
     )
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
-        return
+    else:
+        _print_report(report)
+    if report.all_failed:
+        raise typer.Exit(1)
+
+
+def _print_report(report) -> None:
+    from daad.fetch import NETWORK_ERROR
+
     table = Table(title="fetch")
     table.add_column("result")
     table.add_column("records", justify="right")
@@ -43,3 +51,7 @@ def fetch(
         table.add_row(f"failed: {reason}", str(n))
     console.print(table)
     console.print(f"manifests written: {', '.join(report.manifests_written) or 'none'}")
+    if report.failed.get(NETWORK_ERROR):
+        console.print(f"{report.failed[NETWORK_ERROR]} network error(s) (no answer: offline, DNS, refused, timeout, "
+                      "server error): nothing recorded for them; run `daad fetch` again when the network is back")
+

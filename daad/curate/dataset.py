@@ -9,7 +9,9 @@ the record's provenance fields, its status as a ``status:<value>`` tag, and
 the curator's edits, and the line against the manifest to find conflicts.
 
 Re-opening keeps samples whose manifest line is unchanged (with any edits made to
-them), refreshes the ones whose line changed, and drops samples no longer selected.
+them), refreshes the ones whose line changed, and drops samples no longer selected, but
+never a sample holding edits not yet synced: opening refuses and names them
+(:class:`UnsyncedEditsError`) unless ``discard_unsynced`` is given.
 """
 
 from __future__ import annotations
@@ -39,6 +41,20 @@ MASK_TARGETS = {255: "anomaly"}
 MASK_COLOUR = "#ff3030"
 STATUS_TAG = "status:"
 KIND_REGISTRY, KIND_GENERATED = "registry", "generated"
+
+
+class UnsyncedEditsError(DaadError):
+    """Opening would drop samples whose curators' edits are not synced yet; names them."""
+
+    def __init__(self, name: str, edits: dict[str, list[str]]) -> None:
+        self.edits = edits
+        shown = "; ".join(f"{rid} ({', '.join(fields)})" for rid, fields in list(edits.items())[:10])
+        more = f" and {len(edits) - 10} more" if len(edits) > 10 else ""
+        super().__init__(
+            f"FiftyOne dataset {name!r}: {len(edits)} sample(s) with unsynced edits would be dropped "
+            f"(not selected any more, or their manifest record changed): {shown}{more}; nothing changed. "
+            f"Run `daad curate sync --name {name}` first, or re-run this open with --discard-unsynced to drop the edits"
+        )
 
 
 @dataclass
@@ -90,13 +106,15 @@ def open_records(
     name: str = DEFAULT_NAME,
     *,
     masks_dir: Path | None = None,
+    discard_unsynced: bool = False,
 ):
-    """Load ``records`` into the persistent FiftyOne dataset ``name``; returns ``(dataset, summary)``."""
+    """Load ``records`` into the persistent FiftyOne dataset ``name``; returns ``(dataset, summary)``.
+
+    Raises :class:`UnsyncedEditsError` (changing nothing) when a sample it would drop or
+    refresh holds unsynced edits, unless ``discard_unsynced``."""
     fo = session.fiftyone()
     masks_dir = (masks_dir or mask_cache_dir()) / name
     dataset = _dataset(fo, name, KIND_REGISTRY)
-    dataset.info["manifests_dir"] = str(registry.manifests_dir.resolve())
-    dataset.save()
     existing = (
         dict(zip(dataset.values("record_id"), dataset.values("manifest_line")))
         if dataset.has_sample_field("record_id")
@@ -123,6 +141,10 @@ def open_records(
         else:
             summary.added += 1
     gone = [rid for rid in existing if rid not in selected]
+    if (stale or gone) and not discard_unsynced:
+        _refuse_unsynced(dataset, stale + gone)
+    dataset.info["manifests_dir"] = str(registry.manifests_dir.resolve())
+    dataset.save()
     summary.removed = len(gone)
     if stale or gone:
         dataset.delete_samples(dataset.select_by("record_id", stale + gone))
@@ -130,6 +152,18 @@ def open_records(
         dataset.add_samples(new_samples, progress=False)
     summary.samples = len(dataset)
     return dataset, summary
+
+
+def _refuse_unsynced(dataset, ids: list[str]) -> None:
+    """Raise :class:`UnsyncedEditsError` if any sample of ``ids`` holds unsynced edits."""
+    from daad.curate.edits import unsynced  # edits reads this module's fields
+
+    edits = {}
+    for sample in dataset.select_by("record_id", ids).iter_samples(progress=False):
+        if fields := unsynced(sample):
+            edits[sample["record_id"]] = fields
+    if edits:
+        raise UnsyncedEditsError(dataset.name, dict(sorted(edits.items())))
 
 
 def open_generated(session: CurationSession, path: Path, name: str | None = None, *, files_dir: Path | None = None):

@@ -9,7 +9,9 @@ service would attach to any running FiftyOne database of the machine, whatever i
 directory; ours is found through a state file in the database directory instead, so
 a second daad process (``daad curate sync`` while the App runs) shares it. Every
 process this session starts is recorded by PID and stopped, with its children, on
-:meth:`CurationSession.close` (and at interpreter exit).
+:meth:`CurationSession.close` (and at interpreter exit). The state file names the
+process that owns the ``mongod``: when that process was killed (``kill -9`` leaves the
+database running), the next session adopts the ``mongod`` and stops it when it closes.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from types import ModuleType
 
 import psutil
 
+from daad.atomic import write_atomically
 from daad.errors import DaadError
 from daad.roots import cache_dir
 
@@ -97,7 +100,9 @@ class CurationSession:
             return self.database_uri
         self.database_dir.mkdir(parents=True, exist_ok=True)
         port = self._running_port()
-        if port is None:
+        if port is not None:
+            self._adopt_orphan()
+        else:
             port = free_port()
             (self.database_dir / "log").mkdir(exist_ok=True)
             proc = self.spawn(
@@ -108,7 +113,7 @@ class CurationSession:
                 "mongod",
             )
             wait_for_port(port, proc, f"mongod for {self.database_dir}")
-            (self.database_dir / STATE_FILE).write_text(json.dumps({"pid": proc.pid, "port": port}))
+            self._write_state(proc.pid, port)
         uri = f"mongodb://127.0.0.1:{port}"
         if "fiftyone" in sys.modules and sys.modules["fiftyone"].config.database_uri != uri:
             raise CurationEnvError(f"fiftyone was imported before the curation session for {self.database_dir} set its environment")
@@ -136,10 +141,26 @@ class CurationSession:
             start_new_session=True,
             **popen,
         )
+        self._own(proc)
+        return proc
+
+    def _own(self, proc: psutil.Process) -> None:
+        """Stop ``proc`` (and its children) when this session closes."""
         self.started.append(proc)
         if len(self.started) == 1:
             atexit.register(self.close)
-        return proc
+
+    def _write_state(self, pid: int, port: int) -> None:
+        write_atomically(self.database_dir / STATE_FILE, [json.dumps({"pid": pid, "port": port, "owner": os.getpid()})])
+
+    def _adopt_orphan(self) -> None:
+        """Own the running ``mongod`` if the process that started it is gone (killed)."""
+        state = json.loads((self.database_dir / STATE_FILE).read_text())
+        owner = state.get("owner")
+        if owner is None or owner == os.getpid() or _running(owner):
+            return
+        self._own(psutil.Process(state["pid"]))
+        self._write_state(state["pid"], state["port"])
 
     def pids(self) -> set[int]:
         """PIDs of the processes this session started and their live children."""
@@ -193,6 +214,13 @@ class CurationSession:
         except (OSError, ValueError, KeyError, psutil.Error):
             pass
         return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def port_in_use(port: int) -> bool:

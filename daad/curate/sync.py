@@ -1,26 +1,22 @@
 """``daad curate sync``: the curators' decisions in a FiftyOne dataset -> manifest changes.
 
-What a curator does in the App, and what it becomes:
-
-- tag ``accept`` / ``reject`` / ``needs_review`` -> ``status`` (a ``reason:<why>`` tag
-  sets ``reason``; a reject needs one);
-- edit the ``anomaly_class`` label -> ``anomaly_class`` (``native_label`` keeps the
-  origin's own name);
-- point ``ground_truth`` at a new mask file (``mask_path``) or set its in-memory
-  ``mask`` -> a new RLE with its bbox and area.
-
+What a curator does in the App, and what it becomes, is in :mod:`daad.curate.edits`.
 Each change names the fields in ``Record.curated`` so re-ingest keeps it. A change is
 only applied when the record's manifest line is still the one opened (its
-fingerprint); otherwise it is reported as a conflict and nothing is overwritten.
-Applied changes are appended to ``manifests/curation.log.jsonl``; the samples are
-then re-pinned to the new lines, so a second sync changes nothing.
+fingerprint); otherwise it is reported as a conflict, nothing is overwritten and the
+edit stays in the dataset (``--discard-unsynced`` drops it).
+
+Applied changes go first into the curation journal (:mod:`daad.curation_log`), then into
+the manifests, then the samples are re-pinned to the new lines, so a second sync changes
+nothing. A sync killed at any point is finished by the next one: a change already in its
+manifest is recognised (the line is the one the edit makes) and only journalled and
+re-pinned, never reported as a conflict.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
-import json
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -28,18 +24,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from daad.curate.dataset import (
-    CLASS_FIELD, KIND_REGISTRY, MASK_FIELD, STATUS_TAG, fingerprint, read_mask_file,
-)
+from daad.curate.dataset import KIND_REGISTRY, STATUS_TAG, fingerprint
+from daad.curate.edits import edited, opened_record
 from daad.curate.session import CurationEnvError, CurationSession
+from daad.curation_log import append_entries, curated_values
 from daad.manifest import dumps, read_manifest, write_manifest
-from daad.masks import RLE
 from daad.record import Record
-from daad.taxonomy import Status, check_class
-
-LOG_FILE = "curation.log.jsonl"
-DECISION_TAGS = {"accept": Status.ACCEPTED, "reject": Status.REJECTED, "needs_review": Status.NEEDS_REVIEW}
-REASON_TAG = "reason:"
 
 
 @dataclass
@@ -94,17 +84,28 @@ class SyncReport:
     manifests_dir: Path
     changes: list[Change] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)
+    recovered: list[Change] = field(default_factory=list)
+    """Changes already in the manifest (a sync killed before it re-pinned its samples): journalled and re-pinned."""
+    discarded: list[str] = field(default_factory=list)
+    """Samples whose unsyncable edits ``--discard-unsynced`` dropped (``daad curate open`` reloads them)."""
     unchanged: int = 0
     applied: bool = False
 
     def lines(self) -> list[str]:
-        return [c.describe() for c in self.changes] + [c.describe() for c in self.conflicts]
+        return (
+            [c.describe() for c in self.changes]
+            + [f"{c.describe()} (already in the manifest: an interrupted sync is finished)" for c in self.recovered]
+            + [c.describe() for c in self.conflicts]
+            + [f"{rid}: edits discarded (`daad curate open` reloads it)" for rid in self.discarded]
+        )
 
     def to_json(self) -> dict:
         return {
             "dataset": self.dataset,
             "changes": [{"id": c.record_id, "fields": list(c.fields), "diff": c.summary()} for c in self.changes],
             "conflicts": [{"id": c.record_id, "reason": c.reason} for c in self.conflicts],
+            "recovered": [c.record_id for c in self.recovered],
+            "discarded": self.discarded,
             "unchanged": self.unchanged,
             "applied": self.applied,
         }
@@ -117,8 +118,12 @@ def sync(
     manifests_dir: Path | None = None,
     dry_run: bool = False,
     who: str | None = None,
+    discard_unsynced: bool = False,
 ) -> SyncReport:
-    """Plan (and unless ``dry_run``, apply) the curated changes of FiftyOne dataset ``name``."""
+    """Plan (and unless ``dry_run``, apply) the curated changes of FiftyOne dataset ``name``.
+
+    Edits that cannot be applied (conflicts) stay in the dataset, unless ``discard_unsynced``:
+    then their samples are removed from it (the next ``daad curate open`` reloads them)."""
     fo = session.fiftyone()
     if not fo.dataset_exists(name):
         raise CurationEnvError(f"no FiftyOne dataset {name!r} in {session.database_dir}; run `daad curate open` first")
@@ -129,9 +134,9 @@ def sync(
     report = SyncReport(name, manifests_dir)
     current: dict[str, dict[str, str]] = {}
     for sample in dataset.iter_samples(progress=False):
-        opened = Record.from_json(json.loads(sample["manifest_line"]))
+        opened = opened_record(sample)
         try:
-            after, changed = _edited(sample, opened)
+            after, changed = edited(sample, opened)
         except ValueError as exc:
             report.conflicts.append(Conflict(opened.id, str(exc)))
             continue
@@ -141,89 +146,52 @@ def sync(
         if opened.origin not in current:
             current[opened.origin] = _manifest_lines(manifests_dir / f"{opened.origin}.jsonl")
         now = current[opened.origin].get(opened.id)
-        if now is None:
+        change = Change(opened, replace(after, curated=tuple(sorted(set(opened.curated) | set(changed)))),
+                        tuple(changed))
+        if now == sample["manifest_line"]:
+            report.changes.append(change)
+        elif now is not None and now == dumps(change.after):
+            report.recovered.append(change)
+        elif now is None:
             report.conflicts.append(Conflict(opened.id, "record is no longer in its manifest"))
-        elif now != sample["manifest_line"]:
-            report.conflicts.append(Conflict(opened.id, "manifest record changed since `daad curate open`; "
-                                             "re-open it and redo the edit"))
         else:
-            curated = tuple(sorted(set(opened.curated) | set(changed)))
-            report.changes.append(Change(opened, replace(after, curated=curated), tuple(changed)))
-    if report.changes and not dry_run:
+            report.conflicts.append(Conflict(opened.id, "manifest record changed since `daad curate open`"))
+    if dry_run:
+        return report
+    if report.changes or report.recovered:
         _apply(report, dataset, who or os.environ.get("DAAD_CURATOR") or getpass.getuser())
+    if discard_unsynced and report.conflicts:
+        report.discarded = [c.record_id for c in report.conflicts]
+        dataset.delete_samples(dataset.select_by("record_id", report.discarded))
     return report
 
 
-def _edited(sample, opened: Record) -> tuple[Record, list[str]]:
-    """The record as the curator left the sample, and the curated fields that differ."""
-    record, changed = opened, []
-    decisions = sorted(t for t in sample.tags if t in DECISION_TAGS)
-    reasons = sorted(t[len(REASON_TAG):] for t in sample.tags if t.startswith(REASON_TAG))
-    if len(decisions) > 1:
-        raise ValueError(f"contradictory decision tags {decisions}")
-    if decisions:
-        status = DECISION_TAGS[decisions[0]]
-        reason = "; ".join(reasons) or None
-        if status is Status.REJECTED and reason is None:
-            raise ValueError("a reject needs a reason tag, e.g. 'reason:blurry'")
-        if status is Status.ACCEPTED:
-            reason = None
-        if (status, reason) != (opened.status, opened.reason):
-            record = replace(record, status=status, reason=reason)
-            changed.append("status")
-    label = sample[CLASS_FIELD].label if sample[CLASS_FIELD] is not None else None
-    if label is not None and label != opened.anomaly_class:
-        record = replace(record, anomaly_class=check_class(label, allow_unmapped=False))
-        changed.append("anomaly_class")
-    rle = _edited_mask(sample)
-    if rle is not None and (opened.mask is None or rle.counts != opened.mask.counts):
-        if opened.width and (rle.width, rle.height) != (opened.width, opened.height):
-            raise ValueError(f"new mask is {rle.width}x{rle.height}, the image is {opened.width}x{opened.height}")
-        if rle.area() == 0:
-            raise ValueError("new mask is empty")
-        record = record.with_mask(rle)
-        changed.append("mask")
-    if record.status is Status.ACCEPTED and record.mask is None:
-        raise ValueError("cannot accept a record without a mask")
-    return record, changed
-
-
-def _edited_mask(sample) -> RLE | None:
-    seg = sample[MASK_FIELD]
-    if seg is None:
-        return None
-    if seg.mask is not None:
-        return RLE.encode(seg.mask)
-    if seg.mask_path and seg.mask_path != sample["opened_mask_path"]:
-        return RLE.encode(read_mask_file(seg.mask_path))
-    return None
-
-
 def _apply(report: SyncReport, dataset, who: str) -> None:
-    by_origin: dict[str, list[Change]] = defaultdict(list)
-    for change in report.changes:
-        by_origin[change.before.origin].append(change)
+    """Journal every change, then write the manifests, then re-pin the samples: a kill at any
+    point leaves a state the next sync finishes (a change found in its manifest is recovered)."""
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    log = report.manifests_dir / LOG_FILE
-    for origin, changes in sorted(by_origin.items()):
+    done = report.changes + report.recovered
+    append_entries(report.manifests_dir, [
+        {"time": stamp, "who": who, "dataset": report.dataset, "manifest": f"{c.before.origin}.jsonl",
+         "id": c.record_id, "fields": list(c.fields), "diff": c.summary(),
+         "before": fingerprint(dumps(c.before)), "after": curated_values(c.after, c.fields)}
+        for c in done
+    ])
+    by_origin: dict[str, dict[str, Record]] = defaultdict(dict)
+    for change in report.changes:
+        by_origin[change.before.origin][change.record_id] = change.after
+    for origin, new in sorted(by_origin.items()):
         path = report.manifests_dir / f"{origin}.jsonl"
-        new = {c.record_id: c.after for c in changes}
         write_manifest(path, [new.get(r.id, r) for r in read_manifest(path)])
-        with open(log, "a", encoding="utf-8") as f:
-            for c in changes:
-                entry = {"time": stamp, "who": who, "dataset": report.dataset, "manifest": path.name,
-                         "id": c.record_id, "fields": list(c.fields), "diff": c.summary()}
-                f.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
-    for sample in dataset.select_by("record_id", list({c.record_id for c in report.changes})).iter_samples(
-        autosave=True, progress=False
-    ):
-        after = next(c.after for c in report.changes if c.record_id == sample["record_id"])
-        line = dumps(after)
+    after = {c.record_id: c.after for c in done}
+    for sample in dataset.select_by("record_id", sorted(after)).iter_samples(autosave=True, progress=False):
+        record = after[sample["record_id"]]
+        line = dumps(record)
         sample["manifest_line"] = line
         sample["fingerprint"] = fingerprint(line)
-        sample["status"] = str(after.status)
-        sample["reason"] = after.reason
-        sample.tags = [t for t in sample.tags if not t.startswith(STATUS_TAG)] + [f"{STATUS_TAG}{after.status}"]
+        sample["status"] = str(record.status)
+        sample["reason"] = record.reason
+        sample.tags = [t for t in sample.tags if not t.startswith(STATUS_TAG)] + [f"{STATUS_TAG}{record.status}"]
     report.applied = True
 
 

@@ -3,18 +3,23 @@
 ``LOADERS`` maps an origin id to its module; every module exposes
 ``iter_records(root, entry=None)`` and ``iter_normals(root)``. A source whose layout is
 described as data in the catalogue (``[<origin>.layout]``) has no module: it is read by
-:class:`daad.loaders.layout.LayoutLoader`, which exposes the same two functions.
+:class:`daad.loaders.layout.LayoutLoader`, which exposes the same two functions. A user's
+named collection is read by the loader its catalogue entry names (:mod:`daad.collection`).
 """
 
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from daad.catalogue import CatalogueError, Layout
 from daad.errors import DaadError
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.loaders.layout import LayoutLoader
+
+if TYPE_CHECKING:
+    from daad.catalogue import SourceEntry
 
 LOADERS: dict[str, str] = {
     "btad": "daad.loaders.btad",
@@ -33,14 +38,22 @@ LOADERS: dict[str, str] = {
 }
 
 
-def get_loader(origin: str) -> ModuleType | LayoutLoader:
-    """The loader module of ``origin``, or its layout loader when the catalogue describes its layout."""
-    if origin in LOADERS:
-        return importlib.import_module(LOADERS[origin])
+def get_loader(origin: str, entry: SourceEntry | None = None) -> ModuleType | LayoutLoader:
+    """The loader of ``origin``: its own module, the loader its catalogue ``entry`` names (a
+    user's collection), or the layout loader when the catalogue describes its layout."""
+    name = entry.loader if entry is not None and entry.loader else origin
+    if name in LOADERS:
+        return importlib.import_module(LOADERS[name])
     try:
-        layout = catalogue_entry(origin).layout
+        layout = (entry or catalogue_entry(origin)).layout
     except CatalogueError as exc:
-        raise DaadError(f"no loader for origin {origin!r}: {exc}; modules: {', '.join(sorted(LOADERS))}") from None
+        raise DaadError(
+            f"no loader for origin {origin!r}: {exc}; modules: {', '.join(sorted(LOADERS))} "
+            f"(a collection of your own: `daad ingest {origin} --loader folder --root PATH`)"
+        ) from None
     if not isinstance(layout, Layout):
-        raise DaadError(f"no loader for origin {origin!r}: no module and no [{origin}.layout] table with images in the catalogue")
+        raise DaadError(
+            f"no loader for origin {origin!r}: no module and no [{origin}.layout] table with images in the catalogue "
+            f"(a collection of your own: `daad ingest {origin} --loader folder --root PATH`)"
+        )
     return LayoutLoader(origin)

@@ -16,7 +16,9 @@ re-ingest); a bitmap mask that is not two-valued or covers most of its image bec
 ``needs_review`` record whose ``reason`` says which. A row that cannot become a record (its
 path leaves the folder, its image or mask is missing, corrupt or a decompression bomb, its
 metadata is wrong) is skipped, named with its file and reason, and the rest goes on.
-Ids ``<origin>/<image path without suffix>``.
+Ids ``<origin>/<image path without suffix>``, where the origin is the collection's own
+name (``daad ingest my_photos --loader folder --root PATH``; its catalogue entry:
+:mod:`daad.collection`); ``folder`` is the template entry used when none is given.
 
 License:
     Per row (``licence`` column, SPDX or LicenseRef), else the catalogue entry's.
@@ -40,7 +42,7 @@ from daad.annotations.coco import CocoImage, read_coco
 from daad.annotations.eiseg import read_eiseg
 from daad.annotations.labelme import read_labelme
 from daad.catalogue import CatalogueError, SourceEntry
-from daad.errors import PathEscapeError, RecordFileError
+from daad.errors import DaadError, PathEscapeError, RecordFileError
 from daad.images import decode_image, perceptual_hash, read_verified, sha256_bytes
 from daad.licences import check_licence
 from daad.loaders.base import NormalImage, Skipped, record_or_skip, relative_to_root
@@ -56,8 +58,8 @@ MASK_DIR = "masks"
 MASK_FORMATS = ("png", "coco", "labelme", "eiseg")
 
 
-class FolderFormatError(ValueError):
-    """A metadata row or annotation file cannot be read; names the file and row."""
+class FolderFormatError(DaadError, ValueError):
+    """The metadata file is missing, or a row or annotation file cannot be read; names the file and row."""
 
 
 def _json_mask(path: Path, width: int, height: int) -> np.ndarray:
@@ -93,6 +95,10 @@ def _bitmap(path: Path, rid: str) -> tuple[np.ndarray, Path, str | None]:
 
 
 def _rows(root: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    if not (root / METADATA).is_file():
+        raise FolderFormatError(
+            f"{root / METADATA} is missing: a folder collection lists its images there (columns image, class; "
+            f"see `daad.loaders.folder`), then run `daad ingest NAME --loader folder --root {root}`")
     with open(root / METADATA, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         missing = {"image", "class"} - set(reader.fieldnames or ())
