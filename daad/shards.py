@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from daad.atomic import process_alive
 from daad.errors import DaadError
 
 ROWS_PER_GROUP = 128
@@ -273,7 +274,7 @@ def _recover(out: Path) -> None:
         pid = rest.split("-", 1)[0]
         if kind == "old" and not out.exists():
             os.rename(stale, out)
-        elif kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+        elif kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -317,16 +318,6 @@ def _unlock_output(out: Path, fd: int) -> None:
 
 def _lock_path(out: Path) -> Path:
     return out.parent / f".{out.name}.lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_tree(root: Path) -> None:

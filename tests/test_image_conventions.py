@@ -229,7 +229,11 @@ def test_ingest_names_skipped_items_in_the_table_and_json(tmp_path):
     (root / "masks").mkdir(parents=True)
     Image.new("1", (20_000, 20_000)).save(root / "masks" / "big.png")
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "big.png")
-    _write_collection(root, [("big.png", "crack", ""), ("../escape.png", "crack", "")])
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(root / "good.png")  # one good row: a folder of only bad ones is refused
+    good_mask = np.zeros((32, 32), np.uint8)
+    good_mask[8:16, 8:16] = 255
+    Image.fromarray(good_mask).save(root / "masks" / "good.png")
+    _write_collection(root, [("big.png", "crack", ""), ("../escape.png", "crack", ""), ("good.png", "crack", "")])
     manifests = copy_manifests(tmp_path / "manifests")
     runner = CliRunner()
     args = ["ingest", "folder", "--root", str(root), "--manifests", str(manifests)]

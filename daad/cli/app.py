@@ -44,6 +44,7 @@ def open_registry(manifests: Path | None, roots: list[str] | None, data: Path | 
     """A Registry from the shared CLI options (``data``: the ``--data-dir`` where downloaded
     sources and their manifests are); a folder without a source catalogue is refused."""
     from daad.catalogue import FILENAME
+    from daad.manifest import manifest_paths
     from daad.registry import Registry
     from daad.roots import Roots, parse_root_options
 
@@ -52,9 +53,10 @@ def open_registry(manifests: Path | None, roots: list[str] | None, data: Path | 
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--root") from None
     registry = Registry(manifests, Roots(explicit, data=data.expanduser().resolve() if data else None))
-    if not (registry.manifests_dir / FILENAME).is_file():
+    if not (registry.manifests_dir / FILENAME).is_file() and not manifest_paths(registry.manifests_dir):
         raise RegistryNotFoundError(
-            f"no daad registry at {registry.manifests_dir} (no {FILENAME}): pass --manifests DIR or set DAAD_MANIFESTS"
+            f"no daad registry at {registry.manifests_dir} (no {FILENAME}, no manifest): "
+            "pass --manifests DIR or set DAAD_MANIFESTS"
         )
     return registry
 
