@@ -35,6 +35,8 @@ from daad.synthesis.cai import (
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.injection import MASK_RULES, PATTERN_DILATE, inject_patch, select_location
 from daad.synthesis.output import generator_info, read_generated, write_generated
+from daad.synthesis.preview import LABEL_HEIGHT, PreviewSampler, contact_sheet
+from daad.synthesis.base import Synthesis, Target
 from daad.synthesis.targets import load_targets
 
 KSDD = SHARED_DATA / "kolektorsdd-yolo"
@@ -291,7 +293,7 @@ def test_cli_writes_both_modes_and_a_preview(manifests, tmp_path):
         info = generator_info(out / f"cai-{mode}")
         assert info["evaluation"] == "kolektorsdd" and info["params"]["mode"] == mode
         preview = cv2.imread(str(tmp_path / f"sheet-cai-{mode}.png"))
-        assert preview is not None and preview.shape[0] == 6 * preview.shape[1] // 3
+        assert preview is not None and preview.shape == (6 * (160 + LABEL_HEIGHT), 3 * 160, 3)  # every row, labelled
 
 
 def test_cli_refuses_an_unknown_evaluation_dataset(manifests, tmp_path):
@@ -321,3 +323,22 @@ def test_pattern_mask_rule_marks_thin_injected_lines_that_the_paper_rule_erases(
     assert (masks["paper"] & placed).sum() < 0.6 * line.sum()
     with pytest.raises(ValueError, match="mask rule"):
         CAIConfig(mask_rule="blob")
+
+
+def test_preview_samples_across_targets_and_classes_and_keeps_aspect(tmp_path):
+    """200 rows of 20 targets, one class appearing only at the very end: the sheet's 12 rows
+    come from 12 targets spread over the output, plus that class; a tall target stays tall."""
+    image, mask = np.full((120, 40, 3), 200, np.uint8), np.zeros((120, 40), np.uint8)
+    mask[50:70, 10:30] = 1
+    rows = [Synthesis(image, mask, "crack" if i < 199 else "hole", f"t{i // 10}", ("src/1",), {}) for i in range(200)]
+    sampler = PreviewSampler(12, len(rows))
+    for row in rows:
+        sampler.offer(row)
+    assert len({r.target_id for r in sampler.kept}) == 12 and sampler.kept[-1].anomaly_class == "hole"
+    assert sampler.kept[0].target_id == "t0" and sampler.kept[-1].target_id == "t19"
+    sheet = cv2.imread(str(contact_sheet(sampler.kept[:1], {"t0": Target("t0", image, "x")}, tmp_path / "s.png")))
+    assert sheet.shape == (160 + LABEL_HEIGHT, 3 * 160, 3)
+    tile = sheet[LABEL_HEIGHT:, :160]
+    columns = np.flatnonzero((tile != 128).any(axis=(0, 2)))
+    assert 50 <= columns.size <= 56  # 40 x 120 fitted into 160: about 53 px wide, not stretched
+    assert (sheet[:LABEL_HEIGHT] < 128).any()  # the label is written

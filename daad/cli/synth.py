@@ -37,7 +37,8 @@ SizeOption = Annotated[int, typer.Option("--size", help="Working resolution (squ
 ClassesOption = Annotated[
     list[str] | None, typer.Option("--classes", help="Only these anomaly classes (comma-separated or repeated).")
 ]
-PreviewOption = Annotated[Path | None, typer.Option("--preview", help="Write a contact sheet PNG of the first rows.")]
+PreviewOption = Annotated[Path | None, typer.Option(
+    "--preview", help="Write a labelled contact sheet PNG of rows sampled across targets and classes.")]
 ForegroundOption = Annotated[str, typer.Option("--foreground", help="auto, rembg, classical or full.")]
 WorkersOption = Annotated[
     int, typer.Option("--workers", help="Worker processes (0: one per CPU); the output is the same for any number.")
@@ -75,6 +76,22 @@ def resolve_targets(registry, targets: Path | None, target_origin: str | None, s
     return list(load_targets(items, size or None, licence))
 
 
+def source_view(registry, evaluation: str, classes: list[str] | None):
+    """The leak-free view of the real anomalies whose files are here: origins with neither a
+    root nor URL images are left out, and named (``daad download`` or ``--root`` brings them)."""
+    absent = [
+        p.stem for p in registry.manifests()
+        if registry.roots.get(p.stem) is None and any(r.image.path is not None for r in registry.records([p.stem]))
+    ]
+    if absent:
+        console.print(f"[yellow]left out, no local files: {', '.join(absent)} "
+                      f"(`daad download --origin NAME`, or --root NAME=PATH)[/]")
+    present = [p.stem for p in registry.manifests() if p.stem not in absent]
+    if not present:
+        raise typer.BadParameter("no origin of the registry has its files here: pass --root ORIGIN=PATH or run `daad download`")
+    return registry.view(evaluation=evaluation, classes=classes, origins=present)
+
+
 def _modes(mode: str, choices: tuple[str, ...]) -> tuple[str, ...]:
     if mode == "both":
         return choices
@@ -94,26 +111,27 @@ def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, eva
     from daad.synthesis.output import write_generated
     from daad.processes import default_workers
     from daad.synthesis.parallel import generate_encoded
-    from daad.synthesis.preview import contact_sheet
+    from daad.synthesis.preview import PreviewSampler, contact_sheet
 
-    kept = []
+    total = len(targets) * params["per_target"]
+    sampler = PreviewSampler(PREVIEW_ROWS if preview is not None else 0, total)
 
     def tee():
         for row in generate_encoded(generator, targets, seed, workers or default_workers()):
-            if preview is not None and len(kept) < PREVIEW_ROWS:
-                kept.append(row.decode())
+            if preview is not None:
+                sampler.offer(row)
             yield row
 
     summary = write_generated(
         dest, tee(), generator=generator.name, params=generator.params() | params, seed=seed,
         evaluation=evaluation, input_licences=licences | {t.id: t.licence for t in targets},
-        progress=not quiet, total=len(targets) * params["per_target"],
+        progress=not quiet, total=total,
     )
     console.print(f"{generator.name}: {summary.rows} rows from {len(targets)} targets -> {dest}")
     for line in generator.report.lines(getattr(generator.config, "max_tries", 0)):
         console.print(f"[yellow]{generator.name}: {line}[/]")
     if preview is not None:
-        console.print(f"preview: {contact_sheet(kept, {t.id: t for t in targets}, preview)}")
+        console.print(f"preview: {contact_sheet(sampler.kept, {t.id: t for t in targets}, preview)}")
 
 
 def _check_solver(solver: str) -> None:
@@ -171,7 +189,7 @@ def cai(
         raise typer.BadParameter(f"expected one of {', '.join(MASK_RULES)}, got {mask_rule!r}", param_hint="--mask-rule")
     _check_solver(solver)
     registry = open_registry(manifests, root)
-    view = registry.view(evaluation=eval_, classes=_classes(classes))
+    view = source_view(registry, eval_, _classes(classes))
     target_list = resolve_targets(registry, targets, target_origin, size, target_split)
     bank = PatternBank.from_view(view)
     licences = {p.id: p.licence for p in bank.patterns}
@@ -276,7 +294,7 @@ def draem(
 
     registry = open_registry(manifests, root)
     target_list = resolve_targets(registry, targets, target_origin, size, target_split)
-    view = registry.view(evaluation=eval_, classes=_classes(classes))
+    view = source_view(registry, eval_, _classes(classes))
     generator = DRAEM(DRAEMConfig(per_target=per_target), folder_textures(textures) if textures else None)
     generator.prepare(view)
     licences = {} if textures else {r.id: r.licence for r in view}
