@@ -51,3 +51,17 @@ def test_licence_fields_and_size_buckets():
     assert hub_licence([]) == {"license": "unknown"}
     assert [size_category(n) for n in (0, 999, 1000, 6500, 10_000, 2_000_000)] == [
         "n<1K", "n<1K", "1K<n<10K", "1K<n<10K", "10K<n<100K", "1M<n<10M"]
+
+
+def test_stats_plot_draws_every_class_present(sd_manifests, tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from daad.cli import app
+
+    result = CliRunner().invoke(app, ["stats", "--manifests", str(sd_manifests), "--plot", str(tmp_path / "s.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    width, height = Image.open(tmp_path / "s.png").size
+    assert width == 1400 and height == round(100 * (0.5 * 3 + 2.5))  # three classes in SD-saliency-900
+    pixels = Image.open(tmp_path / "s.png").convert("RGB").getcolors(1 << 20)
+    assert len(pixels) > 50  # bars, labels and legends were drawn, not an empty canvas

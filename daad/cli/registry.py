@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console, open_registry
+from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console, err_console, open_registry
 from daad.cli.download import (
     AcceptLicenceOption, BaseUrlOption, DataDirOption, LicencePolicyOption, default_origins, prepare_sources,
 )
@@ -198,6 +198,8 @@ def stats(
     manifests: ManifestsOption = None,
     status: Annotated[str, typer.Option(help="Count records with this status ('all' for every status).")] = "accepted",
     as_json: JsonOption = False,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw records per class by origin and by licence into this PNG (needs daad[eval]).")] = None,
 ) -> None:
     """Counts of records per class x source x licence."""
     registry = open_registry(manifests, None)
@@ -208,6 +210,12 @@ def stats(
         if status == "all" or record.status == status:
             counts[(record.anomaly_class, str(record.source), record.licence)] += 1
     rows = [{"anomaly_class": c, "source": s, "licence": lic, "records": n} for (c, s, lic), n in sorted(counts.items())]
+    if plot is not None:
+        from daad.plots import plot_counts
+
+        by_origin = Counter((r.anomaly_class, r.origin, r.licence) for r in registry.records()
+                            if status == "all" or r.status == status)
+        err_console.print(f"plot: {plot_counts(by_origin, plot, f'DAAD records ({status})')}")
     if as_json:
         print(json.dumps(rows, indent=2))
         return
