@@ -49,14 +49,6 @@ def line_chunks(path: Path) -> Iterator[list[tuple[int, str]]]:
             yield chunk
 
 
-def parse_line(path: Path, lineno: int, line: str) -> Record:
-    """The record on line ``lineno`` of manifest ``path``; ``ManifestError`` naming both if it is bad."""
-    (record,) = parse_lines(path, [(lineno, line)])
-    if isinstance(record, ManifestError):
-        raise record
-    return record
-
-
 def parse_lines(path: Path, lines: list[tuple[int, str]]) -> list[Record | ManifestError]:
     """The record, or the ``ManifestError`` naming the file and line, of each numbered line
     of manifest ``path`` (their masks' run lengths decoded together)."""
