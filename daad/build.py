@@ -28,31 +28,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-import posixpath
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
-from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
-from daad.card import DUP_MARK, registry_card
-from daad.errors import DaadError, ManifestError, MaskMismatchError, PathEscapeError, RecordFileError, RootNotFoundError
+from daad.build_rows import Pending, Prepared, prepare_chunk
+from daad.card import registry_card
+from daad.errors import DaadError, MaskMismatchError, PathEscapeError, RecordFileError, RootNotFoundError
 from daad.exclusion import FILENAME as RULES_FILE
 from daad.exclusion import HASHES_DIR
 from daad.features import REGISTRY_FEATURES
-from daad.images import image_size, sha256_file
+from daad.images import image_cell, image_size, sha256_file
 from daad.licences import LicencePolicy
-from daad.manifest import IdOrder, count_lines, line_chunks, parse_lines
+from daad.manifest import IdOrder, count_lines, line_chunks
 from daad.processes import default_workers, process_map, start_server
-from daad.record import ImageRef, Record
 from daad.registry import Registry
-from daad.shards import DatasetFolderWriter, image_cell
-from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Status
-from daad.validate import check_entry, check_size
+from daad.shards import DatasetFolderWriter
+from daad.taxonomy import Status
+from daad.validate import check_size
 
 BUILD_FORMAT = 4
 """Bump when what a manifest line becomes changes, so that older shards are not reused."""
@@ -140,13 +138,6 @@ class BuildSummary:
         }
 
 
-def shard_of(record: Record, near_copy_of: list[str] | None = None) -> str:
-    """The shard a record's row goes to: ``data/<origin>/<class>.parquet``, or
-    ``<class>-dup-<E>[-<E2>...].parquet`` for a near copy of evaluation images (left out of ``no-<E>``)."""
-    suffix = f"{DUP_MARK}{'-'.join(near_copy_of)}" if near_copy_of else ""
-    return f"data/{record.origin}/{record.anomaly_class}{suffix}.parquet"
-
-
 def build(
     registry: Registry,
     out: Path,
@@ -169,7 +160,7 @@ def build(
     out = Path(out)
     workers = workers or default_workers()
     if workers > 1:
-        start_server((__name__,))  # its imports overlap with hashing the inputs below
+        start_server((prepare_chunk.__module__,))  # its imports overlap with hashing the inputs below
     policy = licence_policy or LicencePolicy.everything()
     summary = BuildSummary(licence_policy=policy.name)
     manifests = registry.manifests(origins)
@@ -192,7 +183,7 @@ def build(
         if todo:
             registry.rules.near_duplicate_evaluations(())  # load the hash indices once, so each worker receives them loaded
             registry.licences
-        chunks = process_map(_prepare, (registry, policy, statuses, weak_masks), _chunks(todo), workers)
+        chunks = process_map(prepare_chunk, (registry, policy, statuses, weak_masks), _chunks(todo), workers)
         built = [
             (manifest, *_write_origin(writer, registry, manifest, group, bar))
             for manifest, group in groupby(chunks, key=itemgetter(0))
@@ -299,92 +290,11 @@ def _write_origin(
     return part, shards, pinned
 
 
-class Pending(NamedTuple):
-    """A manifest line's row, all but its image (read by the parent)."""
-
-    shard: str
-    row: dict
-    origin: str
-    image: ImageRef
-    image_name: str
-    counts_key: tuple[str, str, str]
-    """(anomaly_class, source, licence)"""
-
-
-Prepared = tuple[Path, list[tuple[int, str, "str | DaadError | Pending"]]]
-"""A chunk of a manifest once prepared: the manifest, and per line its number, the record
-id and a skip reason, the error, or the pending row."""
-
-
 def _chunks(manifests: list[Path]) -> Iterator[tuple[Path, list[tuple[int, str]]]]:
     """``(manifest, [(line number, line), ...])`` of every manifest, a chunk at a time."""
     for manifest in manifests:
         for chunk in line_chunks(manifest):
             yield manifest, chunk
-
-
-def _prepare(
-    job: tuple[Registry, LicencePolicy, tuple[Status, ...], bool], chunk: tuple[Path, list[tuple[int, str]]]
-) -> Prepared:
-    """Parse, select and turn into pending rows the lines of one chunk (in a worker). Bad lines raise ``ManifestError``."""
-    registry, policy, statuses, weak_masks = job
-    manifest, lines = chunk
-    records = []
-    for (lineno, _), record in zip(lines, parse_lines(manifest, lines)):
-        if isinstance(record, ManifestError):
-            raise record
-        records.append((lineno, record))
-    reasons = [_skip_reason(record, policy, statuses, weak_masks) for _, record in records]
-    near_copies = registry.rules.near_duplicate_evaluations(r for (_, r), why in zip(records, reasons) if why is None)
-    prepared = []
-    for (lineno, record), reason in zip(records, reasons):
-        outcome = reason if reason is not None else _pending(record, near_copies.get(record.id), registry)
-        prepared.append((lineno, record.id, outcome))
-    return manifest, prepared
-
-
-def _skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, ...], weak_masks: bool) -> str | None:
-    """Why ``record`` stays out of the build (counted as skipped), or ``None``."""
-    if record.status not in statuses:
-        return f"status:{record.status}"
-    if record.anomaly_class == UNMAPPED:
-        return "unmapped_class"
-    if record.weak_mask and not weak_masks:
-        return "weak_mask"
-    if not policy.allows(record.licence):
-        return f"licence_policy:{record.licence}"
-    return None
-
-
-def _pending(record: Record, near_copy_of: list[str] | None, registry: Registry) -> Pending | DaadError:
-    """``record``'s row but for the image bytes, or the error (the checks of
-    :func:`daad.validate.check_entry`, made before the mask is drawn)."""
-    assert record.anomaly_class in ANOMALY_CLASSES
-    try:
-        check_entry(record, registry.licences)
-    except DaadError as exc:
-        return exc
-    name = posixpath.basename((record.image.path or record.image.url or record.id).rstrip("/"))
-    row = {
-        "id": record.id,
-        "mask": image_cell(record.mask.png(), f"{posixpath.splitext(name)[0]}_mask.png"),
-        "anomaly_class": ANOMALY_CLASSES.index(record.anomaly_class),
-        "source": str(record.source),
-        "origin": record.origin,
-        "native_label": record.native_label,
-        "licence": record.licence,
-        "width": record.width,
-        "height": record.height,
-        "bbox": list(record.bbox) if record.bbox else None,
-        "area": record.area,
-        "phash": record.phash,
-        "image_sha256": record.image.sha256,
-        "split": record.split,
-        "url": record.image.url,
-        "page_url": record.page_url,
-    }
-    key = (record.anomaly_class, str(record.source), record.licence)
-    return Pending(shard_of(record, near_copy_of), row, record.origin, record.image, name, key)
 
 
 def _complete(registry: Registry, record_id: str, pending: Pending) -> tuple[Pending, bytes] | DaadError:

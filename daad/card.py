@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from datasets import Value
 
+from daad.build_rows import DUP_MARK
 from daad.catalogue import CatalogueError
 from daad.features import REGISTRY_FEATURES
 from daad.licences import LicenceCatalogue
@@ -19,8 +20,6 @@ if TYPE_CHECKING:
     from daad.build import BuildSummary
     from daad.registry import Registry
 
-DUP_MARK = "-dup-"
-"""Shard name mark of near copies of evaluation images (see :func:`daad.build.shard_of`)."""
 LEAK_FREE_PREFIX = "no-"
 """Leak-free config of evaluation dataset ``X`` is ``no-X`` (``load_dataset(path, "no-mvtec_ad")``)."""
 

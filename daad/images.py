@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import imagehash
 import numpy as np
@@ -192,3 +193,8 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
 def perceptual_hash(image: Image.Image) -> str:
     """64-bit DCT perceptual hash (imagehash.phash) as 16 hex digits."""
     return str(imagehash.phash(image.convert("L")))
+
+
+def image_cell(data: bytes, name: str) -> dict[str, Any]:
+    """The storage of a ``datasets.Image`` value: encoded bytes (never re-encoded) and a file name."""
+    return {"bytes": data, "path": name}

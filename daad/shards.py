@@ -59,11 +59,6 @@ class OutputLockedError(DaadError):
         super().__init__(f"{out} is being written by another process ({who}); wait for it to finish, or choose another --out")
 
 
-def image_cell(data: bytes, name: str) -> dict[str, Any]:
-    """The storage of a ``datasets.Image`` value: encoded bytes (never re-encoded) and a file name."""
-    return {"bytes": data, "path": name}
-
-
 def card_text(front_matter: dict[str, Any], body: str) -> str:
     """A dataset card: YAML front matter (``configs``, ``dataset_info`` ...) and Markdown."""
     header = yaml.safe_dump(front_matter, sort_keys=False, allow_unicode=True, width=1000)
