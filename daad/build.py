@@ -305,7 +305,9 @@ def _prepare(
             raise record
         records.append((lineno, record))
     reasons = [_skip_reason(record, policy, statuses) for _, record in records]
-    near_copies = registry.rules.near_duplicate_evaluations(r for (_, r), why in zip(records, reasons) if why is None)
+    near_copies = registry.rules.near_duplicate_evaluations(
+        (r for (_, r), why in zip(records, reasons) if why is None), registry.fine_signature
+    )
     prepared = []
     for (lineno, record), reason in zip(records, reasons):
         outcome = reason if reason is not None else _pending(record, near_copies.get(record.id))
@@ -317,6 +319,8 @@ def _skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, 
     """Why ``record`` stays out of the build (counted as skipped), or ``None``."""
     if record.status not in statuses:
         return f"status:{record.status}"
+    if record.duplicate_of is not None:
+        return f"duplicate:{record.origin}"
     if record.anomaly_class == UNMAPPED:
         return "unmapped_class"
     if not policy.allows(record.licence):

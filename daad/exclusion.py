@@ -4,24 +4,31 @@ Rules are data (``manifests/exclusions.toml``): each evaluation dataset names th
 origins it excludes (its own and any derived from it) and whether near copies of its
 images in other origins are excluded too. The evaluation images' perceptual hashes are
 data as well (``manifests/eval_hashes/<dataset>.txt``, written by ``daad exclusions
-hash``), so views and builds stay offline and deterministic. A record is a near copy
-when its ``phash`` is within :data:`daad.neardup.THRESHOLD` bits of one of them.
+hash``), so views and builds stay offline and deterministic: per image its sixteen
+dihedral and crop variant hashes and its fine signature (:mod:`daad.neardup`). A record
+is a near copy when its ``phash`` is within :data:`daad.neardup.THRESHOLD` bits of one of
+the variant hashes and the fine signature of its image confirms it under that variant;
+where the record's image cannot be read the hash match alone excludes it (said in the reason).
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from daad.errors import DaadError, LeakageError
-from daad.neardup import HashIndex, parse_hash, variant_hashes
+from daad.neardup import (
+    FINE_SIZE, FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, pack_fine, parse_hash, unpack_fine,
+    variant_hashes,
+)
 from daad.record import Record
 
 if TYPE_CHECKING:
@@ -31,6 +38,9 @@ FILENAME = "exclusions.toml"
 HASHES_DIR = "eval_hashes"
 NO_EVALUATION = "none"
 """The explicit choice of a view guarded against no evaluation dataset."""
+FineOf = Callable[[Record], "np.ndarray | None"]
+"""The whole-image fine signature (:func:`daad.neardup.fine_signature` ``[0]``) of a
+record's image, or ``None`` where it cannot be read."""
 
 
 class ExclusionError(DaadError):
@@ -46,46 +56,75 @@ class ExclusionRule:
 
 @dataclass(frozen=True)
 class EvaluationHashes:
-    """The perceptual hashes of one evaluation dataset's images (several per image)."""
+    """Per image of one evaluation dataset: its id, its :data:`~daad.neardup.VARIANTS`
+    variant hashes (``n x 16`` ``uint64``) and its fine signature (``n x 2 x 24 x 24`` bool)."""
 
-    hashes: tuple[int, ...]
     image_ids: tuple[str, ...]
+    variants: np.ndarray
+    fine: np.ndarray
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """Every variant hash, image by image (hash ``i`` is variant ``i % 16`` of image ``i // 16``)."""
+        return self.variants.reshape(-1)
 
     @classmethod
     def read(cls, path: Path) -> EvaluationHashes:
-        """Lines ``<16 hex digits> <image id>``; ``#`` starts a comment."""
-        hashes, ids = [], []
+        """Lines ``<16 variant hashes, comma-separated> <fine signature hex> <image id>``;
+        ``#`` starts a comment."""
+        variants, fine, ids = [], [], []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
             try:
-                value, image_id = line.split(maxsplit=1)
-                hashes.append(parse_hash(value))
+                hashes, signature, image_id = line.split(maxsplit=2)
+                values = [parse_hash(h) for h in hashes.split(",")]
+                if len(values) != VARIANTS:
+                    raise ValueError(f"{len(values)} variant hashes, expected {VARIANTS}")
+                fine.append(unpack_fine(signature))
             except ValueError as exc:
-                raise ExclusionError(f"{path}:{number}: expected '<16 hex digits> <image id>': {exc}") from None
+                raise ExclusionError(
+                    f"{path}:{number}: expected '<{VARIANTS} comma-separated 16-hex-digit hashes> <fine signature> "
+                    f"<image id>': {exc}; rewrite it with `daad exclusions hash {path.stem} --root PATH`"
+                ) from None
+            variants.append(values)
             ids.append(image_id)
-        return cls(tuple(hashes), tuple(ids))
+        return cls(tuple(ids), np.array(variants, dtype=np.uint64).reshape(-1, VARIANTS), _stack(fine))
 
     @classmethod
     def of_images(cls, images: Iterable[tuple[str, Path]], progress: bool = False) -> EvaluationHashes:
-        """The :func:`~daad.neardup.variant_hashes` of each ``(image id, file)``."""
-        hashes, ids = [], []
+        """The variant hashes and fine signature of each ``(image id, file)``."""
+        variants, fine, ids = [], [], []
         for image_id, path in tqdm(list(images), desc="hash", unit="img", disable=not progress):
             try:
                 with Image.open(path) as image:
-                    variants = variant_hashes(image)
+                    variants.append(variant_hashes(image))
+                    fine.append(fine_signature(image))
             except OSError as exc:
                 raise ExclusionError(f"{image_id}: cannot hash {path}: {exc}") from None
-            hashes += variants
-            ids += [image_id] * len(variants)
-        return cls(tuple(hashes), tuple(ids))
+            ids.append(image_id)
+        return cls(tuple(ids), np.array(variants, dtype=np.uint64).reshape(-1, VARIANTS), _stack(fine))
 
     def write(self, path: Path, header: str) -> None:
-        lines = sorted({f"{h:016x} {i}" for h, i in zip(self.hashes, self.image_ids)}, key=lambda s: (s[17:], s[:16]))
+        """Atomically, one line per image sorted by image id."""
+        lines = sorted(
+            f"{','.join(f'{int(h):016x}' for h in hashes)} {pack_fine(fine)} {image_id}"
+            for image_id, hashes, fine in zip(self.image_ids, self.variants, self.fine)
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"# {x}\n" for x in header.splitlines()) + "\n".join(lines) + "\n", encoding="utf-8")
+        tmp.write_text("".join(f"# {x}\n" for x in header.splitlines()) + "".join(f"{x}\n" for x in lines), encoding="utf-8")
         tmp.replace(path)
+
+    def confirmed(self, hit: int, query: np.ndarray | None) -> float | None:
+        """The fine distance of a query to variant hash ``hit``; ``None`` without a query signature."""
+        if query is None:
+            return None
+        return fine_distance(self.fine[hit // VARIANTS], hit % VARIANTS, query)
+
+
+def _stack(fine: list[np.ndarray]) -> np.ndarray:
+    return np.array(fine, dtype=bool).reshape(-1, 2, FINE_SIZE, FINE_SIZE)
 
 
 class ExclusionRules:
@@ -141,12 +180,17 @@ class ExclusionRules:
         path = self.hashes_path(evaluation)
         return _load(path, path.stat().st_mtime_ns)[1]
 
-    def exclusion_reason(self, record: Record, evaluation: str) -> str | None:
+    def exclusion_reason(self, record: Record, evaluation: str, fine_of: FineOf | None = None) -> str | None:
         """Why ``record`` must not be used for ``evaluation``, or ``None`` when it may."""
-        return self.exclusion_reasons([record], evaluation)[0]
+        return self.exclusion_reasons([record], evaluation, fine_of)[0]
 
-    def exclusion_reasons(self, records: Sequence[Record], evaluation: str) -> list[str | None]:
-        """:meth:`exclusion_reason` for many records at once (one index query)."""
+    def exclusion_reasons(
+        self, records: Sequence[Record], evaluation: str, fine_of: FineOf | None = None
+    ) -> list[str | None]:
+        """:meth:`exclusion_reason` for many records at once (one index query).
+
+        ``fine_of`` gives a record image's fine signature, read only for the records whose
+        hash matches; without it (or where it gives ``None``) a hash match excludes unconfirmed."""
         rule = self.rule(evaluation)
         if rule is None:
             return [None] * len(records)
@@ -158,16 +202,29 @@ class ExclusionRules:
         if stored is None:
             return reasons
         todo = [i for i, r in enumerate(records) if reasons[i] is None and r.phash is not None]
-        matches = self._index(evaluation).query([parse_hash(records[i].phash) for i in todo])
-        for i, hit, dist in zip(todo, matches.index, matches.distance):
-            if hit >= 0:
-                reasons[i] = (
-                    f"near copy of {evaluation} image {stored.image_ids[hit]} "
-                    f"(perceptual hash {dist} bits apart)"
-                )
+        pairs = self._index(evaluation).pairs([parse_hash(records[i].phash) for i in todo])
+        fine: dict[int, np.ndarray | None] = {}
+        for q, hit, dist in zip(pairs.query.tolist(), pairs.index.tolist(), pairs.distance.tolist()):
+            i = todo[q]
+            if reasons[i] is not None:
+                continue
+            if i not in fine:
+                fine[i] = fine_of(records[i]) if fine_of is not None else None
+            share = stored.confirmed(hit, fine[i])
+            if share is not None and share > FINE_THRESHOLD:
+                continue
+            image_id = stored.image_ids[hit // VARIANTS]
+            confirmation = (
+                "unconfirmed: its image was not read" if share is None else f"fine signatures {share:.0%} apart"
+            )
+            reasons[i] = (
+                f"near copy of {evaluation} image {image_id} (perceptual hash {dist} bits apart, {confirmation})"
+            )
         return reasons
 
-    def near_duplicate_evaluations(self, records: Iterable[Record]) -> dict[str, list[str]]:
+    def near_duplicate_evaluations(
+        self, records: Iterable[Record], fine_of: FineOf | None = None
+    ) -> dict[str, list[str]]:
         """Record id -> evaluation datasets (sorted) whose images it is a near copy of
         (records of an excluded origin are left out: the origin rule already covers them)."""
         records = list(records)
@@ -176,7 +233,7 @@ class ExclusionRules:
             stored = self.hashes(name)
             if stored is None:
                 continue
-            for record, reason in zip(records, self.exclusion_reasons(records, name)):
+            for record, reason in zip(records, self.exclusion_reasons(records, name, fine_of)):
                 if reason is not None and record.origin not in rule.origins:
                     found.setdefault(record.id, []).append(name)
         return found

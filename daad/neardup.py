@@ -1,25 +1,35 @@
-"""Near-duplicate detection: perceptual hashes of evaluation images and an index over them.
+"""Near-duplicate detection: perceptual hashes, a finer confirming signature, and an index.
 
 A registry record carries one 64-bit DCT perceptual hash (``Record.phash``, imagehash's
-pHash of the grey image). An evaluation image is stored as several hashes
-(:func:`variant_hashes`): the image, its horizontal and vertical flips and its 180°
-rotation, each whole and centre-cropped by :data:`CROP_FRACTION` per side. pHash of the
-grey image is already blind to greyscale conversion and nearly blind to resizing,
-JPEG re-encoding and brightness shifts; the flip variants catch mirrored copies and the
-crop variants catch slightly cropped ones.
+pHash of the grey image). An image another may be a copy of is stored as
+:data:`VARIANTS` hashes (:func:`variant_hashes`): its eight dihedral transforms (90°
+rotations x mirror, :data:`DIHEDRAL`), each whole and centre-cropped by
+:data:`CROP_FRACTION` per side. pHash of the grey image is already blind to greyscale
+conversion and nearly blind to resizing, JPEG re-encoding and brightness shifts; the
+dihedral variants catch rotated and mirrored copies, the crop variants slightly cropped ones.
 
-A record is a near copy of an evaluation image when its hash is within
-:data:`THRESHOLD` bits (Hamming distance) of any of that image's hashes. The threshold
-was measured on all 1,299 SD-saliency-900 and KolektorSDD images (``benchmarks/leakage.py``):
-at 8 bits, 99.4 % of transformed copies (resize, JPEG q20, 3 % crop, brightness ±30, grey,
-flips and combinations) are caught, weakest JPEG q20 (97.8 %); three pairs of distinct
-images of those very uniform textures fall within 8 bits too (at 10 bits: 99.6 % caught,
-11 distinct pairs), so 8 trades a little JPEG recall for fewer false exclusions.
+A hash match is only a candidate. Low-texture images of one kind (the same tile under
+another exposure) share their coarse layout and so their pHash; what tells a copy from
+another photograph is the finer texture. :func:`fine_signature` keeps the signs of the
+24 x 24 lowest DCT coefficients of a 128 x 128 thumbnail (the four lowest left out:
+exposure and shading), whole and cropped; a dihedral transform of the image is a sign
+pattern and a transposition of them (:func:`transform_fine`), so two signatures per
+image serve all sixteen variants. A candidate is a copy when the share of differing
+signs under the matching variant (:func:`fine_distance`) is at most :data:`FINE_THRESHOLD`.
+Measured (``benchmarks/leakage.py``): transformed copies of the real images differ in at
+most 0.33 of the signs (JPEG q20 of a rotation the worst), photographs of one synthetic
+tile under other exposures and grain in at least 0.37.
 
-:class:`HashIndex` finds, for each query hash, the nearest indexed hash within the
-threshold by multi-index hashing: the 64 bits are split into four 16-bit chunks, so a
-pair within ``t`` bits agrees on some chunk to within ``t // 4`` bits. Only the indexed
-hashes that agree so with a query are compared (vectorised popcount), never all pairs.
+A record is a near copy of an image when its hash is within :data:`THRESHOLD` bits
+(Hamming distance) of one of that image's variant hashes and the fine signatures
+confirm it. The coarse threshold was measured on all 1,299 SD-saliency-900 and
+KolektorSDD images: at 8 bits, 99.4 % of transformed copies (resize, JPEG q20, 3 % crop,
+brightness ±30, grey, flips and combinations) are caught, weakest JPEG q20 (97.8 %).
+
+:class:`HashIndex` finds, for each query hash, the indexed hashes within the threshold by
+multi-index hashing: the 64 bits are split into four 16-bit chunks, so a pair within ``t``
+bits agrees on some chunk to within ``t // 4`` bits. Only the indexed hashes that agree so
+with a query are compared (vectorised popcount), never all pairs.
 """
 
 from __future__ import annotations
@@ -29,18 +39,37 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import numpy as np
-from PIL import Image, ImageOps
+import scipy.fft
+from PIL import Image
 
 from daad.images import perceptual_hash
 
 THRESHOLD = 8
-"""Largest Hamming distance (of 64 bits) at which two pHashes count as the same image."""
+"""Largest Hamming distance (of 64 bits) at which two pHashes are a candidate pair."""
 CROP_FRACTION = 0.04
-"""Per-side centre crop of the crop variants of an evaluation image."""
+"""Per-side centre crop of the crop variants of an image."""
+DIHEDRAL = 8
+"""Transforms ``k`` in ``0..7``: mirror left-right if bit 0, flip top-bottom if bit 1,
+then transpose if bit 2 (identity, mirror, flip, 180°, transpose, 90° and 270°
+rotations, anti-transpose)."""
+VARIANTS = 2 * DIHEDRAL
+"""Variant ``v``: transform ``v % 8`` of the whole image (``v < 8``) or of its crop."""
+FINE_SIZE = 24
+"""The fine signature keeps the signs of the FINE_SIZE x FINE_SIZE lowest DCT coefficients ..."""
+FINE_THUMB = 128
+"""... of a FINE_THUMB x FINE_THUMB grey thumbnail."""
+FINE_SKIP = 2
+"""The FINE_SKIP x FINE_SKIP lowest coefficients (mean, exposure, shading) are left out."""
+FINE_THRESHOLD = 0.35
+"""Largest share of differing fine signs at which a hash match is confirmed as a copy."""
 CHUNK_BITS = 16
 """Multi-index hashing splits each hash into 16-bit chunks (sorted as ``uint16``)."""
 CHUNKS = 64 // CHUNK_BITS
 QUERY_BATCH = 65_536
+
+_FINE_USED = np.ones((FINE_SIZE, FINE_SIZE), dtype=bool)
+_FINE_USED[:FINE_SKIP, :FINE_SKIP] = False
+_ODD = (np.arange(FINE_SIZE) % 2).astype(bool)
 
 
 def parse_hash(value: str) -> int:
@@ -55,17 +84,72 @@ def image_hash(image: Image.Image) -> int:
     return parse_hash(perceptual_hash(image))
 
 
-def variant_hashes(image: Image.Image) -> list[int]:
-    """The evaluation-side hashes of ``image``: flips and rotation, whole and centre-cropped."""
-    grey = image.convert("L")
-    w, h = grey.size
+def dihedral(image: Image.Image, k: int) -> Image.Image:
+    """Dihedral transform ``k`` (see :data:`DIHEDRAL`) of ``image``."""
+    if k & 1:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if k & 2:
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    if k & 4:
+        image = image.transpose(Image.Transpose.TRANSPOSE)
+    return image
+
+
+def cropped(image: Image.Image) -> Image.Image:
+    """``image`` without :data:`CROP_FRACTION` of each side."""
+    w, h = image.size
     dx, dy = round(w * CROP_FRACTION), round(h * CROP_FRACTION)
-    cropped = grey.crop((dx, dy, w - dx, h - dy))
-    hashes = []
-    for base in (grey, cropped):
-        for variant in (base, ImageOps.mirror(base), ImageOps.flip(base), base.rotate(180)):
-            hashes.append(image_hash(variant))
-    return sorted(set(hashes))
+    return image.crop((dx, dy, w - dx, h - dy))
+
+
+def variant_hashes(image: Image.Image) -> list[int]:
+    """The :data:`VARIANTS` hashes of ``image``, variant ``v`` at index ``v``."""
+    grey = image.convert("L")
+    return [image_hash(dihedral(base, k)) for base in (grey, cropped(grey)) for k in range(DIHEDRAL)]
+
+
+def _fine_signs(grey: Image.Image) -> np.ndarray:
+    pixels = np.asarray(grey.resize((FINE_THUMB, FINE_THUMB), Image.Resampling.BOX), dtype=np.float64)
+    coefficients = scipy.fft.dctn(pixels, norm="ortho")[:FINE_SIZE, :FINE_SIZE]
+    return coefficients > 0
+
+
+def fine_signature(image: Image.Image) -> np.ndarray:
+    """``2 x FINE_SIZE x FINE_SIZE`` bool: DCT signs of the whole grey image and of its crop."""
+    grey = image.convert("L")
+    return np.stack([_fine_signs(grey), _fine_signs(cropped(grey))])
+
+
+def transform_fine(signs: np.ndarray, k: int) -> np.ndarray:
+    """The signs of dihedral transform ``k`` of the image whose signs are ``signs`` (rows: y)."""
+    if k & 1:
+        signs = signs ^ _ODD[None, :]
+    if k & 2:
+        signs = signs ^ _ODD[:, None]
+    if k & 4:
+        signs = signs.T
+    return signs
+
+
+def fine_distance(stored: np.ndarray, variant: int, query: np.ndarray) -> float:
+    """Share of differing signs between ``query`` (one image's whole signs) and variant
+    ``variant`` of the image whose :func:`fine_signature` is ``stored``."""
+    expected = transform_fine(stored[variant // DIHEDRAL], variant % DIHEDRAL)
+    return float((expected != query)[_FINE_USED].mean())
+
+
+def pack_fine(signature: np.ndarray) -> str:
+    """A fine signature as hex (``2 * FINE_SIZE**2 / 4`` digits)."""
+    return np.packbits(signature.reshape(-1)).tobytes().hex()
+
+
+def unpack_fine(value: str) -> np.ndarray:
+    """Inverse of :func:`pack_fine`; raises ``ValueError`` on a wrong length or digit."""
+    size = 2 * FINE_SIZE * FINE_SIZE
+    if len(value) != size // 4:
+        raise ValueError(f"fine signature has {len(value)} hex digits, expected {size // 4}")
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(value), dtype=np.uint8))[:size]
+    return bits.astype(bool).reshape(2, FINE_SIZE, FINE_SIZE)
 
 
 def _neighbour_masks(bits: int, radius: int) -> np.ndarray:
@@ -150,25 +234,46 @@ class HashIndex:
         offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
         return np.repeat(owner, counts), ids[np.repeat(lo, counts) + offsets].astype(np.int64)
 
-    def _query_batch(self, queries: np.ndarray, best: np.ndarray, dist: np.ndarray) -> None:
-        if len(self.hashes) == 0:
-            return
-        for c in range(CHUNKS):
+    def pairs(self, hashes: Iterable[int] | np.ndarray) -> Pairs:
+        """Every (query, indexed hash) pair within the threshold, sorted by query then distance."""
+        queries = np.asarray(hashes if isinstance(hashes, np.ndarray) else list(hashes), dtype=np.uint64).reshape(-1)
+        found = [(np.zeros(0, np.int64),) * 3]
+        found += [self._near(queries[s : s + QUERY_BATCH], s) for s in range(0, len(queries), QUERY_BATCH)]
+        qidx, cand, d = (np.concatenate(parts) for parts in zip(*found))
+        keep = np.unique(qidx * max(len(self.hashes), 1) + cand, return_index=True)[1] if len(qidx) else qidx
+        qidx, cand, d = qidx[keep], cand[keep], d[keep]
+        order = np.lexsort((cand, d, qidx))
+        return Pairs(qidx[order], cand[order], d[order])
+
+    def _near(self, queries: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(query index + offset, indexed hash index, distance)`` of the pairs within the threshold,
+        per chunk (a pair may repeat)."""
+        parts = [(np.zeros(0, np.int64),) * 3]
+        for c in range(CHUNKS if len(self.hashes) else 0):
             qidx, cand = self._candidates(queries, c)
-            if len(qidx) == 0:
-                continue
             d = np.bitwise_count(queries[qidx] ^ self.hashes[cand]).astype(np.int64)
             near = d <= self.threshold
-            qidx, cand, d = qidx[near], cand[near], d[near]
-            # nearest first (ties: lowest index), so the first hit per query wins
-            sel = np.lexsort((cand, d, qidx))
-            qidx, cand, d = qidx[sel], cand[sel], d[sel]
-            first = np.ones(len(qidx), dtype=bool)
-            first[1:] = qidx[1:] != qidx[:-1]
-            qidx, cand, d = qidx[first], cand[first], d[first]
-            better = (d < dist[qidx]) | ((d == dist[qidx]) & (cand < np.where(best[qidx] < 0, 2**62, best[qidx])))
-            best[qidx[better]] = cand[better]
-            dist[qidx[better]] = d[better]
+            parts.append((qidx[near] + offset, cand[near], d[near]))
+        return tuple(np.concatenate(p) for p in zip(*parts))
+
+    def _query_batch(self, queries: np.ndarray, best: np.ndarray, dist: np.ndarray) -> None:
+        qidx, cand, d = self._near(queries, 0)
+        # nearest first (ties: lowest index), so the first hit per query wins
+        sel = np.lexsort((cand, d, qidx))
+        qidx, cand, d = qidx[sel], cand[sel], d[sel]
+        first = np.ones(len(qidx), dtype=bool)
+        first[1:] = qidx[1:] != qidx[:-1]
+        best[qidx[first]] = cand[first]
+        dist[qidx[first]] = d[first]
+
+
+@dataclass(frozen=True)
+class Pairs:
+    """Query index, indexed hash index and Hamming distance of each pair within the threshold."""
+
+    query: np.ndarray
+    index: np.ndarray
+    distance: np.ndarray
 
 
 def pairwise_matches(queries: np.ndarray, hashes: np.ndarray, threshold: int = THRESHOLD) -> np.ndarray:

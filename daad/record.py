@@ -72,6 +72,10 @@ class Record:
     note: str | None = None
     curated: tuple[str, ...] = field(default=())
     """Fields set by a curator (``status``, ``anomaly_class``, ``mask``); re-ingest keeps them."""
+    duplicate_of: str | None = None
+    """Id of the (kept) record whose image this one's is a near copy of, set by
+    ``daad dedup``; a duplicate is left out of builds and views. Absent from the manifest
+    line when ``None``."""
 
     @property
     def native_id(self) -> str:
@@ -82,7 +86,7 @@ class Record:
         return replace(self, mask=mask, width=mask.width, height=mask.height, bbox=mask.bbox(), area=mask.area())
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        line = {
             "id": self.id,
             "anomaly_class": self.anomaly_class,
             "source": str(self.source),
@@ -101,8 +105,11 @@ class Record:
             "page_url": self.page_url,
             "note": self.note,
             "curated": list(self.curated),
-            "mask": self.mask.to_json() if self.mask is not None else None,
         }
+        if self.duplicate_of is not None:
+            line["duplicate_of"] = self.duplicate_of
+        line["mask"] = self.mask.to_json() if self.mask is not None else None
+        return line
 
     @classmethod
     def from_json(cls, obj: object, mask_runs: np.ndarray | str | None = None) -> Record:
@@ -153,8 +160,12 @@ class Record:
             page_url=obj.get("page_url"),
             note=obj.get("note"),
             curated=tuple(obj.get("curated") or ()),
+            duplicate_of=obj.get("duplicate_of"),
         )
         record._check_geometry()
+        dup = record.duplicate_of
+        if dup is not None and (not isinstance(dup, str) or not _ID.match(dup) or dup == record.id):
+            raise ValueError(f"duplicate_of {dup!r} must be the id of another record")
         if record.phash is not None and not _PHASH.match(record.phash):
             raise ValueError(f"phash {record.phash!r} is not 16 hex digits")
         if status is Status.ACCEPTED and mask is None:

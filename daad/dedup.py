@@ -1,0 +1,201 @@
+"""Registry-wide duplicates: a record whose image is a near copy of another record's image.
+
+``daad dedup`` marks such a record ``duplicate_of: <id of the kept record>`` in its
+manifest; builds and views leave it out and the card counts it (``duplicate:<origin>``).
+Near copies are found as for the leakage guard (:mod:`daad.neardup`): the record's pHash
+within :data:`~daad.neardup.THRESHOLD` bits of one of the sixteen dihedral and crop
+variant hashes of a kept record, confirmed by the fine signatures under that variant.
+
+Which record is kept is decided by the catalogue (:func:`origin_priority`): an origin is
+kept over every origin whose ``derived_from`` names it, directly or through others (the
+original publisher over a re-release: ``sd_saliency_900`` over ``neu_seg``, which says
+``derived_from = ["sd_saliency_900"]``); between origins that do not derive from each
+other, an existing dataset is kept over the authors' photos, and those over online
+finds (web copies of dataset images); then the origin id decides. Origins are visited
+in that order; a record is compared with the kept records of the origins before it and
+with the kept records of its own origin that come before it by id and hold another image
+(NEU-Seg publishes most of its new images four times, rotated; several records of one
+image, one per class of its mask, are never duplicates of each other).
+
+Only accepted and needs-review records take part (a rejected record neither keeps nor
+loses). A record whose image, or every candidate's, cannot be read here keeps the mark
+it had (``unchecked`` in the report). Each manifest that changes is rewritten atomically.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import cache
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from daad.catalogue import Catalogue, CatalogueError
+from daad.errors import DaadError, PathEscapeError, RecordFileError, RootNotFoundError
+from daad.images import decode_image
+from daad.manifest import read_manifest, write_manifest
+from daad.neardup import (
+    FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, parse_hash, variant_hashes,
+)
+from daad.record import Record
+from daad.registry import Registry
+from daad.taxonomy import Source, Status
+
+SOURCE_ORDER = (Source.EXISTING_DATASET, Source.REALITY_PHOTO, Source.ONLINE_SEARCH)
+"""Between unrelated origins, the source kind kept first."""
+TAKES_PART = (Status.ACCEPTED, Status.NEEDS_REVIEW)
+
+
+class DedupError(DaadError):
+    """The catalogue's ``derived_from`` entries form a cycle."""
+
+
+def origin_priority(catalogue: Catalogue, origins: Iterable[str]) -> list[str]:
+    """``origins`` in the order their records are kept (see the module docstring)."""
+
+    @cache
+    def depth(origin: str, seen: tuple[str, ...] = ()) -> int:
+        if origin in seen:
+            raise DedupError(f"derived_from forms a cycle: {' -> '.join((*seen, origin))} (sources.toml)")
+        parents = catalogue[origin].derived_from if origin in catalogue else ()
+        return 1 + max((depth(p, (*seen, origin)) for p in parents), default=-1)
+
+    def source_rank(origin: str) -> int:
+        try:
+            return SOURCE_ORDER.index(catalogue[origin].source)
+        except (CatalogueError, ValueError):
+            return len(SOURCE_ORDER)
+
+    return sorted(set(origins), key=lambda o: (depth(o), source_rank(o), o))
+
+
+@dataclass
+class DedupReport:
+    """What one run found: every mark, per-origin counts and records it could not check."""
+
+    marks: dict[str, str] = field(default_factory=dict)
+    """Record id -> id of the kept record it is a near copy of."""
+    distances: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """Record id -> (hash bits apart, share of fine signs apart) of its mark."""
+    records: Counter = field(default_factory=Counter)
+    """Origin -> records taking part."""
+    unchecked: dict[str, str] = field(default_factory=dict)
+    """Record id -> why it could not be checked (its previous mark, if any, is kept)."""
+    added: int = 0
+    removed: int = 0
+    written: list[str] = field(default_factory=list)
+
+    def duplicates(self) -> Counter:
+        """(origin, origin of the kept record) -> duplicates."""
+        return Counter((rid.split("/", 1)[0], kept.split("/", 1)[0]) for rid, kept in self.marks.items())
+
+
+class _Images:
+    """Variant hashes and fine signatures of record images, read once per image (by sha256)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._cache: dict[str, tuple[list[int], np.ndarray] | str] = {}
+
+    def get(self, record: Record) -> tuple[list[int], np.ndarray] | str:
+        """``(variant hashes, fine signature)`` of ``record``'s image, or why it cannot be read."""
+        key = record.image.sha256 or record.id
+        if key not in self._cache:
+            try:
+                path, data = self.registry.read_image(record)
+                image: Image.Image = decode_image(data, record.id, path)
+                self._cache[key] = (variant_hashes(image), fine_signature(image))
+            except (RecordFileError, PathEscapeError, RootNotFoundError) as exc:
+                self._cache[key] = str(exc)
+        return self._cache[key]
+
+
+def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupReport, dict[str, list[Record]]]:
+    """The marks of the whole registry, and its records by origin (as read)."""
+    by_origin = {path.stem: list(read_manifest(path)) for path in registry.manifests()}
+    report = DedupReport()
+    images = _Images(registry)
+    kept: list[Record] = []
+    kept_variants: list[list[int]] = []
+    kept_fine: list[np.ndarray] = []
+    total = sum(len(v) for v in by_origin.values())
+    bar = tqdm(total=total, unit="rec", desc="dedup", disable=not progress)
+    for origin in origin_priority(registry.catalogue, by_origin):
+        records = [r for r in by_origin[origin] if r.status in TAKES_PART and r.phash is not None]
+        report.records[origin] = len(records)
+        own = [images.get(r) for r in records]
+        for record, got in zip(records, own):
+            if isinstance(got, str):
+                report.unchecked[record.id] = got
+        readable = [i for i, got in enumerate(own) if not isinstance(got, str)]
+        queries = [parse_hash(r.phash) for r in records]
+        earlier = _candidates(HashIndex(np.array(kept_variants, dtype=np.uint64).reshape(-1)), queries)
+        same = _candidates(HashIndex(np.array([own[i][0] for i in readable], dtype=np.uint64).reshape(-1)), queries)
+        fine_of = {i: own[i][1] for i in readable}
+        kept_here: set[int] = set()
+        for i, record in enumerate(records):
+            bar.update()
+            if i not in fine_of:
+                if record.duplicate_of is not None:
+                    report.marks[record.id] = record.duplicate_of
+                continue
+            query = fine_of[i][0]
+            found = [(fine_distance(kept_fine[h // VARIANTS], h % VARIANTS, query), kept[h // VARIANTS], h) for h in earlier.get(i, ())]
+            for h in same.get(i, ()):  # an earlier record (by id) of this origin with another image
+                j = readable[h // VARIANTS]
+                if j < i and j in kept_here and records[j].image.sha256 != record.image.sha256:
+                    found.append((fine_distance(fine_of[j], h % VARIANTS, query), records[j], None))
+            confirmed = [f for f in found if f[0] <= FINE_THRESHOLD]
+            if not confirmed:
+                kept_here.add(i)
+                continue
+            # another origin's record first (the original publisher), then the nearest
+            share, original, _ = min(confirmed, key=lambda f: (f[1].origin == origin, f[0], f[1].id))
+            report.marks[record.id] = original.id
+            report.distances[record.id] = (_bits(original, record), share)
+        for i in sorted(kept_here):
+            kept.append(records[i])
+            kept_variants.append(own[i][0])
+            kept_fine.append(own[i][1])
+    bar.update(total - bar.n)
+    bar.close()
+    return report, by_origin
+
+
+def _candidates(index: HashIndex, queries: list[int]) -> dict[int, list[int]]:
+    """Query index -> indexed hashes within the threshold."""
+    pairs = index.pairs(queries)
+    found: dict[int, list[int]] = {}
+    for q, hit in zip(pairs.query.tolist(), pairs.index.tolist()):
+        found.setdefault(q, []).append(hit)
+    return found
+
+
+def _bits(original: Record, copy: Record) -> int:
+    """pHash bits between two records' stored hashes (their plain images)."""
+    return int(parse_hash(original.phash) ^ parse_hash(copy.phash)).bit_count()
+
+
+def dedup(registry: Registry, dry_run: bool = False, progress: bool = False) -> DedupReport:
+    """Find the duplicates and, unless ``dry_run``, write the marks into the manifests."""
+    report, by_origin = find_duplicates(registry, progress)
+    for origin, records in by_origin.items():
+        changed = False
+        marked = []
+        for record in records:
+            mark = report.marks.get(record.id)
+            if record.status not in TAKES_PART or record.phash is None:
+                mark = record.duplicate_of
+            if mark != record.duplicate_of:
+                changed = True
+                report.added += mark is not None
+                report.removed += record.duplicate_of is not None
+                record = replace(record, duplicate_of=mark)
+            marked.append(record)
+        if changed and not dry_run:
+            write_manifest(registry.manifests_dir / f"{origin}.jsonl", marked)
+            report.written.append(origin)
+    return report
