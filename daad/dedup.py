@@ -37,8 +37,9 @@ from daad.catalogue import Catalogue, CatalogueError
 from daad.errors import DaadError, PathEscapeError, RecordFileError, RootNotFoundError
 from daad.images import decode_image
 from daad.manifest import read_manifest, write_manifest
+from daad.exclusion import EvaluationHashes
 from daad.neardup import (
-    FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, parse_hash, variant_hashes,
+    FINE_SIZE, FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, parse_hash, variant_hashes,
 )
 from daad.record import Record
 from daad.registry import Registry
@@ -132,9 +133,15 @@ def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupRe
                 report.unchecked[record.id] = got
         readable = [i for i, got in enumerate(own) if not isinstance(got, str)]
         queries = [parse_hash(r.phash) for r in records]
-        earlier = _candidates(HashIndex(np.array(kept_variants, dtype=np.uint64).reshape(-1)), queries)
-        same = _candidates(HashIndex(np.array([own[i][0] for i in readable], dtype=np.uint64).reshape(-1)), queries)
         fine_of = {i: own[i][1] for i in readable}
+        earlier = EvaluationHashes(
+            tuple(r.id for r in kept),
+            np.array(kept_variants, dtype=np.uint64).reshape(-1, VARIANTS),
+            np.array(kept_fine, dtype=bool).reshape(-1, 2, FINE_SIZE, FINE_SIZE),
+        )
+        cross = earlier.matches(HashIndex(earlier.hashes), queries, lambda q: fine_of[q][0] if q in fine_of else None)
+        same = _candidates(HashIndex(np.array([own[i][0] for i in readable], dtype=np.uint64).reshape(-1)), queries)
+        by_id = {r.id: i for i, r in enumerate(records)}
         kept_here: set[int] = set()
         for i, record in enumerate(records):
             bar.update()
@@ -142,20 +149,23 @@ def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupRe
                 if record.duplicate_of is not None:
                     report.marks[record.id] = record.duplicate_of
                 continue
-            query = fine_of[i][0]
-            found = [(fine_distance(kept_fine[h // VARIANTS], h % VARIANTS, query), kept[h // VARIANTS], h) for h in earlier.get(i, ())]
+            match = cross[i]
+            if match is not None:  # another origin's record first (the original publisher)
+                report.marks[record.id] = kept[match.image].id
+                report.distances[record.id] = (match.bits, match.share)
+                continue
+            found = []
             for h in same.get(i, ()):  # an earlier record (by id) of this origin with another image
                 j = readable[h // VARIANTS]
                 if j < i and j in kept_here and records[j].image.sha256 != record.image.sha256:
-                    found.append((fine_distance(fine_of[j], h % VARIANTS, query), records[j], None))
+                    found.append((fine_distance(fine_of[j], h % VARIANTS, fine_of[i][0]), records[j].id))
             confirmed = [f for f in found if f[0] <= FINE_THRESHOLD]
             if not confirmed:
                 kept_here.add(i)
                 continue
-            # another origin's record first (the original publisher), then the nearest
-            share, original, _ = min(confirmed, key=lambda f: (f[1].origin == origin, f[0], f[1].id))
-            report.marks[record.id] = original.id
-            report.distances[record.id] = (_bits(original, record), share)
+            share, original = min(confirmed)
+            report.marks[record.id] = original
+            report.distances[record.id] = (_bits(records[by_id[original]], record), share)
         for i in sorted(kept_here):
             kept.append(records[i])
             kept_variants.append(own[i][0])

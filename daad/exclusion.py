@@ -116,11 +116,38 @@ class EvaluationHashes:
         tmp.write_text("".join(f"# {x}\n" for x in header.splitlines()) + "".join(f"{x}\n" for x in lines), encoding="utf-8")
         tmp.replace(path)
 
-    def confirmed(self, hit: int, query: np.ndarray | None) -> float | None:
-        """The fine distance of a query to variant hash ``hit``; ``None`` without a query signature."""
-        if query is None:
-            return None
-        return fine_distance(self.fine[hit // VARIANTS], hit % VARIANTS, query)
+    def matches(
+        self, index: HashIndex, phashes: Sequence[int], fine_of: Callable[[int], np.ndarray | None]
+    ) -> list[NearCopy | None]:
+        """Per query pHash, the stored image it is a near copy of (``None``: none).
+
+        ``index`` is the :class:`~daad.neardup.HashIndex` of :attr:`hashes`; ``fine_of(i)`` the
+        whole-image fine signature of query ``i``, asked only for queries with a hash match. The
+        best confirmed variant wins; without a signature the nearest hash match is kept, unconfirmed."""
+        pairs = index.pairs(phashes)
+        found: list[NearCopy | None] = [None] * len(phashes)
+        fine: dict[int, np.ndarray | None] = {}
+        for q, hit, bits in zip(pairs.query.tolist(), pairs.index.tolist(), pairs.distance.tolist()):
+            if q not in fine:
+                fine[q] = fine_of(q)
+            image = hit // VARIANTS
+            if fine[q] is None:
+                found[q] = found[q] or NearCopy(image, bits, None)
+                continue
+            share = fine_distance(self.fine[image], hit % VARIANTS, fine[q])
+            if share <= FINE_THRESHOLD and (found[q] is None or share < found[q].share):
+                found[q] = NearCopy(image, bits, share)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class NearCopy:
+    """A query's match: stored image index, pHash bits apart, share of fine signs apart
+    (``None``: unconfirmed, the query's image was not read)."""
+
+    image: int
+    bits: int
+    share: float | None
 
 
 def _stack(fine: list[np.ndarray]) -> np.ndarray:
@@ -202,24 +229,21 @@ class ExclusionRules:
         if stored is None:
             return reasons
         todo = [i for i, r in enumerate(records) if reasons[i] is None and r.phash is not None]
-        pairs = self._index(evaluation).pairs([parse_hash(records[i].phash) for i in todo])
-        fine: dict[int, np.ndarray | None] = {}
-        for q, hit, dist in zip(pairs.query.tolist(), pairs.index.tolist(), pairs.distance.tolist()):
-            i = todo[q]
-            if reasons[i] is not None:
-                continue
-            if i not in fine:
-                fine[i] = fine_of(records[i]) if fine_of is not None else None
-            share = stored.confirmed(hit, fine[i])
-            if share is not None and share > FINE_THRESHOLD:
-                continue
-            image_id = stored.image_ids[hit // VARIANTS]
-            confirmation = (
-                "unconfirmed: its image was not read" if share is None else f"fine signatures {share:.0%} apart"
-            )
-            reasons[i] = (
-                f"near copy of {evaluation} image {image_id} (perceptual hash {dist} bits apart, {confirmation})"
-            )
+        found = stored.matches(
+            self._index(evaluation),
+            [parse_hash(records[i].phash) for i in todo],
+            lambda q: fine_of(records[todo[q]]) if fine_of is not None else None,
+        )
+        for i, match in zip(todo, found):
+            if match is not None:
+                confirmation = (
+                    "unconfirmed: its image was not read" if match.share is None
+                    else f"fine signatures {match.share:.0%} apart"
+                )
+                reasons[i] = (
+                    f"near copy of {evaluation} image {stored.image_ids[match.image]} "
+                    f"(perceptual hash {match.bits} bits apart, {confirmation})"
+                )
         return reasons
 
     def near_duplicate_evaluations(

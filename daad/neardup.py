@@ -27,9 +27,9 @@ KolektorSDD images: at 8 bits, 99.4 % of transformed copies (resize, JPEG q20, 3
 brightness ±30, grey, flips and combinations) are caught, weakest JPEG q20 (97.8 %).
 
 :class:`HashIndex` finds, for each query hash, the indexed hashes within the threshold by
-multi-index hashing: the 64 bits are split into four 16-bit chunks, so a pair within ``t``
-bits agrees on some chunk to within ``t // 4`` bits. Only the indexed hashes that agree so
-with a query are compared (vectorised popcount), never all pairs.
+multi-index hashing: the 64 bits are cut into three chunks, so a pair within ``t`` bits
+agrees on some chunk to within ``t // 3`` bits. Only the indexed hashes that agree so with
+a query are compared (vectorised popcount), never all pairs.
 """
 
 from __future__ import annotations
@@ -62,10 +62,9 @@ FINE_SKIP = 2
 """The FINE_SKIP x FINE_SKIP lowest coefficients (mean, exposure, shading) are left out."""
 FINE_THRESHOLD = 0.35
 """Largest share of differing fine signs at which a hash match is confirmed as a copy."""
-CHUNK_BITS = 16
-"""Multi-index hashing splits each hash into 16-bit chunks (sorted as ``uint16``)."""
-CHUNKS = 64 // CHUNK_BITS
-QUERY_BATCH = 65_536
+CHUNK_BITS = (22, 21, 21)
+"""Multi-index hashing cuts each hash into three chunks (low bits first)."""
+QUERY_BATCH = 8192
 
 _FINE_USED = np.ones((FINE_SIZE, FINE_SIZE), dtype=bool)
 _FINE_USED[:FINE_SKIP, :FINE_SKIP] = False
@@ -153,11 +152,11 @@ def unpack_fine(value: str) -> np.ndarray:
 
 
 def _neighbour_masks(bits: int, radius: int) -> np.ndarray:
-    """Every ``bits``-bit mask (``bits <= 16``) with at most ``radius`` bits set."""
+    """Every ``bits``-bit mask with at most ``radius`` bits set."""
     masks = [0]
     for r in range(1, radius + 1):
         masks += [sum(1 << b for b in combo) for combo in combinations(range(bits), r)]
-    return np.array(masks, dtype=np.uint16)
+    return np.array(masks, dtype=np.int32)
 
 
 @dataclass(frozen=True)
@@ -168,105 +167,6 @@ class Matches:
     distance: np.ndarray
 
 
-class HashIndex:
-    """Multi-index hashing over 64-bit hashes (``uint64``), queried in vectorised batches.
-
-    The candidates of a query are the indexed hashes within ``threshold // 4`` bits of it on
-    some 16-bit chunk. Per chunk the indexed hashes are filed in buckets by chunk value, and
-    found one of two ways with the same answer: a batch of fewer queries than indexed hashes
-    looks up every value within the radius of each query's own in buckets holding each hash
-    once; a larger batch looks up each query's own value in buckets where every hash is filed
-    under each value within the radius of its own (built on first use; 137 entries per hash
-    and chunk at the default threshold).
-    """
-
-    def __init__(self, hashes: Sequence[int] | np.ndarray, threshold: int = THRESHOLD) -> None:
-        self.hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1)
-        self.threshold = threshold
-        self._masks = _neighbour_masks(CHUNK_BITS, threshold // CHUNKS)
-        self._exact = self._file(self._masks[:1])
-        self._spread: list[tuple[np.ndarray, np.ndarray]] | None = None
-
-    def __len__(self) -> int:
-        return len(self.hashes)
-
-    @staticmethod
-    def _chunk(hashes: np.ndarray, c: int) -> np.ndarray:
-        return ((hashes >> np.uint64(c * CHUNK_BITS)) & np.uint64(2**CHUNK_BITS - 1)).astype(np.int64)
-
-    def _file(self, masks: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per chunk: the hash ids filed under each chunk value XOR each of ``masks``, grouped
-        by that value, and where each value's group starts."""
-        filed = []
-        for c in range(CHUNKS):
-            # 16-bit keys: numpy's stable sort is then a radix sort, several times faster
-            keys = (self._chunk(self.hashes, c).astype(np.uint16)[:, None] ^ masks[None, :]).reshape(-1)
-            order = np.argsort(keys, kind="stable")
-            starts = np.zeros(2**CHUNK_BITS + 1, dtype=np.int64)
-            np.cumsum(np.bincount(keys, minlength=2**CHUNK_BITS), out=starts[1:])
-            filed.append(((order // len(masks)).astype(np.int32), starts))  # key position -> hash
-        return filed
-
-    def query(self, hashes: Iterable[int] | np.ndarray) -> Matches:
-        """Nearest indexed hash within the threshold for each query hash."""
-        queries = np.asarray(hashes if isinstance(hashes, np.ndarray) else list(hashes), dtype=np.uint64).reshape(-1)
-        best = np.full(len(queries), -1, dtype=np.int64)
-        dist = np.full(len(queries), 65, dtype=np.int64)
-        for start in range(0, len(queries), QUERY_BATCH):
-            batch = queries[start : start + QUERY_BATCH]
-            self._query_batch(batch, best[start : start + len(batch)], dist[start : start + len(batch)])
-        return Matches(best, dist)
-
-    def _candidates(self, queries: np.ndarray, c: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(query index, indexed hash index)`` of every candidate pair on chunk ``c``."""
-        keys = self._chunk(queries, c)
-        if len(queries) < len(self.hashes):  # probe every value within the radius
-            ids, starts = self._exact[c]
-            keys = (keys[:, None] ^ self._masks[None, :]).reshape(-1)
-            owner = np.arange(len(keys)) // len(self._masks)
-        else:
-            if self._spread is None:
-                self._spread = self._file(self._masks)
-            ids, starts = self._spread[c]
-            owner = np.arange(len(keys))
-        lo, counts = starts[keys], starts[keys + 1] - starts[keys]
-        total = int(counts.sum())
-        offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        return np.repeat(owner, counts), ids[np.repeat(lo, counts) + offsets].astype(np.int64)
-
-    def pairs(self, hashes: Iterable[int] | np.ndarray) -> Pairs:
-        """Every (query, indexed hash) pair within the threshold, sorted by query then distance."""
-        queries = np.asarray(hashes if isinstance(hashes, np.ndarray) else list(hashes), dtype=np.uint64).reshape(-1)
-        found = [(np.zeros(0, np.int64),) * 3]
-        found += [self._near(queries[s : s + QUERY_BATCH], s) for s in range(0, len(queries), QUERY_BATCH)]
-        qidx, cand, d = (np.concatenate(parts) for parts in zip(*found))
-        keep = np.unique(qidx * max(len(self.hashes), 1) + cand, return_index=True)[1] if len(qidx) else qidx
-        qidx, cand, d = qidx[keep], cand[keep], d[keep]
-        order = np.lexsort((cand, d, qidx))
-        return Pairs(qidx[order], cand[order], d[order])
-
-    def _near(self, queries: np.ndarray, offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(query index + offset, indexed hash index, distance)`` of the pairs within the threshold,
-        per chunk (a pair may repeat)."""
-        parts = [(np.zeros(0, np.int64),) * 3]
-        for c in range(CHUNKS if len(self.hashes) else 0):
-            qidx, cand = self._candidates(queries, c)
-            d = np.bitwise_count(queries[qidx] ^ self.hashes[cand]).astype(np.int64)
-            near = d <= self.threshold
-            parts.append((qidx[near] + offset, cand[near], d[near]))
-        return tuple(np.concatenate(p) for p in zip(*parts))
-
-    def _query_batch(self, queries: np.ndarray, best: np.ndarray, dist: np.ndarray) -> None:
-        qidx, cand, d = self._near(queries, 0)
-        # nearest first (ties: lowest index), so the first hit per query wins
-        sel = np.lexsort((cand, d, qidx))
-        qidx, cand, d = qidx[sel], cand[sel], d[sel]
-        first = np.ones(len(qidx), dtype=bool)
-        first[1:] = qidx[1:] != qidx[:-1]
-        best[qidx[first]] = cand[first]
-        dist[qidx[first]] = d[first]
-
-
 @dataclass(frozen=True)
 class Pairs:
     """Query index, indexed hash index and Hamming distance of each pair within the threshold."""
@@ -274,6 +174,92 @@ class Pairs:
     query: np.ndarray
     index: np.ndarray
     distance: np.ndarray
+
+
+class HashIndex:
+    """Multi-index hashing over 64-bit hashes (``uint64``), queried in vectorised batches.
+
+    The 64 bits are cut into :data:`CHUNK_BITS` (22, 21 and 21 bits); a pair within ``t``
+    bits differs on some chunk in at most ``t // 3`` bits. Per chunk the hashes are filed in
+    buckets by chunk value; the smaller side of a lookup (the queries, or the indexed hashes
+    when the queries are more: then the queries are filed and the pairs swapped) probes every
+    value within that radius of its own (254 values per chunk at the default threshold), and
+    only the hashes found so are compared (vectorised popcount).
+    """
+
+    def __init__(self, hashes: Sequence[int] | np.ndarray, threshold: int = THRESHOLD) -> None:
+        self.hashes = np.asarray(hashes, dtype=np.uint64).reshape(-1)
+        self.threshold = threshold
+        self._masks = [_neighbour_masks(bits, threshold // len(CHUNK_BITS)) for bits in CHUNK_BITS]
+        self._filed: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+    @staticmethod
+    def _chunk(hashes: np.ndarray, c: int) -> np.ndarray:
+        shift = sum(CHUNK_BITS[:c])
+        return ((hashes >> np.uint64(shift)) & np.uint64(2 ** CHUNK_BITS[c] - 1)).astype(np.int64)
+
+    def _buckets(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per chunk: the hash ids sorted by chunk value, and per value where its bucket starts
+        (low 32 bits) and how many it holds (high 32 bits), built on first use."""
+        if self._filed is None:
+            self._filed = []
+            for c, bits in enumerate(CHUNK_BITS):
+                keys = self._chunk(self.hashes, c)
+                sizes = np.bincount(keys, minlength=2**bits).astype(np.int64)
+                starts = (np.cumsum(sizes) - sizes) | (sizes << 32)
+                self._filed.append((np.argsort(keys, kind="stable").astype(np.int32), starts))
+        return self._filed
+
+    def query(self, hashes: Iterable[int] | np.ndarray) -> Matches:
+        """Nearest indexed hash within the threshold for each query hash (ties: lowest index)."""
+        pairs = self.pairs(hashes)
+        n = len(np.asarray(hashes if isinstance(hashes, np.ndarray) else list(hashes)).reshape(-1))
+        best = np.full(n, -1, dtype=np.int64)
+        dist = np.full(n, 65, dtype=np.int64)
+        first = np.ones(len(pairs.query), dtype=bool)  # pairs come sorted: nearest first per query
+        first[1:] = pairs.query[1:] != pairs.query[:-1]
+        best[pairs.query[first]] = pairs.index[first]
+        dist[pairs.query[first]] = pairs.distance[first]
+        return Matches(best, dist)
+
+    def pairs(self, hashes: Iterable[int] | np.ndarray) -> Pairs:
+        """Every (query, indexed hash) pair within the threshold, sorted by query, distance, index."""
+        queries = np.asarray(hashes if isinstance(hashes, np.ndarray) else list(hashes), dtype=np.uint64).reshape(-1)
+        if len(queries) > len(self.hashes):  # probe from the smaller side
+            swapped = HashIndex(queries, self.threshold)._near(self.hashes)
+            qidx, cand, d = swapped[1], swapped[0], swapped[2]
+        else:
+            qidx, cand, d = self._near(queries)
+        key = qidx * max(len(self.hashes), 1) + cand
+        keep = np.unique(key, return_index=True)[1]  # a pair found on several chunks counts once
+        qidx, cand, d = qidx[keep], cand[keep], d[keep]
+        order = np.lexsort((cand, d, qidx))
+        return Pairs(qidx[order], cand[order], d[order])
+
+    def _near(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(query index, indexed hash index, distance)`` of the pairs within the threshold
+        (a pair found on several chunks repeats)."""
+        parts = [(np.zeros(0, np.int64),) * 3]
+        if len(self.hashes):
+            for start in range(0, len(queries), QUERY_BATCH):
+                batch = queries[start : start + QUERY_BATCH]
+                for c, (ids, starts) in enumerate(self._buckets()):
+                    masks = self._masks[c]
+                    keys = (self._chunk(batch, c).astype(np.int32)[:, None] ^ masks[None, :]).reshape(-1)
+                    found = starts[keys]  # bucket start (low 32 bits) and size (high 32 bits)
+                    hit = np.flatnonzero(found >> 32)  # most probed values hold no hash
+                    lo, counts = (found[hit] & 0xFFFFFFFF), (found[hit] >> 32)
+                    ends = np.cumsum(counts)
+                    positions = np.repeat(lo - ends + counts, counts) + np.arange(ends[-1] if len(ends) else 0)
+                    owner = np.repeat(hit // len(masks), counts)
+                    cand = ids[positions]
+                    d = np.bitwise_count(batch[owner] ^ self.hashes[cand])
+                    near = np.flatnonzero(d <= self.threshold)
+                    parts.append((owner[near] + start, cand[near].astype(np.int64), d[near].astype(np.int64)))
+        return tuple(np.concatenate(p) for p in zip(*parts))
 
 
 def pairwise_matches(queries: np.ndarray, hashes: np.ndarray, threshold: int = THRESHOLD) -> np.ndarray:
