@@ -184,15 +184,22 @@ def real(extra: dict[str, list[Path]]) -> None:
             if key not in matched or share < matched[key][0]:
                 matched[key] = (share, hit % VARIANTS)
     confirmed = {k: v for k, v in matched.items() if v[0] <= FINE_THRESHOLD}
-    print(f"distinct real images whose hashes match under some variant: {len(matched)} pairs; "
-          f"confirmed by the fine signature: {len(confirmed)} (thumbnail mean difference under the matching "
-          f"variant; < 3 grey levels: the release holds the picture twice)")
+    def thumb(image: Image.Image) -> np.ndarray:
+        pixels = np.asarray(image.convert("L").resize((64, 64)), dtype=np.float32)
+        return (pixels - pixels.mean()) / (pixels.std() + 1e-6)
+
+    rows = []
     for (i, j), (share, variant) in sorted(confirmed.items()):
-        a = np.asarray(images[i].convert("L").resize((64, 64)), dtype=np.float32)
-        b = dihedral(images[j].convert("L"), variant % 8).resize((64, 64))
-        diff = np.abs(a - np.asarray(b, dtype=np.float32)).mean()
-        print(f"    {paths[i].name} ~ {paths[j].name} ({paths[i].parent.name}, {paths[j].parent.name}) "
-              f"fine {share:.2f}, thumbnail diff {diff:.2f}")
+        a, b = thumb(images[i]), thumb(dihedral(images[j].convert("L"), variant % 8))
+        rows.append((float((a * b).mean()), share, i, j))
+    unlike = [r for r in rows if r[0] < 0.9]
+    print(f"distinct real images whose hashes match under some variant: {len(matched)} pairs; confirmed by "
+          f"the fine signature: {len(confirmed)}, of which {len(rows) - len(unlike)} look like the same picture "
+          f"(correlation of normalised 64 px thumbnails under the matching variant >= 0.9) and {len(unlike)} "
+          f"do not (listed: look at them)")
+    for corr, share, i, j in sorted(rows if len(rows) <= 30 else unlike):
+        print(f"    {paths[i].parent.name}/{paths[i].name} ~ {paths[j].parent.name}/{paths[j].name} "
+              f"fine {share:.2f}, thumbnail correlation {corr:.2f}")
 
 
 def textures() -> None:

@@ -24,6 +24,7 @@ from daad.build import build
 from daad.catalogue import Catalogue
 from daad.cli import app
 from daad.dedup import DedupError, origin_priority
+from daad.ingest import ingest
 from daad.loaders import kolektorsdd as kolektorsdd_loader
 from daad.loaders import neu_seg as neu_seg_loader
 from daad.manifest import dumps, read_manifest, write_manifest
@@ -110,6 +111,9 @@ def test_dedup_marks_rotated_and_mirrored_copies_and_a_copy_within_the_origin(re
     assert '"duplicate_of"' not in line and line == dumps(Record.from_json(json.loads(line)))
 
     after = _bytes(manifests)
+    entry = Catalogue.load(manifests)["neu_seg"]  # re-ingesting keeps the marks (same images)
+    report = ingest(neu_seg_loader.iter_records(roots["neu_seg"], entry), manifests / "neu_seg.jsonl")
+    assert not report.written and _bytes(manifests) == after
     result = _runner(manifests, roots)  # idempotent
     assert "0 mark(s) set, 0 cleared" in " ".join(result.output.split())
     assert _bytes(manifests) == after
