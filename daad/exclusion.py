@@ -107,10 +107,10 @@ class EvaluationHashes:
 
     def write(self, path: Path, header: str) -> None:
         """Atomically, one line per image sorted by image id."""
-        lines = sorted(
+        lines = [
             f"{','.join(f'{int(h):016x}' for h in hashes)} {pack_fine(fine)} {image_id}"
-            for image_id, hashes, fine in zip(self.image_ids, self.variants, self.fine)
-        )
+            for image_id, hashes, fine in sorted(zip(self.image_ids, self.variants, self.fine), key=lambda x: x[0])
+        ]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(f"# {x}\n" for x in header.splitlines()) + "".join(f"{x}\n" for x in lines), encoding="utf-8")
