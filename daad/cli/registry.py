@@ -132,11 +132,15 @@ def stats(
     status: Annotated[str, typer.Option(help="Count records with this status ('all' for every status).")] = "accepted",
     as_json: JsonOption = False,
 ) -> None:
-    """Counts of records per class x source x licence."""
+    """Counts of records per class x source x licence (near copies marked by `daad dedup` left out)."""
     registry = open_registry(manifests, None)
     counts: Counter = Counter()
+    duplicates = 0
     for record in registry.records():
         if status == "all" or record.status == status:
+            if record.duplicate_of is not None:
+                duplicates += 1
+                continue
             counts[(record.anomaly_class, str(record.source), record.licence)] += 1
     rows = [{"anomaly_class": c, "source": s, "licence": lic, "records": n} for (c, s, lic), n in sorted(counts.items())]
     if as_json:
@@ -150,6 +154,8 @@ def stats(
     table.add_section()
     table.add_row("total", "", "", str(sum(counts.values())))
     console.print(table)
+    if duplicates:
+        console.print(f"{duplicates} near copies of other records left out (duplicate_of, set by `daad dedup`)")
 
 
 @app.command()
