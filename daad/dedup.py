@@ -1,4 +1,5 @@
-"""Registry-wide duplicates: a record whose image is a near copy of another record's image.
+"""Registry-wide duplicates: a record whose image is a near copy of another record's image,
+with an anomaly of the same class.
 
 ``daad dedup`` marks such a record ``duplicate_of: <id of the kept record>`` in its
 manifest; builds and views leave it out and the card counts it (``duplicate:<origin>``).
@@ -12,10 +13,11 @@ original publisher over a re-release: ``sd_saliency_900`` over ``neu_seg``, whic
 ``derived_from = ["sd_saliency_900"]``); between origins that do not derive from each
 other, an existing dataset is kept over the authors' photos, and those over online
 finds (web copies of dataset images); then the origin id decides. Origins are visited
-in that order; a record is compared with the kept records of the origins before it and
-with the kept records of its own origin that come before it by id and hold another image
-(NEU-Seg publishes most of its new images four times, rotated; several records of one
-image, one per class of its mask, are never duplicates of each other).
+in that order; a record is compared with the records of the origins before it and with
+those of its own origin that come before it by id and hold another image (NEU-Seg
+publishes most of its new images four times, rotated; several records of one image, one
+per class of its mask, are never duplicates of each other). A copy of a record that is
+itself a duplicate is marked with the record kept for that picture.
 
 Only accepted and needs-review records take part (a rejected record neither keeps nor
 loses). A record whose image, or every candidate's, cannot be read here keeps the mark
@@ -39,7 +41,7 @@ from daad.images import decode_image
 from daad.manifest import read_manifest, write_manifest
 from daad.exclusion import EvaluationHashes
 from daad.neardup import (
-    FINE_SIZE, FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, parse_hash, variant_hashes,
+    FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, parse_hash, variant_hashes,
 )
 from daad.record import Record
 from daad.registry import Registry
@@ -114,14 +116,32 @@ class _Images:
         return self._cache[key]
 
 
+@dataclass
+class _Seen:
+    """Records already compared (of one anomaly class), with their variant hashes and fine signatures."""
+
+    records: list[Record] = field(default_factory=list)
+    variants: list[list[int]] = field(default_factory=list)
+    fine: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, record: Record, variants: list[int], fine: np.ndarray) -> None:
+        self.records.append(record)
+        self.variants.append(variants)
+        self.fine.append(fine)
+
+    def hashes(self) -> EvaluationHashes:
+        return EvaluationHashes(
+            tuple(r.id for r in self.records), np.array(self.variants, dtype=np.uint64), np.array(self.fine, dtype=bool)
+        )
+
+
 def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupReport, dict[str, list[Record]]]:
     """The marks of the whole registry, and its records by origin (as read)."""
     by_origin = {path.stem: list(read_manifest(path)) for path in registry.manifests()}
     report = DedupReport()
     images = _Images(registry)
-    kept: list[Record] = []
-    kept_variants: list[list[int]] = []
-    kept_fine: list[np.ndarray] = []
+    seen: dict[str, _Seen] = {}  # per anomaly class, every record compared so far, kept or marked
+    kept_as: dict[str, str] = {}  # record id -> id of the record kept for its picture (itself if kept)
     total = sum(len(v) for v in by_origin.values())
     bar = tqdm(total=total, unit="rec", desc="dedup", disable=not progress)
     for origin in origin_priority(registry.catalogue, by_origin):
@@ -134,42 +154,39 @@ def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupRe
         readable = [i for i, got in enumerate(own) if not isinstance(got, str)]
         queries = [parse_hash(r.phash) for r in records]
         fine_of = {i: own[i][1] for i in readable}
-        earlier = EvaluationHashes(
-            tuple(r.id for r in kept),
-            np.array(kept_variants, dtype=np.uint64).reshape(-1, VARIANTS),
-            np.array(kept_fine, dtype=bool).reshape(-1, 2, FINE_SIZE, FINE_SIZE),
-        )
-        cross = earlier.matches(HashIndex(earlier.hashes), queries, lambda q: fine_of[q][0] if q in fine_of else None)
+        cross: dict[int, tuple[Record, float, int]] = {}
+        for cls in {r.anomaly_class for r in records} & set(seen):
+            todo = [i for i in readable if records[i].anomaly_class == cls]
+            earlier = seen[cls].hashes()
+            found = earlier.matches(HashIndex(earlier.hashes), [queries[i] for i in todo], lambda q: fine_of[todo[q]][0])
+            cross |= {i: (seen[cls].records[m.image], m.share, m.bits) for i, m in zip(todo, found) if m is not None}
         same = _candidates(HashIndex(np.array([own[i][0] for i in readable], dtype=np.uint64).reshape(-1)), queries)
-        by_id = {r.id: i for i, r in enumerate(records)}
-        kept_here: set[int] = set()
         for i, record in enumerate(records):
             bar.update()
             if i not in fine_of:
                 if record.duplicate_of is not None:
                     report.marks[record.id] = record.duplicate_of
                 continue
-            match = cross[i]
-            if match is not None:  # another origin's record first (the original publisher)
-                report.marks[record.id] = kept[match.image].id
-                report.distances[record.id] = (match.bits, match.share)
-                continue
-            found = []
-            for h in same.get(i, ()):  # an earlier record (by id) of this origin with another image
-                j = readable[h // VARIANTS]
-                if j < i and j in kept_here and records[j].image.sha256 != record.image.sha256:
-                    found.append((fine_distance(fine_of[j], h % VARIANTS, fine_of[i][0]), records[j].id))
-            confirmed = [f for f in found if f[0] <= FINE_THRESHOLD]
-            if not confirmed:
-                kept_here.add(i)
-                continue
-            share, original = min(confirmed)
-            report.marks[record.id] = original
-            report.distances[record.id] = (_bits(records[by_id[original]], record), share)
-        for i in sorted(kept_here):
-            kept.append(records[i])
-            kept_variants.append(own[i][0])
-            kept_fine.append(own[i][1])
+            if i in cross:  # another origin's record first (the original publisher)
+                original, share, bits = cross[i]
+            else:  # an earlier record (by id) of this origin, of the same class, with another image
+                found = []
+                for h in same.get(i, ()):
+                    j = readable[h // VARIANTS]
+                    other = records[j]
+                    if j < i and other.anomaly_class == record.anomaly_class and other.image.sha256 != record.image.sha256:
+                        found.append((fine_distance(fine_of[j], h % VARIANTS, fine_of[i][0]), other.id, j))
+                confirmed = [f for f in found if f[0] <= FINE_THRESHOLD]
+                if not confirmed:
+                    kept_as[record.id] = record.id
+                    continue
+                share, _, j = min(confirmed)
+                original, bits = records[j], _bits(records[j], record)
+            kept_as[record.id] = kept_as[original.id]
+            report.marks[record.id] = kept_as[original.id]
+            report.distances[record.id] = (bits, share)
+        for i in readable:
+            seen.setdefault(records[i].anomaly_class, _Seen()).add(records[i], *own[i])
     bar.update(total - bar.n)
     bar.close()
     return report, by_origin
