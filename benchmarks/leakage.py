@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from daad.exclusion import EvaluationHashes  # noqa: E402
 from daad.neardup import (  # noqa: E402
-    FINE_THRESHOLD, THRESHOLD, VARIANTS, HashIndex, dihedral, fine_distance, fine_signature, image_hash,
+    FINE_THRESHOLD, THRESHOLD, VARIANTS, HashIndex, cropped, dihedral, fine_distance, fine_signature, image_hash,
     pairwise_matches, variant_hashes,
 )
 
@@ -165,14 +165,14 @@ def real(extra: dict[str, list[Path]]) -> None:
     # distinct images that are copies of each other (the releases hold some, NEU-Seg thousands)
     pairs = HashIndex(stored.hashes).pairs([image_hash(im) for im in images])
     fine = [fine_signature(im)[0] for im in images]
-    matched: dict[tuple[int, int], tuple[float, int]] = {}
+    matched: dict[tuple[int, int], tuple[float, int, int]] = {}  # pair -> (share, plain image, variant of the other)
     for q, hit in zip(pairs.query.tolist(), pairs.index.tolist()):
         other = hit // VARIANTS
         if other != q:
             share = fine_distance(stored.fine[other], hit % VARIANTS, fine[q])
             key = (min(q, other), max(q, other))
             if key not in matched or share < matched[key][0]:
-                matched[key] = (share, hit % VARIANTS)
+                matched[key] = (share, q, hit % VARIANTS)
     confirmed = {k: v for k, v in matched.items() if v[0] <= FINE_THRESHOLD}
     group = list(range(len(images)))  # union-find over confirmed pairs: one group per picture
 
@@ -202,9 +202,10 @@ def real(extra: dict[str, list[Path]]) -> None:
         return (pixels - pixels.mean()) / (pixels.std() + 1e-6)
 
     rows = []
-    for (i, j), (share, variant) in sorted(confirmed.items()):
-        a, b = thumb(images[i]), thumb(dihedral(images[j].convert("L"), variant % 8))
-        rows.append((float((a * b).mean()), share, i, j))
+    for (i, j), (share, q, variant) in sorted(confirmed.items()):
+        other = images[i + j - q].convert("L")
+        a, b = thumb(images[q]), thumb(dihedral(other if variant < 8 else cropped(other), variant % 8))
+        rows.append((float((a * b).mean()), share, q, i + j - q))
     unlike = [r for r in rows if r[0] < 0.9]
     print(f"distinct real images whose hashes match under some variant: {len(matched)} pairs; confirmed by "
           f"the fine signature: {len(confirmed)} ({len(set(map(root, range(len(images)))))} pictures left), of "
