@@ -204,16 +204,18 @@ class HashIndex:
         shift = sum(CHUNK_BITS[:c])
         return ((hashes >> np.uint64(shift)) & np.uint64(2 ** CHUNK_BITS[c] - 1)).astype(np.int64)
 
-    def _buckets(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per chunk: the hash ids sorted by chunk value, and per value where its bucket starts
-        (low 32 bits) and how many it holds (high 32 bits), built on first use."""
+    def _buckets(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Per chunk: the hash ids sorted by chunk value, where each value's bucket starts, and
+        whether it holds any hash (a compact table probed first: most probed values hold none),
+        built on first use."""
         if self._filed is None:
             self._filed = []
             for c, bits in enumerate(CHUNK_BITS):
                 keys = self._chunk(self.hashes, c)
-                sizes = np.bincount(keys, minlength=2**bits).astype(np.int64)
-                starts = (np.cumsum(sizes) - sizes) | (sizes << 32)
-                self._filed.append((np.argsort(keys, kind="stable").astype(np.int32), starts))
+                sizes = np.bincount(keys, minlength=2**bits)
+                starts = np.zeros(2**bits + 1, dtype=np.int64)
+                np.cumsum(sizes, out=starts[1:])
+                self._filed.append((np.argsort(keys, kind="stable").astype(np.int32), starts, sizes > 0))
         return self._filed
 
     def query(self, hashes: Iterable[int] | np.ndarray) -> Matches:
@@ -249,12 +251,12 @@ class HashIndex:
         if len(self.hashes):
             for start in range(0, len(queries), QUERY_BATCH):
                 batch = queries[start : start + QUERY_BATCH]
-                for c, (ids, starts) in enumerate(self._buckets()):
+                for c, (ids, starts, occupied) in enumerate(self._buckets()):
                     masks = self._masks[c]
                     keys = (self._chunk(batch, c).astype(np.int32)[:, None] ^ masks[None, :]).reshape(-1)
-                    found = starts[keys]  # bucket start (low 32 bits) and size (high 32 bits)
-                    hit = np.flatnonzero(found >> 32)  # most probed values hold no hash
-                    lo, counts = (found[hit] & 0xFFFFFFFF), (found[hit] >> 32)
+                    hit = np.flatnonzero(occupied[keys])
+                    lo = starts[keys[hit]]
+                    counts = starts[keys[hit] + 1] - lo
                     ends = np.cumsum(counts)
                     positions = np.repeat(lo - ends + counts, counts) + np.arange(ends[-1] if len(ends) else 0)
                     owner = np.repeat(hit // len(masks), counts)
