@@ -255,8 +255,9 @@ class HashIndex:
                     masks = self._masks[c]
                     keys = (self._chunk(batch, c).astype(np.int32)[:, None] ^ masks[None, :]).reshape(-1)
                     hit = np.flatnonzero(occupied[keys])
-                    lo = starts[keys[hit]]
-                    counts = starts[keys[hit] + 1] - lo
+                    values = keys[hit]
+                    lo = starts[values]
+                    counts = starts[values + 1] - lo
                     ends = np.cumsum(counts)
                     positions = np.repeat(lo - ends + counts, counts) + np.arange(ends[-1] if len(ends) else 0)
                     owner = np.repeat(hit // len(masks), counts)
