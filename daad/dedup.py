@@ -14,9 +14,10 @@ original publisher over a re-release: ``sd_saliency_900`` over ``neu_seg``, whic
 other, an existing dataset is kept over the authors' photos, and those over online
 finds (web copies of dataset images); then the origin id decides. Origins are visited
 in that order; a record is compared with the records of the origins before it and with
-those of its own origin that come before it by id and hold another image (NEU-Seg
-publishes most of its new images four times, rotated; several records of one image, one
-per class of its mask, are never duplicates of each other). A copy of a record that is
+those of its own origin that come before it by id and point to another image file
+(NEU-Seg publishes most of its new images four times, rotated; SD-saliency-900 holds
+Pa_101 and Pa_105 byte for byte; several records of one file, one per class of its mask,
+are never duplicates of each other). A copy of a record that is
 itself a duplicate is marked with the record kept for that picture.
 
 Only accepted and needs-review records take part (a rejected record neither keeps nor
@@ -169,12 +170,12 @@ def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupRe
                 continue
             if i in cross:  # another origin's record first (the original publisher)
                 original, share, bits = cross[i]
-            else:  # an earlier record (by id) of this origin, of the same class, with another image
+            else:  # an earlier record (by id) of this origin, of the same class, with another image file
                 found = []
                 for h in same.get(i, ()):
                     j = readable[h // VARIANTS]
                     other = records[j]
-                    if j < i and other.anomaly_class == record.anomaly_class and other.image.sha256 != record.image.sha256:
+                    if j < i and other.anomaly_class == record.anomaly_class and other.image != record.image:
                         found.append((fine_distance(fine_of[j], h % VARIANTS, fine_of[i][0]), other.id, j))
                 confirmed = [f for f in found if f[0] <= FINE_THRESHOLD]
                 if not confirmed:
