@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from daad.exclusion import EvaluationHashes  # noqa: E402
 from daad.neardup import (  # noqa: E402
     FINE_THRESHOLD, THRESHOLD, VARIANTS, HashIndex, cropped, dihedral, fine_distance, fine_signature, image_hash,
-    pairwise_matches, variant_hashes,
+    pairwise_matches, query_signature, variant_hashes,
 )
 
 SHARED = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -108,7 +108,7 @@ def tile_photographs(seed: int, n: int, size: int = 256, grain: float = 1.0, amp
 
 def near_copies(stored: EvaluationHashes, images: list[Image.Image]) -> list:
     """:meth:`EvaluationHashes.matches` of ``images`` (hash, then fine signature)."""
-    fine = [fine_signature(im)[0] for im in images]
+    fine = [query_signature(im) for im in images]
     return stored.matches(HashIndex(stored.hashes), [image_hash(im) for im in images], lambda q: fine[q])
 
 
@@ -170,7 +170,7 @@ def real(extra: dict[str, list[Path]]) -> None:
 
     # distinct images that are copies of each other (the releases hold some, NEU-Seg thousands)
     pairs = HashIndex(stored.hashes).pairs([image_hash(im) for im in images])
-    fine = [fine_signature(im)[0] for im in images]
+    fine = [query_signature(im) for im in images]
     matched: dict[tuple[int, int], tuple[float, int, int]] = {}  # pair -> (share, plain image, variant of the other)
     for q, hit in zip(pairs.query.tolist(), pairs.index.tolist()):
         other = hit // VARIANTS
@@ -232,7 +232,7 @@ def textures() -> None:
             np.array([fine_signature(p) for p in photos]),
         )
         pairs = HashIndex(stored.hashes).pairs([image_hash(p) for p in photos])
-        fine = [fine_signature(p)[0] for p in photos]
+        fine = [query_signature(p) for p in photos]
         hashed, confirmed = set(), set()
         for q, hit in zip(pairs.query.tolist(), pairs.index.tolist()):
             if hit // VARIANTS != q:

@@ -306,7 +306,7 @@ def _prepare(
         records.append((lineno, record))
     reasons = [_skip_reason(record, policy, statuses) for _, record in records]
     near_copies = registry.rules.near_duplicate_evaluations(
-        (r for (_, r), why in zip(records, reasons) if why is None), registry.fine_signature
+        (r for (_, r), why in zip(records, reasons) if why is None), registry.query_signature
     )
     prepared = []
     for (lineno, record), reason in zip(records, reasons):

@@ -42,7 +42,7 @@ from daad.images import decode_image
 from daad.manifest import read_manifest, write_manifest
 from daad.exclusion import EvaluationHashes
 from daad.neardup import (
-    FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, parse_hash, variant_hashes,
+    FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, parse_hash, query_signature, variant_hashes,
 )
 from daad.record import Record
 from daad.registry import Registry
@@ -98,23 +98,35 @@ class DedupReport:
 
 
 class _Images:
-    """Variant hashes and fine signatures of record images, read once per image (by sha256)."""
+    """Variant hashes, fine and query signatures of record images, read once per image (by sha256);
+    the query signature (25 crops) only for records that have candidates."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._cache: dict[str, tuple[list[int], np.ndarray] | str] = {}
+        self._queries: dict[str, np.ndarray] = {}
+
+    def _read(self, record: Record) -> Image.Image:
+        path, data = self.registry.read_image(record)
+        return decode_image(data, record.id, path)
 
     def get(self, record: Record) -> tuple[list[int], np.ndarray] | str:
         """``(variant hashes, fine signature)`` of ``record``'s image, or why it cannot be read."""
         key = record.image.sha256 or record.id
         if key not in self._cache:
             try:
-                path, data = self.registry.read_image(record)
-                image: Image.Image = decode_image(data, record.id, path)
+                image = self._read(record)
                 self._cache[key] = (variant_hashes(image), fine_signature(image))
             except (RecordFileError, PathEscapeError, RootNotFoundError) as exc:
                 self._cache[key] = str(exc)
         return self._cache[key]
+
+    def query(self, record: Record) -> np.ndarray:
+        """The :func:`~daad.neardup.query_signature` of a record whose image :meth:`get` read."""
+        key = record.image.sha256 or record.id
+        if key not in self._queries:
+            self._queries[key] = query_signature(self._read(record))
+        return self._queries[key]
 
 
 @dataclass
@@ -155,11 +167,15 @@ def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupRe
         readable = [i for i, got in enumerate(own) if not isinstance(got, str)]
         queries = [parse_hash(r.phash) for r in records]
         fine_of = {i: own[i][1] for i in readable}
+
+        def query_of(i: int) -> np.ndarray:
+            return images.query(records[i])
+
         cross: dict[int, tuple[Record, float, int]] = {}
         for cls in {r.anomaly_class for r in records} & set(seen):
             todo = [i for i in readable if records[i].anomaly_class == cls]
             earlier = seen[cls].hashes()
-            found = earlier.matches(HashIndex(earlier.hashes), [queries[i] for i in todo], lambda q: fine_of[todo[q]][0])
+            found = earlier.matches(HashIndex(earlier.hashes), [queries[i] for i in todo], lambda q: query_of(todo[q]))
             cross |= {i: (seen[cls].records[m.image], m.share, m.bits) for i, m in zip(todo, found) if m is not None}
         same = _candidates(HashIndex(np.array([own[i][0] for i in readable], dtype=np.uint64).reshape(-1)), queries)
         for i, record in enumerate(records):
@@ -176,7 +192,7 @@ def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupRe
                     j = readable[h // VARIANTS]
                     other = records[j]
                     if j < i and other.anomaly_class == record.anomaly_class and other.image != record.image:
-                        found.append((fine_distance(fine_of[j], h % VARIANTS, fine_of[i][0]), other.id, j))
+                        found.append((fine_distance(fine_of[j], h % VARIANTS, query_of(i)), other.id, j))
                 confirmed = [f for f in found if f[0] <= FINE_THRESHOLD]
                 if not confirmed:
                     kept_as[record.id] = record.id

@@ -39,8 +39,7 @@ HASHES_DIR = "eval_hashes"
 NO_EVALUATION = "none"
 """The explicit choice of a view guarded against no evaluation dataset."""
 FineOf = Callable[[Record], "np.ndarray | None"]
-"""The whole-image fine signature (:func:`daad.neardup.fine_signature` ``[0]``) of a
-record's image, or ``None`` where it cannot be read."""
+"""The :func:`daad.neardup.query_signature` of a record's image, or ``None`` where it cannot be read."""
 
 
 class ExclusionError(DaadError):
@@ -122,7 +121,7 @@ class EvaluationHashes:
         """Per query pHash, the stored image it is a near copy of (``None``: none).
 
         ``index`` is the :class:`~daad.neardup.HashIndex` of :attr:`hashes`; ``fine_of(i)`` the
-        whole-image fine signature of query ``i``, asked only for queries with a hash match. The
+        :func:`~daad.neardup.query_signature` of query ``i``, asked only for queries with a hash match. The
         best confirmed variant wins; without a signature the nearest hash match is kept, unconfirmed."""
         pairs = index.pairs(phashes)
         found: list[NearCopy | None] = [None] * len(phashes)

@@ -20,7 +20,7 @@ from daad.exclusion import NO_EVALUATION, ExclusionRules
 from daad.images import decode_image, read_verified, to_rgb_array, verified
 from daad.manifest import default_manifests_dir, manifest_paths, read_manifest
 from daad.record import ImageRef, Record
-from daad.neardup import fine_signature
+from daad.neardup import query_signature
 from daad.roots import Roots, fetched_image_path, read_in_root, resolve_in_root
 from daad.taxonomy import Status, check_class
 
@@ -77,12 +77,12 @@ class Registry:
         path = root / image.path
         return path, verified(data, image.sha256, record_id, path)
 
-    def fine_signature(self, record: Record) -> np.ndarray | None:
-        """The whole-image fine signature of ``record``'s image (:func:`daad.neardup.fine_signature`),
-        or ``None`` where its image cannot be read here (no root, not fetched, changed bytes)."""
+    def query_signature(self, record: Record) -> np.ndarray | None:
+        """The :func:`daad.neardup.query_signature` of ``record``'s image, or ``None`` where its
+        image cannot be read here (no root, not fetched, changed bytes)."""
         try:
             path, data = self.read_image(record)
-            return fine_signature(decode_image(data, record.id, path))[0]
+            return query_signature(decode_image(data, record.id, path))
         except (RecordFileError, PathEscapeError, RootNotFoundError):
             return None
 
@@ -142,7 +142,7 @@ class RegistryView:
         leakage reason that excludes it (or ``None``)."""
         for manifest in self.registry.manifests(self.origins):
             records = [r for r in read_manifest(manifest) if self._selected(r)]
-            reasons = self.registry.rules.exclusion_reasons(records, self.evaluation, self.registry.fine_signature)
+            reasons = self.registry.rules.exclusion_reasons(records, self.evaluation, self.registry.query_signature)
             yield from zip(records, reasons)
 
     def _selected(self, record: Record) -> bool:

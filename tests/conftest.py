@@ -55,7 +55,7 @@ def split_items(items) -> tuple[list, Counter]:
 
 def committed_without_marks(origin: str) -> bytes:
     """The committed manifest of ``origin`` as its loader writes it: without the ``duplicate_of``
-    marks ``daad dedup`` added (SD-saliency-900 publishes three pictures twice, KolektorSDD four)."""
+    marks ``daad dedup`` added (SD-saliency-900 publishes five pictures twice, KolektorSDD four)."""
     from dataclasses import replace
 
     from daad.manifest import dumps, read_manifest

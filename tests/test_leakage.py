@@ -25,7 +25,7 @@ from daad.images import sha256_file
 from daad.manifest import read_manifest, write_manifest
 from daad.neardup import (
     FINE_THRESHOLD, THRESHOLD, VARIANTS, HashIndex, dihedral, fine_distance, fine_signature, image_hash,
-    pairwise_matches, variant_hashes,
+    pairwise_matches, query_signature, variant_hashes,
 )
 from daad.record import ImageRef
 from daad.registry import Registry
@@ -85,10 +85,16 @@ def test_near_copies_of_real_images_are_caught_and_distinct_images_are_not():
     images = _load(paths)
     stored = EvaluationHashes.of_images((str(i), p) for i, p in enumerate(paths))
 
+    def thumb(image: Image.Image) -> np.ndarray:
+        return np.asarray(image.convert("L").resize((64, 64)), dtype=np.float32)
+
+    def same_picture(i: int, j: int) -> bool:  # KolektorSDD-YOLO publishes some pictures twice
+        return i == j or np.abs(thumb(images[i]) - thumb(images[j])).mean() < 3
+
     caught = total = 0
     for name, transform in TRANSFORMS.items():
         found = near_copies(stored, [transform(im) for im in images])
-        assert all(m.image == i for i, m in enumerate(found) if m is not None), name
+        assert all(same_picture(m.image, i) for i, m in enumerate(found) if m is not None), name
         assert all(m.share <= FINE_THRESHOLD for m in found if m is not None), name
         caught += sum(m is not None for m in found)
         total += len(images)
@@ -97,14 +103,11 @@ def test_near_copies_of_real_images_are_caught_and_distinct_images_are_not():
     # each real image against every other image's stored hashes: none confirmed, except where the
     # release itself holds the same picture twice (KolektorSDD-YOLO repeats some images)
     pairs = HashIndex(stored.hashes).pairs([image_hash(im) for im in images])
-    fine = [fine_signature(im)[0] for im in images]
+    fine = [query_signature(im) for im in images]
     confirmed = {
         (q, hit // VARIANTS, hit % VARIANTS) for q, hit in zip(pairs.query.tolist(), pairs.index.tolist())
         if hit // VARIANTS != q and fine_distance(stored.fine[hit // VARIANTS], hit % VARIANTS, fine[q]) <= FINE_THRESHOLD
     }
-
-    def thumb(image: Image.Image) -> np.ndarray:
-        return np.asarray(image.convert("L").resize((64, 64)), dtype=np.float32)
 
     distinct = [
         (paths[i].name, paths[j].name) for i, j, v in confirmed
@@ -141,7 +144,7 @@ def test_photographs_of_one_near_uniform_tile_are_not_copies_but_their_copies_ar
     within = np.bitwise_count(hashes[:, None] ^ stored.variants[:, 0][None, :]) <= THRESHOLD
     assert (within.sum(axis=1) > 1).mean() > 0.9  # nearly every photograph hashes like another one
     index = HashIndex(stored.hashes)
-    found = stored.matches(index, list(hashes), lambda q: fine_signature(photos[q])[0])
+    found = stored.matches(index, list(hashes), lambda q: query_signature(photos[q]))
     assert [m.image for m in found] == list(range(len(photos)))  # only itself, never another photograph
     copies = [jpeg(ImageOps.mirror(p).point(lambda v: min(255, v + 20)), 40) for p in photos]
     found = near_copies(stored, copies)
