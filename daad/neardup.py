@@ -159,10 +159,11 @@ def transform_fine(signs: np.ndarray, k: int) -> np.ndarray:
 def fine_distance(stored: np.ndarray, variant: int, query: np.ndarray) -> float:
     """Share of differing signs between the image whose :func:`query_signature` is ``query``
     and the image whose :func:`fine_signature` is ``stored`` under the dihedral transform of
-    variant ``variant``: whole against whole, or its crop against the best aligned query crop."""
+    variant ``variant``: whole against whole, or its crop against the query whole (a cropped
+    copy) or the best aligned query crop (a shifted copy), whichever is nearest."""
     k = variant % DIHEDRAL
     whole = (transform_fine(stored[0], k) != query[0])[_FINE_USED].mean()
-    crops = (query[1:] != transform_fine(stored[1], k)[None])[:, _FINE_USED].mean(axis=1).min()
+    crops = (query != transform_fine(stored[1], k)[None])[:, _FINE_USED].mean(axis=1).min()
     return float(min(whole, crops))
 
 
