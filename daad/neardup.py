@@ -18,10 +18,11 @@ image serve all sixteen variants. A candidate is a copy when the share of differ
 signs under the matching variant (:func:`fine_distance`) is at most :data:`FINE_THRESHOLD`;
 the queried image's crops are tried at 25 offsets (:func:`query_signature`), so a copy
 framed a few pixels differently (SD-saliency-900 holds such pairs) is confirmed too.
-Measured: transformed copies of a quarter of the SD-saliency-900 and KolektorSDD images
-differed in at most 0.33 of the signs (JPEG q20 of a rotation the worst), NEU-Seg's 3,709
-copies of SD-saliency-900 records in at most 0.32 (median 0.03); photographs of one
-synthetic tile under other exposures and grain (``benchmarks/leakage.py``) in at least 0.37.
+Measured whole against whole (the crops only lower a distance): transformed copies of a
+quarter of the SD-saliency-900 and KolektorSDD images differed in at most 0.33 of the signs
+(JPEG q20 of a rotation the worst), NEU-Seg's copies of SD-saliency-900 records in at most
+0.32 (median 0.03); photographs of one synthetic tile under other exposures and grain
+(``benchmarks/leakage.py``), crops and offsets included, in at least 0.37.
 
 A record is a near copy of an image when its hash is within :data:`THRESHOLD` bits
 (Hamming distance) of one of that image's variant hashes and the fine signatures
