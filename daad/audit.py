@@ -61,7 +61,7 @@ def audit(generated: Path, evaluation: str, registry: Registry) -> AuditReport:
     wanted = {sid for _, sid in uses}
     known = {r.id: r for r in registry.records() if r.id in wanted}
     records = sorted(known.values(), key=lambda r: r.id)
-    reasons = dict(zip((r.id for r in records), registry.rules.exclusion_reasons(records, evaluation)))
+    reasons = dict(zip((r.id for r in records), registry.rules.exclusion_reasons(records, evaluation, registry.query_signature)))
     report.sources_checked = len(wanted)
     for row_id, sid in uses:
         reason = reasons[sid] if sid in known else "not in the registry, so it cannot be checked"

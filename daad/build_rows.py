@@ -58,7 +58,9 @@ def prepare_chunk(
             raise record
         records.append((lineno, record))
     reasons = [skip_reason(record, policy, statuses, weak_masks) for _, record in records]
-    near_copies = registry.rules.near_duplicate_evaluations(r for (_, r), why in zip(records, reasons) if why is None)
+    near_copies = registry.rules.near_duplicate_evaluations(
+        (r for (_, r), why in zip(records, reasons) if why is None), registry.query_signature
+    )
     prepared = []
     for (lineno, record), reason in zip(records, reasons):
         outcome = reason if reason is not None else pending_row(record, near_copies.get(record.id), registry)
@@ -70,6 +72,8 @@ def skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, .
     """Why ``record`` stays out of the build (counted as skipped), or ``None``."""
     if record.status not in statuses:
         return f"status:{record.status}"
+    if record.duplicate_of is not None:
+        return f"duplicate:{record.origin}"
     if record.anomaly_class == UNMAPPED:
         return "unmapped_class"
     if record.weak_mask and not weak_masks:

@@ -173,6 +173,13 @@ def _body(registry: Registry, summary: BuildSummary, configs: dict[str, list[str
     if summary.skipped:
         lines += ["", "## Not built", "", "| reason | records |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(summary.skipped.items())]
+        if any(k.startswith("duplicate:") for k in summary.skipped):
+            lines += [
+                "",
+                "`duplicate:<origin>`: records of that origin whose image is a near copy (any 90° rotation or "
+                "mirror, crop, re-encoding) of another record's, marked `duplicate_of` by `daad dedup`; "
+                "the original publisher's record is built instead.",
+            ]
     lines += ["", "## Attribution", "", "Every origin in this build, its licence and how to cite it.", ""]
     for origin, n in sorted(summary.origins.items()):
         try:

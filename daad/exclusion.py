@@ -4,25 +4,32 @@ Rules are data (``manifests/exclusions.toml``): each evaluation dataset names th
 origins it excludes (its own and any derived from it) and whether near copies of its
 images in other origins are excluded too. The evaluation images' perceptual hashes are
 data as well (``manifests/eval_hashes/<dataset>.txt``, written by ``daad exclusions
-hash``), so views and builds stay offline and deterministic. A record is a near copy
-when its ``phash`` is within :data:`daad.neardup.THRESHOLD` bits of one of them.
+hash``), so views and builds stay offline and deterministic: per image its sixteen
+dihedral and crop variant hashes and its fine signature (:mod:`daad.neardup`). A record
+is a near copy when its ``phash`` is within :data:`daad.neardup.THRESHOLD` bits of one of
+the variant hashes and the fine signature of its image confirms it under that variant;
+where the record's image cannot be read the hash match alone excludes it (said in the reason).
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from daad.atomic import write_atomically
 from daad.errors import DaadError, LeakageError
-from daad.neardup import HashIndex, parse_hash, variant_hashes
+from daad.neardup import (
+    FINE_SIZE, FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, pack_fine, parse_hash, unpack_fine,
+    variant_hashes,
+)
 from daad.record import Record
 
 if TYPE_CHECKING:
@@ -32,6 +39,8 @@ FILENAME = "exclusions.toml"
 HASHES_DIR = "eval_hashes"
 NO_EVALUATION = "none"
 """The explicit choice of a view guarded against no evaluation dataset."""
+FineOf = Callable[[Record], "np.ndarray | None"]
+"""The :func:`daad.neardup.query_signature` of a record's image, or ``None`` where it cannot be read."""
 
 
 class ExclusionError(DaadError):
@@ -47,44 +56,100 @@ class ExclusionRule:
 
 @dataclass(frozen=True)
 class EvaluationHashes:
-    """The perceptual hashes of one evaluation dataset's images (several per image)."""
+    """Per image of one evaluation dataset: its id, its :data:`~daad.neardup.VARIANTS`
+    variant hashes (``n x 16`` ``uint64``) and its fine signature (``n x 2 x 24 x 24`` bool)."""
 
-    hashes: tuple[int, ...]
     image_ids: tuple[str, ...]
+    variants: np.ndarray
+    fine: np.ndarray
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """Every variant hash, image by image (hash ``i`` is variant ``i % 16`` of image ``i // 16``)."""
+        return self.variants.reshape(-1)
 
     @classmethod
     def read(cls, path: Path) -> EvaluationHashes:
-        """Lines ``<16 hex digits> <image id>``; ``#`` starts a comment."""
-        hashes, ids = [], []
+        """Lines ``<16 variant hashes, comma-separated> <fine signature hex> <image id>``;
+        ``#`` starts a comment."""
+        variants, fine, ids = [], [], []
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip() or line.startswith("#"):
                 continue
             try:
-                value, image_id = line.split(maxsplit=1)
-                hashes.append(parse_hash(value))
+                hashes, signature, image_id = line.split(maxsplit=2)
+                values = [parse_hash(h) for h in hashes.split(",")]
+                if len(values) != VARIANTS:
+                    raise ValueError(f"{len(values)} variant hashes, expected {VARIANTS}")
+                fine.append(unpack_fine(signature))
             except ValueError as exc:
-                raise ExclusionError(f"{path}:{number}: expected '<16 hex digits> <image id>': {exc}") from None
+                raise ExclusionError(
+                    f"{path}:{number}: expected '<{VARIANTS} comma-separated 16-hex-digit hashes> <fine signature> "
+                    f"<image id>': {exc}; rewrite it with `daad exclusions hash {path.stem} --root PATH`"
+                ) from None
+            variants.append(values)
             ids.append(image_id)
-        return cls(tuple(hashes), tuple(ids))
+        return cls(tuple(ids), np.array(variants, dtype=np.uint64).reshape(-1, VARIANTS), _stack(fine))
 
     @classmethod
     def of_images(cls, images: Iterable[tuple[str, Path]], progress: bool = False) -> EvaluationHashes:
-        """The :func:`~daad.neardup.variant_hashes` of each ``(image id, file)``."""
-        hashes, ids = [], []
+        """The variant hashes and fine signature of each ``(image id, file)``."""
+        variants, fine, ids = [], [], []
         for image_id, path in tqdm(list(images), desc="hash", unit="img", disable=not progress):
             try:
                 with Image.open(path) as image:
-                    variants = variant_hashes(image)
+                    variants.append(variant_hashes(image))
+                    fine.append(fine_signature(image))
             except OSError as exc:
                 raise ExclusionError(f"{image_id}: cannot hash {path}: {exc}") from None
-            hashes += variants
-            ids += [image_id] * len(variants)
-        return cls(tuple(hashes), tuple(ids))
+            ids.append(image_id)
+        return cls(tuple(ids), np.array(variants, dtype=np.uint64).reshape(-1, VARIANTS), _stack(fine))
 
     def write(self, path: Path, header: str) -> None:
-        lines = sorted({f"{h:016x} {i}" for h, i in zip(self.hashes, self.image_ids)}, key=lambda s: (s[17:], s[:16]))
-        text = "".join(f"# {x}\n" for x in header.splitlines()) + "\n".join(lines) + "\n"
+        """Atomically, one line per image sorted by image id."""
+        lines = [
+            f"{','.join(f'{int(h):016x}' for h in hashes)} {pack_fine(fine)} {image_id}"
+            for image_id, hashes, fine in sorted(zip(self.image_ids, self.variants, self.fine), key=lambda x: x[0])
+        ]
+        text = "".join(f"# {x}\n" for x in header.splitlines()) + "".join(f"{x}\n" for x in lines)
         write_atomically(path, [text])
+
+    def matches(
+        self, index: HashIndex, phashes: Sequence[int], fine_of: Callable[[int], np.ndarray | None]
+    ) -> list[NearCopy | None]:
+        """Per query pHash, the stored image it is a near copy of (``None``: none).
+
+        ``index`` is the :class:`~daad.neardup.HashIndex` of :attr:`hashes`; ``fine_of(i)`` the
+        :func:`~daad.neardup.query_signature` of query ``i``, asked only for queries with a hash match. The
+        best confirmed variant wins; without a signature the nearest hash match is kept, unconfirmed."""
+        pairs = index.pairs(phashes)
+        found: list[NearCopy | None] = [None] * len(phashes)
+        fine: dict[int, np.ndarray | None] = {}
+        for q, hit, bits in zip(pairs.query.tolist(), pairs.index.tolist(), pairs.distance.tolist()):
+            if q not in fine:
+                fine[q] = fine_of(q)
+            image = hit // VARIANTS
+            if fine[q] is None:
+                found[q] = found[q] or NearCopy(image, bits, None)
+                continue
+            share = fine_distance(self.fine[image], hit % VARIANTS, fine[q])
+            if share <= FINE_THRESHOLD and (found[q] is None or share < found[q].share):
+                found[q] = NearCopy(image, bits, share)
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class NearCopy:
+    """A query's match: stored image index, pHash bits apart, share of fine signs apart
+    (``None``: unconfirmed, the query's image was not read)."""
+
+    image: int
+    bits: int
+    share: float | None
+
+
+def _stack(fine: list[np.ndarray]) -> np.ndarray:
+    return np.array(fine, dtype=bool).reshape(-1, 2, FINE_SIZE, FINE_SIZE)
 
 
 class ExclusionRules:
@@ -140,12 +205,17 @@ class ExclusionRules:
         path = self.hashes_path(evaluation)
         return _load(path, path.stat().st_mtime_ns)[1]
 
-    def exclusion_reason(self, record: Record, evaluation: str) -> str | None:
+    def exclusion_reason(self, record: Record, evaluation: str, fine_of: FineOf | None = None) -> str | None:
         """Why ``record`` must not be used for ``evaluation``, or ``None`` when it may."""
-        return self.exclusion_reasons([record], evaluation)[0]
+        return self.exclusion_reasons([record], evaluation, fine_of)[0]
 
-    def exclusion_reasons(self, records: Sequence[Record], evaluation: str) -> list[str | None]:
-        """:meth:`exclusion_reason` for many records at once (one index query)."""
+    def exclusion_reasons(
+        self, records: Sequence[Record], evaluation: str, fine_of: FineOf | None = None
+    ) -> list[str | None]:
+        """:meth:`exclusion_reason` for many records at once (one index query).
+
+        ``fine_of`` gives a record image's fine signature, read only for the records whose
+        hash matches; without it (or where it gives ``None``) a hash match excludes unconfirmed."""
         rule = self.rule(evaluation)
         if rule is None:
             return [None] * len(records)
@@ -157,16 +227,26 @@ class ExclusionRules:
         if stored is None:
             return reasons
         todo = [i for i, r in enumerate(records) if reasons[i] is None and r.phash is not None]
-        matches = self._index(evaluation).query([parse_hash(records[i].phash) for i in todo])
-        for i, hit, dist in zip(todo, matches.index, matches.distance):
-            if hit >= 0:
+        found = stored.matches(
+            self._index(evaluation),
+            [parse_hash(records[i].phash) for i in todo],
+            lambda q: fine_of(records[todo[q]]) if fine_of is not None else None,
+        )
+        for i, match in zip(todo, found):
+            if match is not None:
+                confirmation = (
+                    "unconfirmed: its image was not read" if match.share is None
+                    else f"fine signatures {match.share:.0%} apart"
+                )
                 reasons[i] = (
-                    f"near copy of {evaluation} image {stored.image_ids[hit]} "
-                    f"(perceptual hash {dist} bits apart)"
+                    f"near copy of {evaluation} image {stored.image_ids[match.image]} "
+                    f"(perceptual hash {match.bits} bits apart, {confirmation})"
                 )
         return reasons
 
-    def near_duplicate_evaluations(self, records: Iterable[Record]) -> dict[str, list[str]]:
+    def near_duplicate_evaluations(
+        self, records: Iterable[Record], fine_of: FineOf | None = None
+    ) -> dict[str, list[str]]:
         """Record id -> evaluation datasets (sorted) whose images it is a near copy of
         (records of an excluded origin are left out: the origin rule already covers them)."""
         records = list(records)
@@ -175,7 +255,7 @@ class ExclusionRules:
             stored = self.hashes(name)
             if stored is None:
                 continue
-            for record, reason in zip(records, self.exclusion_reasons(records, name)):
+            for record, reason in zip(records, self.exclusion_reasons(records, name, fine_of)):
                 if reason is not None and record.origin not in rule.origins:
                     found.setdefault(record.id, []).append(name)
         return found

@@ -114,7 +114,9 @@ class IngestReport:
 
 
 def keep_curation(new: Record, old: Record) -> Record:
-    """``new`` with the curator-set fields of ``old``."""
+    """``new`` with the curator-set fields of ``old``, and its ``duplicate_of`` mark while its image is unchanged."""
+    if old.duplicate_of is not None and old.image.sha256 == new.image.sha256:
+        new = replace(new, duplicate_of=old.duplicate_of)
     if not old.curated:
         return new
     kept = {name: getattr(old, name) for key in old.curated for name in _CURATED_FIELDS.get(key, (key,))}

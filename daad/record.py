@@ -75,6 +75,10 @@ class Record:
     weak_mask: bool = False
     """The mask is a coarse region around the anomaly (DAGM 2007's ellipses), not its outline;
     ``daad build --no-weak-masks`` leaves such records out. Written to the manifest only when true."""
+    duplicate_of: str | None = None
+    """Id of the (kept) record whose image this one's is a near copy of, set by
+    ``daad dedup``; a duplicate is left out of builds and views. Absent from the manifest
+    line when ``None``."""
 
     @property
     def native_id(self) -> str:
@@ -85,7 +89,7 @@ class Record:
         return replace(self, mask=mask, width=mask.width, height=mask.height, bbox=mask.bbox(), area=mask.area())
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        line = {
             "id": self.id,
             "anomaly_class": self.anomaly_class,
             "source": str(self.source),
@@ -104,8 +108,13 @@ class Record:
             "page_url": self.page_url,
             "note": self.note,
             "curated": list(self.curated),
-            "mask": self.mask.to_json() if self.mask is not None else None,
-        } | ({"weak_mask": True} if self.weak_mask else {})
+        }
+        if self.duplicate_of is not None:
+            line["duplicate_of"] = self.duplicate_of
+        line["mask"] = self.mask.to_json() if self.mask is not None else None
+        if self.weak_mask:
+            line["weak_mask"] = True
+        return line
 
     @classmethod
     def from_json(cls, obj: object, mask_runs: np.ndarray | str | None = None) -> Record:
@@ -163,8 +172,12 @@ class Record:
             note=_optional(obj, "note", str),
             curated=tuple(curated),
             weak_mask=_flag(obj.get("weak_mask", False), "weak_mask"),
+            duplicate_of=_optional(obj, "duplicate_of", str),
         )
         record._check_geometry()
+        dup = record.duplicate_of
+        if dup is not None and (not isinstance(dup, str) or not _ID.match(dup) or dup == record.id):
+            raise ValueError(f"duplicate_of {dup!r} must be the id of another record")
         if record.phash is not None and not _PHASH.match(record.phash):
             raise ValueError(f"phash {record.phash!r} is not 16 hex digits")
         if status is Status.ACCEPTED and mask is None:

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from daad.catalogue import Catalogue
-from daad.errors import RecordFileError
+from daad.errors import PathEscapeError, RecordFileError, RootNotFoundError
 from daad.exclusion import NO_EVALUATION, ExclusionRules
 from daad.images import decode_image, read_verified, to_rgb_array, verified
 from daad.licences import LicenceCatalogue
 from daad.manifest import default_manifests_dir, downloaded_manifests_dir, manifest_paths, read_manifest
 from daad.record import ImageRef, Record
+from daad.neardup import query_signature
 from daad.roots import Roots, fetched_image_path, read_in_root, resolve_in_root
 from daad.taxonomy import Status, check_class
 
@@ -95,6 +96,15 @@ class Registry:
         path = root / image.path
         return path, verified(data, image.sha256, record_id, path)
 
+    def query_signature(self, record: Record) -> np.ndarray | None:
+        """The :func:`daad.neardup.query_signature` of ``record``'s image, or ``None`` where its
+        image cannot be read here (no root, not fetched, changed bytes)."""
+        try:
+            path, data = self.read_image(record)
+            return query_signature(decode_image(data, record.id, path))
+        except (RecordFileError, PathEscapeError, RootNotFoundError):
+            return None
+
     def view(
         self,
         *,
@@ -147,14 +157,17 @@ class RegistryView:
                 yield record
 
     def decisions(self) -> Iterator[tuple[Record, str | None]]:
-        """Every record the filters select, with the leakage reason that excludes it (or ``None``)."""
+        """Every record the filters select (never a ``duplicate_of`` another record), with the
+        leakage reason that excludes it (or ``None``)."""
         for manifest in self.registry.manifests(self.origins):
             records = [r for r in read_manifest(manifest) if self._selected(r)]
-            yield from zip(records, self.registry.rules.exclusion_reasons(records, self.evaluation))
+            reasons = self.registry.rules.exclusion_reasons(records, self.evaluation, self.registry.query_signature)
+            yield from zip(records, reasons)
 
     def _selected(self, record: Record) -> bool:
         return (
             record.status in self.statuses
+            and record.duplicate_of is None
             and record.anomaly_class != "unmapped"
             and (self.classes is None or record.anomaly_class in self.classes)
             and (self.licences is None or record.licence in self.licences)

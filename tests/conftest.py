@@ -63,6 +63,17 @@ def split_items(items) -> tuple[list, Counter]:
     return records, skipped
 
 
+def committed_without_marks(origin: str) -> bytes:
+    """The committed manifest of ``origin`` as its loader writes it: without the ``duplicate_of``
+    marks ``daad dedup`` added (SD-saliency-900 publishes five pictures twice, KolektorSDD four)."""
+    from dataclasses import replace
+
+    from daad.manifest import dumps, read_manifest
+
+    records = read_manifest(REPO / "manifests" / f"{origin}.jsonl")
+    return "".join(dumps(replace(r, duplicate_of=None)) + "\n" for r in records).encode()
+
+
 def copy_manifests(dest: Path, *origins: str) -> Path:
     """A scratch manifests folder with the catalogue files and the given origins' manifests."""
     dest.mkdir(parents=True, exist_ok=True)

@@ -104,7 +104,7 @@ def test_scale_types_and_quota():
 
 def test_the_view_is_leak_free_and_patterns_are_crops_to_the_mask(bank):
     ids = [p.id for p in bank.patterns]
-    assert len(ids) == 900 + 118 and not any(i.startswith("kolektorsdd/") for i in ids)
+    assert len(ids) == 895 + 118 and not any(i.startswith("kolektorsdd/") for i in ids)
     for pattern in bank.patterns[::97]:
         assert pattern.image.shape[:2] == pattern.mask.shape
         m = pattern.mask

@@ -40,7 +40,7 @@ def test_card_of_a_real_build_meets_the_hub_spec(tmp_path):
     assert "no-kolektorsdd" not in names and "`kolektorsdd`" in body  # nothing leaks into it: said, not a config
     assert "Cross-domain Anomaly Injection" in body
     rows = datasets.load_dataset(str(out), "default", split="train")
-    assert len(rows) == 900
+    assert len(rows) == 895
 
 
 def test_licence_fields_and_size_buckets():

@@ -234,7 +234,7 @@ def test_first_third_split_of_a_real_registry_view(sd_manifests):
     view = Registry(sd_manifests, Roots({"sd_saliency_900": SD_ROOT})).view(evaluation="none", classes=["scratch"])
     records = list(view)
     split = FewShotSplit.first_third(records)
-    assert len(split.train_ids) == 100 and len(split.held_out_ids) == 200
+    assert len(split.train_ids) == 99 and len(split.held_out_ids) == 198  # 3 of 300 are marked copies
     assert not set(split.train_ids) & set(split.held_out_ids)
     few = FewShotSplit(split.train_ids[:2], split.held_out_ids)
     pairs = pairs_from_view(view, few)
@@ -261,7 +261,7 @@ def test_cli_few_shot_train_then_sample(tiny_sd, sd_manifests, tmp_path):  # noq
     assert trained.exit_code == 0, trained.output
     info = read_info(model)
     assert info.split["evaluation"] == "sd_saliency_900"
-    assert len(info.split["train_ids"]) == 100 and len(info.split["held_out_ids"]) == 200
+    assert len(info.split["train_ids"]) == 99 and len(info.split["held_out_ids"]) == 198
     assert sorted(info.training_ids) == info.split["train_ids"]
     sampled = runner.invoke(
         app,

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
-from benchmarks.leakage import TRANSFORMS, jpeg
+from benchmarks.leakage import TRANSFORMS, jpeg, near_copies, tile_photographs
 from conftest import SD_ROOT, SHARED_DATA, copy_manifests
 from daad.build import build
 from daad.cli import app
@@ -24,7 +24,10 @@ from daad.exclusion import EvaluationHashes, ExclusionError, ExclusionRules, req
 from daad.images import sha256_file
 from daad.manifest import read_manifest, write_manifest
 from daad.masks import RLE
-from daad.neardup import THRESHOLD, HashIndex, image_hash, pairwise_matches, variant_hashes
+from daad.neardup import (
+    FINE_THRESHOLD, THRESHOLD, VARIANTS, HashIndex, dihedral, fine_distance, fine_signature, image_hash,
+    pairwise_matches, query_signature, variant_hashes,
+)
 from daad.record import ImageRef
 from daad.registry import Registry
 from daad.roots import Roots
@@ -34,6 +37,7 @@ from daad.synthesis.output import write_generated
 KSDD_ROOT = SHARED_DATA / "kolektorsdd-yolo"
 KSDD_IMAGES = sorted((KSDD_ROOT / "Datasets" / "images").glob("*/*.jpg"))
 SD_IMAGES = sorted((SD_ROOT / "Source Images").glob("*.bmp"))
+CF_IMAGES = sorted((SHARED_DATA / "crackforest" / "image").glob("*.jpg"))
 
 
 def _load(paths: list[Path]) -> list[Image.Image]:
@@ -56,46 +60,98 @@ def test_hash_index_agrees_with_pairwise_check():
     indexed[3999] = indexed[7]  # a tie: the lower index wins
     queries = np.concatenate([indexed[:300] ^ flips, rng.integers(0, 2**64, size=2000, dtype=np.uint64)])
     index = HashIndex(indexed)
-    matches = index.query(queries)  # fewer queries than indexed hashes: probes the sorted chunks
-    assert index._spread is None
+    matches = index.query(queries)  # fewer queries than indexed hashes: the queries probe the index
     assert np.array_equal(matches.index >= 0, pairwise_matches(queries, indexed))
     near = np.arange(300) % 14 <= THRESHOLD
     assert np.array_equal(matches.index[:300][near], np.arange(300)[near])
     assert np.array_equal(matches.distance[:300][near], (np.arange(300) % 14)[near])
     assert (matches.index[:300][~near] == -1).all()
-    filed = index.query(np.concatenate([queries, queries]))  # more: the filed buckets, same answers
-    assert index._spread is not None
+    many = np.concatenate([queries] * 2)  # more queries than indexed hashes: they are filed, the index probes
+    filed = index.query(many)
     assert np.array_equal(filed.index, np.concatenate([matches.index] * 2))
     assert np.array_equal(filed.distance, np.concatenate([matches.distance] * 2))
+    pairs = index.pairs(many)  # every pair within the threshold, once
+    d = np.bitwise_count(many[:, None] ^ indexed[None, :])
+    assert sorted(zip(pairs.query.tolist(), pairs.index.tolist())) == sorted(zip(*map(list, np.nonzero(d <= THRESHOLD))))
+    assert np.array_equal(pairs.distance, d[pairs.query, pairs.index])
 
 
 def test_near_copies_of_real_images_are_caught_and_distinct_images_are_not():
-    """A seeded subsample of KolektorSDD + SD-saliency-900 (the benchmark runs every image)."""
+    """A seeded subsample of KolektorSDD + SD-saliency-900 + CrackForest (the benchmark runs every image),
+    every transform of the benchmark (the eight dihedral ones among them), hash then fine signature."""
     rng = np.random.default_rng(0)
-    paths = [KSDD_IMAGES[i] for i in rng.choice(len(KSDD_IMAGES), 30, replace=False)]
-    paths += [SD_IMAGES[i] for i in rng.choice(len(SD_IMAGES), 45, replace=False)]
+    paths = [KSDD_IMAGES[i] for i in rng.choice(len(KSDD_IMAGES), 20, replace=False)]
+    paths += [SD_IMAGES[i] for i in rng.choice(len(SD_IMAGES), 40, replace=False)]
+    paths += [CF_IMAGES[i] for i in rng.choice(len(CF_IMAGES), 15, replace=False)]
     images = _load(paths)
     stored = EvaluationHashes.of_images((str(i), p) for i, p in enumerate(paths))
-    owner = np.array([int(i) for i in stored.image_ids])
-    index = HashIndex(stored.hashes)
+
+    def thumb(image: Image.Image) -> np.ndarray:
+        return np.asarray(image.convert("L").resize((64, 64)), dtype=np.float32)
+
+    def same_picture(i: int, j: int) -> bool:  # KolektorSDD-YOLO publishes some pictures twice
+        return i == j or np.abs(thumb(images[i]) - thumb(images[j])).mean() < 3
 
     caught = total = 0
     for name, transform in TRANSFORMS.items():
-        copies = [image_hash(transform(im)) for im in images]
-        matches = index.query(copies)
-        assert (owner[matches.index[matches.index >= 0]] == np.arange(len(images))[matches.index >= 0]).all(), name
-        caught += int((matches.index >= 0).sum())
+        found = near_copies(stored, [transform(im) for im in images])
+        assert all(same_picture(m.image, i) for i, m in enumerate(found) if m is not None), name
+        assert all(m.share <= FINE_THRESHOLD for m in found if m is not None), name
+        caught += sum(m is not None for m in found)
         total += len(images)
     assert caught / total >= 0.99, f"caught {caught} of {total} transformed copies"
 
-    # each real image against every other image's stored hashes: no match, except where the
+    # each real image against every other image's stored hashes: none confirmed, except where the
     # release itself holds the same picture twice (KolektorSDD-YOLO repeats some images)
-    thumbs = [np.asarray(im.convert("L").resize((64, 64)), dtype=np.float32) for im in images]
-    bases = np.array([image_hash(im) for im in images], dtype=np.uint64)
-    near = np.bitwise_count(bases[:, None] ^ np.asarray(stored.hashes, dtype=np.uint64)[None, :]) <= THRESHOLD
-    flagged = {(i, int(owner[j])) for i, j in zip(*np.nonzero(near)) if owner[j] != i}
-    distinct = [(paths[i].name, paths[j].name) for i, j in flagged if np.abs(thumbs[i] - thumbs[j]).mean() >= 3]
+    pairs = HashIndex(stored.hashes).pairs([image_hash(im) for im in images])
+    fine = [query_signature(im) for im in images]
+    confirmed = {
+        (q, hit // VARIANTS, hit % VARIANTS) for q, hit in zip(pairs.query.tolist(), pairs.index.tolist())
+        if hit // VARIANTS != q and fine_distance(stored.fine[hit // VARIANTS], hit % VARIANTS, fine[q]) <= FINE_THRESHOLD
+    }
+
+    distinct = [
+        (paths[i].name, paths[j].name) for i, j, v in confirmed
+        if np.abs(thumb(images[i]) - thumb(dihedral(images[j], v % 8))).mean() >= 3
+    ]
     assert distinct == []
+
+
+def test_every_dihedral_transform_of_real_sd_saliency_images_is_matched_to_its_image():
+    """A 90° rotation is ~32 bits from the image's pHash: only the dihedral variants find it."""
+    paths = SD_IMAGES[::45]
+    images = _load(paths)
+    stored = EvaluationHashes.of_images((p.stem, p) for p in paths)
+    plain = np.array([image_hash(im) for im in images], dtype=np.uint64)
+    for k in range(8):
+        rotated = [dihedral(im, k) for im in images]
+        if k >= 4:  # the transposing ones (90° and 270° rotations among them) move the pHash far
+            far = np.bitwise_count(plain ^ np.array([image_hash(im) for im in rotated], dtype=np.uint64)) > THRESHOLD
+            assert far.mean() > 0.9, k
+        for copy in (rotated, [jpeg(im, 30) for im in rotated]):
+            found = near_copies(stored, copy)
+            assert [stored.image_ids[m.image] if m else None for m in found] == [p.stem for p in paths], k
+
+
+def test_photographs_of_one_near_uniform_tile_are_not_copies_but_their_copies_are():
+    """Same tile, other exposure and grain: the hashes match, the fine signatures do not."""
+    photos = tile_photographs(7, 24)
+    stored = EvaluationHashes(
+        tuple(map(str, range(len(photos)))),
+        np.array([variant_hashes(p) for p in photos], dtype=np.uint64),
+        np.array([fine_signature(p) for p in photos]),
+    )
+    hashes = np.array([image_hash(p) for p in photos], dtype=np.uint64)
+    within = np.bitwise_count(hashes[:, None] ^ stored.variants[:, 0][None, :]) <= THRESHOLD
+    assert (within.sum(axis=1) > 1).mean() > 0.9  # nearly every photograph hashes like another one
+    index = HashIndex(stored.hashes)
+    found = stored.matches(index, list(hashes), lambda q: query_signature(photos[q]))
+    assert [m.image for m in found] == list(range(len(photos)))  # only itself, never another photograph
+    copies = [jpeg(ImageOps.mirror(p).point(lambda v: min(255, v + 20)), 40) for p in photos]
+    found = near_copies(stored, copies)
+    assert [m.image if m else None for m in found] == list(range(len(photos)))
+    unconfirmed = stored.matches(index, list(hashes), lambda q: None)  # without the image: hash alone
+    assert all(m is not None and m.share is None for m in unconfirmed)
 
 
 # --- views, builds and audit on a planted copy -------------------------------------------
@@ -201,8 +257,10 @@ def test_exclusions_hash_command_hashes_anomalous_and_normal_images(tmp_path):
     images = {i for i in stored.image_ids}
     assert len(images) == len(list((root / "image").glob("*.jpg")))
     first = sorted((root / "image").glob("*.jpg"))[0]
+    (row,) = [n for n, i in enumerate(stored.image_ids) if i.endswith(f"/{first.stem}")]
     with Image.open(first) as image:
-        assert set(variant_hashes(image)) <= {h for h, i in zip(stored.hashes, stored.image_ids) if i.endswith(first.stem)}
+        assert stored.variants[row].tolist() == variant_hashes(image)
+        assert np.array_equal(stored.fine[row], fine_signature(image))
 
 
 def test_rules_must_exclude_their_own_origin_and_hash_files_are_checked(tmp_path):

@@ -31,6 +31,7 @@ WRITERS = {
     "dagm2007": fake.write_dagm2007,
     "kolektorsdd_original": fake.write_kolektorsdd_original,
     "folder": fake.write_folder,
+    "neu_seg": fake.write_neu_seg,
 }
 
 
@@ -166,6 +167,23 @@ def test_folder_masks_from_every_format(tmp_path):
     assert d.mask.decode()[17, 20] == 1 and d.mask.decode()[2, 8] == 1
     assert 100 <= e.area <= 121
     assert f.status is Status.NEEDS_MASK and f.mask is None and f.image.sha256 and f.phash
+
+
+def test_neu_seg_keeps_its_split_in_the_id_and_one_record_per_class(tmp_path):
+    fake.write_neu_seg(tmp_path)
+    records, _ = split_items(get_loader("neu_seg").iter_records(tmp_path))
+    ids = {r.id: r for r in records}
+    assert set(ids) == {
+        "neu_seg/training/000201/inclusion", "neu_seg/training/000202/patches",
+        "neu_seg/training/000202/scratches", "neu_seg/training/000204/scratches", "neu_seg/test/000201/inclusion",
+    }
+    assert ids["neu_seg/test/000201/inclusion"].image.sha256 != ids["neu_seg/training/000201/inclusion"].image.sha256
+    patches, scratches = ids["neu_seg/training/000202/patches"], ids["neu_seg/training/000202/scratches"]
+    assert patches.image == scratches.image and patches.split == "training"
+    assert not (patches.mask.decode() & scratches.mask.decode()).any()
+    with Image.open(tmp_path / "annotations" / "training" / "000202.png") as mask:
+        assert patches.area == int((np.asarray(mask) == 2).sum())
+    assert CATALOGUE["neu_seg"].derived_from == ("sd_saliency_900",)
 
 
 def test_catalogue_entries_are_complete_and_agree_with_the_licence_table():

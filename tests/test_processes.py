@@ -90,7 +90,7 @@ def test_build_and_generator_finish_beside_live_threads(busy_threads, tmp_path):
     for workers in (1, 2):
         out = tmp_path / f"build{workers}"
         summary = build(registry, out, origins=["sd_saliency_900"], progress=False, workers=workers)
-        assert summary.accepted == 900
+        assert summary.accepted == 895  # 5 published twice are marked duplicate_of
         outs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
     assert outs[0] == outs[1]
     assert _open_directories() <= directories  # the roots' descriptors are closed

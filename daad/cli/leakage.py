@@ -65,5 +65,6 @@ def hash_images(
     stored = EvaluationHashes.of_images(images, progress=not quiet)
     path = registry.rules.hashes_path(dataset)
     stored.write(path, f"Perceptual hashes of {dataset} ({len(images)} images, anomalous and normal):\n"
-                       f"written by `daad exclusions hash {dataset}`; lines: <pHash> <image id>.")
+                       f"written by `daad exclusions hash {dataset}`; lines: <16 variant pHashes: 8 dihedral "
+                       f"transforms, whole then cropped> <fine signature> <image id>.")
     console.print(f"{len(stored.hashes)} hashes of {len(images)} images -> {path}")

@@ -201,13 +201,17 @@ def stats(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also draw records per class by origin and by licence into this PNG (needs daad[eval]).")] = None,
 ) -> None:
-    """Counts of records per class x source x licence."""
+    """Counts of records per class x source x licence (near copies marked by `daad dedup` left out)."""
     registry = open_registry(manifests, None)
     if not registry.manifests():
         raise RegistryNotFoundError(f"no manifests in {registry.manifests_dir}: pass --manifests DIR or set DAAD_MANIFESTS")
     counts: Counter = Counter()
+    duplicates = 0
     for record in registry.records():
         if status == "all" or record.status == status:
+            if record.duplicate_of is not None:
+                duplicates += 1
+                continue
             counts[(record.anomaly_class, str(record.source), record.licence)] += 1
     rows = [{"anomaly_class": c, "source": s, "licence": lic, "records": n} for (c, s, lic), n in sorted(counts.items())]
     if plot is not None:
@@ -227,6 +231,8 @@ def stats(
     table.add_section()
     table.add_row("total", "", "", str(sum(counts.values())))
     console.print(table)
+    if duplicates:
+        console.print(f"{duplicates} near copies of other records left out (duplicate_of, set by `daad dedup`)")
 
 
 @app.command()
@@ -253,3 +259,43 @@ def sources(manifests: ManifestsOption = None, as_json: JsonOption = False) -> N
                                       (f"own collection ({e.loader})" if e.loader else "-")),
         )
     console.print(table)
+
+
+@app.command()
+def dedup(
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the marks; write nothing.")] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Mark records that are near copies (any rotation or mirror, crops, re-encoding) of
+    another origin's record with duplicate_of; builds and views leave them out."""
+    from daad.dedup import dedup as run_dedup
+
+    report = run_dedup(open_registry(manifests, root), dry_run=dry_run, progress=not quiet)
+    duplicates = report.duplicates()
+    if as_json:
+        console.print_json(json.dumps({
+            "records": dict(sorted(report.records.items())),
+            "duplicates": [{"origin": o, "of": k, "records": n} for (o, k), n in sorted(duplicates.items())],
+            "unchecked": len(report.unchecked),
+            "added": report.added, "removed": report.removed, "written": report.written,
+        }))
+        return
+    table = Table(title="dedup" + (" (dry run: nothing written)" if dry_run else ""))
+    for col in ("origin", "records", "duplicates", "of origin", "unchecked"):
+        table.add_column(col, justify="left" if col in ("origin", "of origin") else "right")
+    unchecked = Counter(rid.split("/", 1)[0] for rid in report.unchecked)
+    for origin, n in sorted(report.records.items()):
+        of = Counter({k: c for (o, k), c in duplicates.items() if o == origin})
+        table.add_row(origin, str(n), str(sum(of.values())), ", ".join(f"{k} {c}" for k, c in sorted(of.items())),
+                      str(unchecked[origin]))
+    console.print(table)
+    for rid, why in sorted(report.unchecked.items())[:10]:
+        console.print(f"unchecked {rid}: {why}", highlight=False)
+    if len(report.unchecked) > 10:
+        console.print(f"... and {len(report.unchecked) - 10} more unchecked (pass --root ORIGIN=PATH)")
+    verb = "would change" if dry_run else "changed"
+    console.print(f"{verb}: {report.added} mark(s) set, {report.removed} cleared; "
+                  f"manifests written: {', '.join(report.written) or 'none'}")

@@ -33,6 +33,7 @@ LOADERS: dict[str, str] = {
     "mpdd": "daad.loaders.mpdd",
     "mvtec_ad": "daad.loaders.mvtec_ad",
     "mvtec_loco": "daad.loaders.mvtec_loco",
+    "neu_seg": "daad.loaders.neu_seg",
     "sd_saliency_900": "daad.loaders.sd_saliency_900",
     "visa": "daad.loaders.visa",
 }

@@ -28,14 +28,15 @@ def shared_session() -> CurationSession:
 
 
 def subset_manifests(dest: Path) -> Path:
-    """Scratch manifests holding the first ``PER_CLASS`` records of each SD-saliency-900 class."""
+    """Scratch manifests holding the first ``PER_CLASS`` records of each SD-saliency-900 class
+    (of those not marked ``duplicate_of``: a near copy is left out of every view)."""
     from conftest import copy_manifests
 
     manifests = copy_manifests(dest, "sd_saliency_900")
     path = manifests / "sd_saliency_900.jsonl"
     taken: dict[str, list[Record]] = {}
     for record in read_manifest(path):
-        if len(taken.setdefault(record.anomaly_class, [])) < PER_CLASS:
+        if record.duplicate_of is None and len(taken.setdefault(record.anomaly_class, [])) < PER_CLASS:
             taken[record.anomaly_class].append(record)
     write_manifest(path, [r for rs in taken.values() for r in rs])
     return manifests

@@ -333,3 +333,28 @@ def write_folder(root: Path) -> Expected:
         csv.writer(f).writerows(rows)
     return Expected({"crack": 1, "stain": 1, "hole": 1, "scratch": 1, "pits": 1, "abrasion": 1}, 0,
                     {"bad_metadata": 1, "missing": 1})
+
+
+def write_neu_seg(root: Path) -> Expected:
+    """``images/{training,test}/NNNNNN.jpg`` (RGB JPEG) + ``annotations/<split>/NNNNNN.png`` whose
+    values 1/2/3 are inclusion/patches/scratches (one mask with two classes); the splits reuse
+    numbers; one all-background mask, one mask with a value 4, one image without a mask."""
+    masks = {
+        ("training", "000201"): {1: 0},
+        ("training", "000202"): {2: 1, 3: 2},
+        ("training", "000203"): {},
+        ("training", "000204"): {3: 3},
+        ("test", "000201"): {1: 4},
+        ("test", "000202"): {4: 5},
+    }
+    for seed, ((split, number), classes) in enumerate(masks.items()):
+        _image(root / "images" / split / f"{number}.jpg", 950 + seed)
+        mask = np.zeros((SIZE, SIZE), np.uint8)
+        for value, where in classes.items():
+            mask[blob(960 + where) > 0] = value
+        _mask(root / "annotations" / split / f"{number}.png", mask, value=1)
+    _image(root / "images" / "test" / "000203.jpg", 990)
+    return Expected(
+        {"inclusion": 2, "patches": 1, "scratches": 2}, 0,
+        {"empty_mask": 1, "unknown_mask_value": 1, "no_annotation": 1},
+    )
