@@ -220,7 +220,7 @@ def test_a_build_that_would_write_nothing_fails_and_keeps_the_previous_output(sd
     commercial = LicencePolicy.parse("commercial", LicenceCatalogue.load(sd_manifests))
     with pytest.raises(EmptyBuildError, match="commercial") as exc:
         build(registry, out, licence_policy=commercial, progress=False, workers=1)
-    assert "licence_policy:LicenseRef-SD-saliency-900-research 900" in str(exc.value)
+    assert "licence_policy:LicenseRef-SD-saliency-900-research 895" in str(exc.value)  # 5 more are duplicates
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["daad", "manifests"]  # no partial folder beside it
 
