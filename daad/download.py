@@ -387,7 +387,9 @@ def _shut(sock: socket.socket) -> None:
         pass
 
 
-class _TrackedHTTPConnection(http.client.HTTPConnection):
+class _Tracked:
+    """A connection whose socket the watchdog is told about once it connects."""
+
     def __init__(self, *args, watchdog: _Watchdog, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._watchdog = watchdog
@@ -397,14 +399,12 @@ class _TrackedHTTPConnection(http.client.HTTPConnection):
         self._watchdog.track(self.sock)
 
 
-class _TrackedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, watchdog: _Watchdog, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._watchdog = watchdog
+class _TrackedHTTPConnection(_Tracked, http.client.HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        self._watchdog.track(self.sock)
+
+class _TrackedHTTPSConnection(_Tracked, http.client.HTTPSConnection):
+    pass
 
 
 class _TrackedHTTPHandler(urllib.request.HTTPHandler):
