@@ -2,10 +2,11 @@
 caps, timeouts, sha256 pinning and resume-safe temp files.
 
 ``download(url, dest, ...)`` never raises for network trouble: it returns a
-:class:`DownloadResult` whose ``reason`` says what went wrong (``dead_link``,
-``http_error``, ``timeout``, ``too_slow``, ``too_large``, ``sha256_mismatch``,
-``bad_url``, ``bad_redirect``, ``resume_mismatch``, ``network_error``), so a batch run
-records failures and carries on. Callers that want an exception call
+:class:`DownloadResult` whose ``reason`` says what went wrong (``dead_link``: an
+answered 404/410 only; ``http_error``, ``server_error``, ``timeout``, ``too_slow``,
+``too_large``, ``sha256_mismatch``, ``bad_url``, ``bad_redirect``, ``resume_mismatch``,
+``network_error``: no answer — offline, DNS, refused, reset — retried like a timeout),
+so a batch run records failures and carries on. Callers that want an exception call
 :meth:`DownloadResult.raise_for_failure`.
 
 Every wait has a limit that holds against a server that trickles: the response headers
@@ -174,7 +175,7 @@ def _attempt(request_url, url, dest, sha256, max_bytes, limits, headers, progres
         except urllib.error.URLError as exc:
             if isinstance(exc.reason, (TimeoutError, socket.timeout)) or watchdog.fired:
                 raise _Failure("timeout", f"no response within {watchdog.seconds:g}s") from None
-            raise _Failure("dead_link", f"cannot connect: {exc.reason}") from None
+            raise _Failure("network_error", f"cannot connect: {exc.reason}") from None
         except http.client.InvalidURL as exc:
             raise _Failure("bad_url", str(exc)) from None
         except (OSError, ValueError, http.client.HTTPException) as exc:  # reset, bad status line
