@@ -16,7 +16,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import pickle
+import select
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -31,6 +33,8 @@ from daad.errors import DaadError
 
 WINDOW = 4
 """Items in flight per worker."""
+OWNER_POLL_S = 0.5
+"""How often a worker checks that its owner lives, where the kernel cannot tell it (no pidfd)."""
 SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """The environment the forkserver starts in: its imports start no BLAS threads."""
 T = TypeVar("T")
@@ -57,7 +61,8 @@ def process_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T],
     ``state`` picklable. At most ``WINDOW`` items per worker are in flight, so memory stays
     bounded however many items come. Each worker runs OpenCV and BLAS single-threaded, so
     N workers on N cores do not oversubscribe them. A worker that dies raises
-    :class:`WorkerError` here instead of leaving this process waiting. With
+    :class:`WorkerError` here instead of leaving this process waiting; if this process
+    dies (kill -9 included), its workers exit too. With
     ``workers <= 1`` the calls run in this process.
     """
     if workers <= 1:
@@ -66,7 +71,7 @@ def process_map(function: Callable[[Any, T], R], state: Any, items: Iterable[T],
         return
     task = pickle.dumps((function, state), protocol=pickle.HIGHEST_PROTOCOL)
     context = start_server((function.__module__,))
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(task,))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start, initargs=(task, os.getpid()))
     try:
         pending: deque[Future] = deque()
         for item in items:
@@ -107,11 +112,29 @@ def start_server(modules: Iterable[str]) -> mp.context.BaseContext:
     return context
 
 
-def _start(task: bytes) -> None:
+def _start(task: bytes, owner: int) -> None:
     global _TASK
     _TASK = pickle.loads(task)
+    threading.Thread(target=_exit_with, args=(owner,), daemon=True, name="daad-owner-watch").start()
     cv2.setNumThreads(1)
     threadpool_limits(1)
+
+
+def _exit_with(owner: int) -> None:
+    """End this worker when process ``owner`` (the pool's owner) ends, however it ends: a
+    worker of a killed owner would otherwise wait for work forever, keeping the forkserver
+    (and whatever output they share) alive."""
+    try:
+        fd = os.pidfd_open(owner)
+    except (AttributeError, OSError):  # no pidfd here: poll
+        while True:
+            try:
+                os.kill(owner, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            time.sleep(OWNER_POLL_S)
+    select.select([fd], [], [])  # readable once the owner has exited
+    os._exit(1)
 
 
 def _call(item: Any) -> Any:

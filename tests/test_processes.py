@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import threading
+import time
 
+import psutil
 import pytest
 import torch
 
-from conftest import SD_ROOT, SHARED_DATA, SOURCE_ROOTS, copy_manifests
+from conftest import REPO, SD_ROOT, SHARED_DATA, SOURCE_ROOTS, copy_manifests
 from daad.build import build
 from daad.loaders.kolektorsdd import iter_normals
 from daad.processes import WorkerError, process_map
@@ -106,3 +110,34 @@ def test_build_and_generator_finish_beside_live_threads(busy_threads, tmp_path):
     assert rows[0] == rows[1] and len(rows[0]) > len(targets)
     assert all(thread.is_alive() for thread in busy_threads)
     assert SD_ROOT.is_dir()
+
+
+def _sleep(_state, seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_workers_of_a_killed_owner_exit(tmp_path):
+    """kill -9 of the process that started a pool: its workers (and so the forkserver) end too,
+    instead of waiting for work forever."""
+    script = tmp_path / "owner.py"
+    script.write_text(
+        "import os, sys\n"
+        "from test_processes import _sleep\n"
+        "from daad.processes import process_map\n"
+        "if __name__ == '__main__':\n"
+        "    for _ in process_map(_sleep, None, [0.2] + [60] * 3, workers=2):\n"
+        "        print(os.getpid(), flush=True)\n"
+    )
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    owner = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    assert owner.stdout.readline().strip() == str(owner.pid)  # the pool is running
+    workers = [p for p in psutil.Process(owner.pid).children(recursive=True)]
+    servers = [p for p in psutil.process_iter(["cmdline"]) if "forkserver" in " ".join(p.info["cmdline"] or [])
+               and str(REPO) in " ".join(p.info["cmdline"] or [])]
+    watched = [p for p in {*workers, *(c for s in servers for c in s.children(recursive=True))} if p.is_running()]
+    assert len(watched) >= 2
+    owner.kill()
+    owner.wait(timeout=30)
+    gone, alive = psutil.wait_procs(watched, timeout=30)
+    assert not alive, alive
