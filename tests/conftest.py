@@ -91,3 +91,31 @@ def copy_manifests(dest: Path, *origins: str) -> Path:
 def sd_manifests(tmp_path) -> Path:
     """Scratch manifests holding the real SD-saliency-900 manifest."""
     return copy_manifests(tmp_path / "manifests", "sd_saliency_900")
+
+
+def writable_sd_subset(tmp_path: Path, manifests: Path, n: int):
+    """A writable copy of the first ``n`` real SD-saliency-900 images, the manifest cut to
+    their records, and a registry over them: ``(registry, root, records)``."""
+    from daad.manifest import read_manifest, write_manifest
+    from daad.registry import Registry
+    from daad.roots import Roots
+
+    root = tmp_path / "sd"
+    (root / "Source Images").mkdir(parents=True)
+    records = list(read_manifest(manifests / "sd_saliency_900.jsonl"))[:n]
+    for r in records:
+        shutil.copy(SD_ROOT / r.image.path, root / r.image.path)
+    write_manifest(manifests / "sd_saliency_900.jsonl", records)
+    return Registry(manifests, Roots({"sd_saliency_900": root})), root, records
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a shared CI box: one intra-op thread is far faster than spinning several."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+

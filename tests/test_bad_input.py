@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SD_ROOT
+from conftest import SD_ROOT, writable_sd_subset
 from daad.build import BuildError, build
 from daad import roots as roots_module
 from daad.errors import ManifestError, PathEscapeError, RecordFileError
@@ -28,13 +28,7 @@ N = 12
 @pytest.fixture
 def small(tmp_path, sd_manifests) -> tuple[Registry, Path, list]:
     """A writable copy of 12 real SD-saliency-900 images with their manifest records."""
-    root = tmp_path / "sd"
-    (root / "Source Images").mkdir(parents=True)
-    records = list(read_manifest(sd_manifests / "sd_saliency_900.jsonl"))[:N]
-    for r in records:
-        shutil.copy(SD_ROOT / r.image.path, root / r.image.path)
-    write_manifest(sd_manifests / "sd_saliency_900.jsonl", records)
-    return Registry(sd_manifests, Roots({"sd_saliency_900": root})), root, records
+    return writable_sd_subset(tmp_path, sd_manifests, N)
 
 
 def _rejects(registry: Registry) -> dict[str, list[str]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from conftest import REPO, SD_ROOT
+from conftest import REPO, writable_sd_subset
 from daad.build import BuildError, build
 from daad.errors import ManifestError
 from daad.images import sha256_file
@@ -28,7 +27,6 @@ from daad.manifest import read_manifest, write_manifest
 from daad.masks import RLE
 from daad.record import Record
 from daad.registry import Registry
-from daad.roots import Roots
 from daad.shards import OutputLockedError
 from daad.validate import validate
 
@@ -38,13 +36,7 @@ N = 6
 @pytest.fixture
 def small(tmp_path, sd_manifests) -> tuple[Registry, Path, list[Record], Path]:
     """Six real SD-saliency-900 images, their manifest, and a first build in ``out``."""
-    root = tmp_path / "sd"
-    (root / "Source Images").mkdir(parents=True)
-    records = list(read_manifest(sd_manifests / "sd_saliency_900.jsonl"))[:N]
-    for r in records:
-        shutil.copy(SD_ROOT / r.image.path, root / r.image.path)
-    write_manifest(sd_manifests / "sd_saliency_900.jsonl", records)
-    registry = Registry(sd_manifests, Roots({"sd_saliency_900": root}))
+    registry, root, records = writable_sd_subset(tmp_path, sd_manifests, N)
     out = tmp_path / "daad"
     build(registry, out, progress=False, workers=1)
     return registry, root, records, out

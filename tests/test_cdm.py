@@ -43,6 +43,9 @@ from daad.synthesis.output import generator_info, read_generated, write_generate
 from tests.conftest import REPO, SD_ROOT, SHARED_DATA
 from tests.helpers.tiny_sd import build_tiny_sd
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 KOLEKTOR = SHARED_DATA / "kolektorsdd-yolo"
 TARGET_SIZE = (48, 96)
 """(width, height): KolektorSDD's tall commutator images, downscaled."""
@@ -76,15 +79,6 @@ def make_cai_dataset(dest: Path, per_class: int = 3, n_targets: int = 4) -> Path
         evaluation="kolektorsdd", input_licences=licences, progress=False,
     )
     return dest / "cai"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared CI box: one intra-op thread is far faster than spinning several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,9 @@ from daad.synthesis.output import generator_info
 from tests.conftest import SD_ROOT
 from tests.helpers.tiny_sd import tiny_sd  # noqa: F401  (fixture)
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 RESOLUTION = 32
 NAMES = ("Sc_1", "Sc_2", "Sc_3")
 
@@ -51,15 +54,6 @@ def train_config(sd, out, **kw) -> TrainConfig:
         progress=False,
     )
     return TrainConfig(str(sd), out, **args | kw)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a shared CI box: one intra-op thread is far faster than spinning several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
