@@ -76,16 +76,16 @@ def test_cli_push_forced_private_sends_the_build_byte_for_byte(builds, tmp_path)
         refused = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 2
         assert f"{SD_ROWS} rows from 1 origin(s)" in refused.stderr and "sd_saliency_900" in refused.stderr
-        assert not server.repos and not [r for r in server.requests if r[1].startswith("/api/repos")]
+        assert server.requests == [] and not server.repos
         done = subprocess.run([*args, "--force"], env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        assert "pushed 4 file(s)" in done.stdout and f"forced: {SD_ROWS} rows" in done.stdout
+        assert f"pushed {len(_tree(mixed))} file(s)" in done.stdout and f"forced: {SD_ROWS} rows" in done.stdout
     finally:
         server.close()
     repo = server.repos["tester/daad"]
     assert repo.private
     assert repo.files == _tree(mixed)
-    assert repo.commits[-1] == ["README.md", "build.json"]  # the card lands once every shard is there
+    assert repo.commits[-1] == ["README.md", "build.json", "images/samples.png"]  # the card lands once every shard is there
     assert ("POST", "/datasets/tester/daad.git/info/lfs/objects/batch") in server.requests
 
 
@@ -135,6 +135,8 @@ def test_dry_run_lists_files_sizes_licences_and_sends_nothing(builds, hub, tmp_p
     assert "CC-BY-NC-SA-4.0" in result.output and "refused" in result.output
     assert "sd_saliency_900 (LicenseRef-SD-saliency-900-research) 10" in result.output
     assert hub.requests == []
+    bad = CliRunner().invoke(app, ["push", "not a repo//id", str(mixed), "--manifests", str(manifests), "--dry-run"])
+    assert bad.exit_code == 2 and "REPO_ID" in bad.output
 
 
 def test_a_failed_commit_says_what_went_and_what_did_not(builds, hub):
@@ -143,7 +145,7 @@ def test_a_failed_commit_says_what_went_and_what_did_not(builds, hub):
         push(_plan(builds, 1), "tester/daad", force=True)
     message = str(err.value)
     assert "1 file(s)" in message and "committed" in message
-    assert "not uploaded: 3 file(s)" in message and "data/sd_saliency_900/impurity.parquet" in message
+    assert f"not uploaded: {len(_tree(builds[1])) - 1} file(s)" in message and "data/sd_saliency_900/impurity.parquet" in message
     assert set(hub.repos["tester/daad"].files) == {"data/kolektorsdd/crack.parquet"}
 
 

@@ -29,6 +29,12 @@ def push(
 ) -> None:
     """Upload a build to a Hub dataset repo (HF_ENDPOINT selects a mirror), refusing rows whose licence
     does not allow republishing unless --force."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="REPO_ID") from None
     catalogue = LicenceCatalogue.load(open_registry(manifests, None).manifests_dir)
     plan = plan_push(folder, catalogue)
     if dry_run:
@@ -52,7 +58,7 @@ def _print_plan(plan, repo_id: str, private: bool) -> None:
     console.print(table)
     licences = Table(title="rows per licence")
     for col in ("licence", "rows", "redistribution"):
-        licences.add_column(col)
+        licences.add_column(col, justify="right" if col == "rows" else "left")
     for lic, n in sorted(plan.rows.items()):
         licences.add_row(lic, str(n), "refused" if lic in plan.blocked else "yes")
     console.print(licences)
