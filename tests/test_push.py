@@ -97,6 +97,8 @@ def test_a_build_of_redistributable_licences_goes_without_force_and_public(build
     assert not repo.private
     assert repo.files == _tree(builds[2])
     assert [f.path for f in result.committed] == [p for group in repo.commits for p in group]
+    push(plan, "tester/clean", private=True)  # again, into the repo that exists: made private, same files
+    assert repo.private and repo.files == _tree(builds[2]) and len(repo.commits) == 2 * len(result.commit_urls)
 
 
 def test_refusal_names_count_and_origins_and_sends_nothing(builds, hub):

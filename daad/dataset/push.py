@@ -24,6 +24,7 @@ from daad.licences import UNKNOWN, LicenceCatalogue
 TIMEOUT_S = 60.0
 """Default deadline of one HTTP wait (connect, each read, each write), in seconds."""
 CARD = "README.md"
+COMMIT_MESSAGE = "Upload DAAD build (daad push)"
 
 
 class PushError(DaadError):
@@ -134,10 +135,9 @@ def push(
     private: bool = False,
     force: bool = False,
     timeout: float = TIMEOUT_S,
-    message: str = "Upload DAAD build",
 ) -> PushResult:
-    """Upload ``plan``'s files to the dataset repo ``repo_id`` (created if missing, private
-    when ``private``). Refuses blocked licences unless ``force``; on a failed commit raises
+    """Upload ``plan``'s files to the dataset repo ``repo_id`` (created if missing; made private
+    when ``private``, even if it existed). Refuses blocked licences unless ``force``; on a failed commit raises
     :class:`PushError` naming the files that went and those that did not."""
     if plan.blocked and not force:
         raise LicenceRefusedError(
@@ -160,9 +160,11 @@ def push(
     try:
         repo = api.create_repo(repo_id, repo_type="dataset", private=private or None, exist_ok=True)
         repo_url, repo_id = str(repo), repo.repo_id
+        if private:  # a repo that existed keeps its visibility otherwise
+            api.update_repo_settings(repo_id, repo_type="dataset", private=True)
         for group in plan.commits():
             operations = [CommitOperationAdd(f.path, plan.folder / f.path) for f in group]
-            info = api.create_commit(repo_id, operations, repo_type="dataset", commit_message=message)
+            info = api.create_commit(repo_id, operations, repo_type="dataset", commit_message=COMMIT_MESSAGE)
             done += group
             urls.append(info.commit_url)
     except (HfHubHTTPError, httpx2.HTTPError, OSError, ValueError, RuntimeError) as exc:

@@ -1,6 +1,7 @@
 """A stand-in for the Hugging Face Hub on 127.0.0.1: the endpoints ``huggingface_hub``
-calls to create a dataset repo and commit files to it through LFS (repo create, README
-YAML validation, preupload, LFS batch, upload, verify, commit), storing what it receives."""
+calls to create a dataset repo and commit files to it through LFS (repo create, repo
+settings, README YAML validation, preupload, LFS batch, upload, verify, commit), storing
+what it receives."""
 
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ class HubServer:
             return _reply(h, 401, {"error": "Invalid credentials in Authorization header"})
         routes = [
             ("POST", r"/api/repos/create", self._create),
+            ("PUT", r"/api/datasets/([^/]+/[^/]+)/settings", self._settings),
             ("POST", r"/api/validate-yaml", self._validate_yaml),
             ("POST", r"/api/datasets/([^/]+/[^/]+)/preupload/[^/]+", self._preupload),
             ("POST", r"/datasets/([^/]+/[^/]+)\.git/info/lfs/objects/batch", self._lfs_batch),
@@ -106,6 +108,15 @@ class HubServer:
                 return 409, {"error": "You already created this dataset repo", "url": f"{self.url}/datasets/{repo_id}"}
             self.repos[repo_id] = Repo(private=payload.get("visibility") == "private")
         return 200, {"url": f"{self.url}/datasets/{repo_id}", "name": repo_id}
+
+    def _settings(self, body: bytes, repo_id: str):
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return 404, {"error": "Repository not found"}
+        visibility = json.loads(body).get("visibility")
+        if visibility is not None:
+            repo.private = visibility == "private"
+        return 200, {}
 
     def _validate_yaml(self, body: bytes):
         content = json.loads(body)["content"]
