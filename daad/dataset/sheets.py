@@ -20,7 +20,7 @@ import numpy as np
 
 from daad.errors import DaadError
 from daad.images import decode_image, to_rgb_array
-from daad.synthesis.preview import fit_cell, label_strip, outline
+from daad.synthesis.preview import LABEL_HEIGHT, fit_cell, label_strip, outline
 from daad.taxonomy import ANOMALY_CLASSES
 
 CELL = 160
@@ -57,7 +57,7 @@ def spread(sizes: dict[str, int], wanted: int) -> dict[str, list[int]]:
 def grid(rows: Sequence[tuple[str, Sequence[Tile]]], columns: int, cell: int = CELL) -> np.ndarray:
     """One titled band per ``(title, tiles)``, ``columns`` tiles a line (grey where none)."""
     width = columns * cell
-    blank = np.full((cell + label_strip("", cell).shape[0], cell, 3), 200, np.uint8)
+    blank = np.full((cell + LABEL_HEIGHT, cell, 3), 200, np.uint8)
     bands = []
     for title, tiles in rows:
         bands.append(label_strip(title, width))
