@@ -1,8 +1,9 @@
 """``daad build``: manifests + roots -> a dataset folder that ``datasets.load_dataset`` reads.
 
 Layout: ``README.md`` (card: YAML ``configs`` and ``dataset_info``, counts, citations,
-licences), ``data/<origin>/<class>.parquet`` shards, and ``build.json`` (the counts and
-the sha256 of every manifest read). Image bytes are stored as they came; masks as PNG.
+licences), ``data/<origin>/<class>.parquet`` shards, ``images/samples.png`` (the card's
+sample grid, drawn from the shards) and ``build.json`` (the counts and the sha256 of every
+manifest read). Image bytes are stored as they came; masks as PNG.
 Same manifests in, same bytes out; the output is swapped in atomically, so a failed or
 killed build leaves the previous one intact.
 
@@ -39,6 +40,7 @@ from tqdm.auto import tqdm
 
 from daad.build_rows import Pending, Prepared, prepare_chunk
 from daad.card import registry_card
+from daad.dataset.sheets import SAMPLES_PATH, build_samples
 from daad.errors import DaadError, MaskMismatchError, PathEscapeError, RecordFileError, RootNotFoundError
 from daad.exclusion import FILENAME as RULES_FILE
 from daad.exclusion import HASHES_DIR
@@ -200,7 +202,8 @@ def build(
         if not summary.accepted:
             raise EmptyBuildError(summary, statuses)
         files = sorted(writer.rows_written)
-        writer.write_file("README.md", registry_card(registry, summary, files))
+        writer.write_file(SAMPLES_PATH, build_samples(writer.tmp, writer.rows_written))
+        writer.write_file("README.md", registry_card(registry, summary, files, samples=SAMPLES_PATH))
         build_info = summary.to_json() | {
             "manifests": {p.name: digests[p] for p in manifests},
             "licence_policy": policy.name,

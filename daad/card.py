@@ -104,7 +104,8 @@ def _near_copy_of(file: str) -> list[str]:
     return dups.split("-") if dups else []
 
 
-def registry_card(registry: Registry, summary: BuildSummary, files: list[str]) -> str:
+def registry_card(registry: Registry, summary: BuildSummary, files: list[str], samples: str | None = None) -> str:
+    """The card of a build of ``files``; ``samples``: the build's sample grid image, shown under the summary."""
     configs = configs_for(registry, files)
     features = features_yaml(REGISTRY_FEATURES)
     licences = sorted({lic for (_, _, lic) in summary.counts})
@@ -121,10 +122,10 @@ def registry_card(registry: Registry, summary: BuildSummary, files: list[str]) -
         ],
         "dataset_info": [{"config_name": name, "features": features} for name in configs],
     }
-    return card_text(front, _body(registry, summary, configs))
+    return card_text(front, _body(registry, summary, configs, samples))
 
 
-def _body(registry: Registry, summary: BuildSummary, configs: dict[str, list[str]]) -> str:
+def _body(registry: Registry, summary: BuildSummary, configs: dict[str, list[str]], samples: str | None) -> str:
     lines = [
         "# DAAD: Domain-Agnostic Anomaly Dataset",
         "",
@@ -134,6 +135,8 @@ def _body(registry: Registry, summary: BuildSummary, configs: dict[str, list[str
         "",
         f"{summary.line()}.",
         "",
+        *([f"![Samples of every class, spread across origins; the mask outlined in red]({samples})", ""]
+          if samples else []),
         "## Anomaly classes",
         "",
         "| id | class | definition |",

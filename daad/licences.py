@@ -2,10 +2,13 @@
 
 A licence value is an SPDX id (``CC-BY-NC-SA-4.0``), a ``LicenseRef-...`` or
 ``unknown``. ``manifests/licences.toml`` says for each value in use whether it allows
-commercial use and requires attribution / share-alike, with its URL. A
+commercial use, requires attribution / share-alike and lets anyone redistribute the
+images (``redistribution``; when absent: yes for an SPDX id, no for ``unknown`` and a
+``LicenseRef-...``), with its URL. A
 :class:`LicencePolicy` picks the licences a build (or a generator's inputs) may ship:
 ``all``, ``research`` (every licence with known terms), ``commercial`` (only those
-allowing commercial use), or an explicit comma-separated allow-list.
+allowing commercial use), ``redistributable`` (only those that let a build be published:
+what ``daad push`` accepts), or an explicit comma-separated allow-list.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from daad.errors import DaadError
 
 UNKNOWN = "unknown"
 FILENAME = "licences.toml"
-POLICIES = ("all", "research", "commercial")
+POLICIES = ("all", "research", "commercial", "redistributable")
 _SPDX_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")
 _LICENSE_REF = re.compile(r"^LicenseRef-[A-Za-z0-9.-]+$")
 
@@ -48,6 +51,8 @@ class Licence:
     commercial: bool
     attribution: bool
     share_alike: bool
+    redistribution: bool = False
+    """Whether copies may be published (``daad push`` refuses the rows of a licence that does not)."""
 
     def flags(self) -> str:
         """Short human summary: ``commercial, attribution, share-alike`` or their negations."""
@@ -80,7 +85,11 @@ class LicenceCatalogue:
                 flags = {k: value[k] for k in ("commercial", "attribution", "share_alike")}
                 if not all(isinstance(v, bool) for v in flags.values()):
                     raise ValueError("commercial, attribution and share_alike must be true or false")
-                licences[lid] = Licence(lid, str(value["name"]), str(value.get("url", "")), **flags)
+                redistribution = value.get("redistribution", lid != UNKNOWN and not lid.startswith("LicenseRef-"))
+                if not isinstance(redistribution, bool):
+                    raise ValueError("redistribution must be true or false")
+                licences[lid] = Licence(lid, str(value["name"]), str(value.get("url", "")), **flags,
+                                        redistribution=redistribution)
             except (KeyError, TypeError, ValueError) as exc:
                 raise LicenceError(f"{path}: licence {lid!r}: {exc}") from None
         return cls(licences)
@@ -124,13 +133,15 @@ class LicencePolicy:
 
     @classmethod
     def parse(cls, spec: str, catalogue: LicenceCatalogue) -> LicencePolicy:
-        """``all``, ``research``, ``commercial`` or a comma-separated allow-list of licence ids."""
+        """``all``, ``research``, ``commercial``, ``redistributable`` or a comma-separated allow-list of licence ids."""
         if spec == "all":
             return cls.everything()
         if spec == "research":
             return cls(spec, frozenset(lic.id for lic in catalogue if lic.id != UNKNOWN))
         if spec == "commercial":
             return cls(spec, frozenset(lic.id for lic in catalogue if lic.commercial and lic.id != UNKNOWN))
+        if spec == "redistributable":
+            return cls(spec, frozenset(lic.id for lic in catalogue if lic.redistribution and lic.id != UNKNOWN))
         ids = [s.strip() for s in spec.split(",") if s.strip()]
         if not ids:
             raise LicenceError(f"licence policy {spec!r}: expected one of {', '.join(POLICIES)} or licence ids")

@@ -53,6 +53,19 @@ def test_malformed_catalogue_and_policies_are_named(tmp_path):
     assert allow.name == "CC-BY-4.0,CC-BY-NC-SA-4.0" and not allow.allows("CC-BY-SA-4.0")
 
 
+def test_redistribution_is_stated_per_licence_and_defaults_to_no_for_unstated_terms(tmp_path):
+    catalogue = LicenceCatalogue.load(REPO / "manifests")
+    redistributable = LicencePolicy.parse("redistributable", catalogue)
+    assert redistributable.allowed == sorted(lic.id for lic in catalogue if lic.id.startswith("CC"))
+    flags = '\nname = "x"\ncommercial = false\nattribution = true\nshare_alike = false\n'
+    (tmp_path / "licences.toml").write_text(f'["CC-BY-4.0"]{flags}["LicenseRef-x"]{flags}[unknown]{flags}')
+    loaded = LicenceCatalogue.load(tmp_path)
+    assert [lic.redistribution for lic in loaded] == [True, False, False]  # CC-BY-4.0, LicenseRef-x, unknown
+    (tmp_path / "licences.toml").write_text(f'["CC-BY-4.0"]{flags}redistribution = "yes"\n')
+    with pytest.raises(LicenceError, match="redistribution must be true or false"):
+        LicenceCatalogue.load(tmp_path)
+
+
 @pytest.fixture
 def mixed_registry(tmp_path) -> Registry:
     """Six SD-saliency-900 records: four under its research licence, one CC-BY-4.0, one CC-BY-SA-4.0."""

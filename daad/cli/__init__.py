@@ -16,6 +16,7 @@ from daad.cli import download as _download  # noqa: F401  (download)
 from daad.cli import evaluate as _evaluate  # noqa: F401  (eval)
 from daad.cli import export as _export  # noqa: F401  (export)
 from daad.cli import leakage as _leakage  # noqa: F401  (audit, exclusions hash)
+from daad.cli import push as _push  # noqa: F401  (push)
 from daad.cli.app import app, err_console
 from daad.errors import DaadError
 

@@ -32,7 +32,7 @@ AcceptLicenceOption = Annotated[
 ]
 LicencePolicyOption = Annotated[
     str,
-    typer.Option("--licence-policy", help="all, research, commercial, or licence ids (comma-separated): "
+    typer.Option("--licence-policy", help="all, research, commercial, redistributable, or licence ids (comma-separated): "
                  "sources outside it are neither downloaded nor built."),
 ]
 

@@ -200,9 +200,13 @@ def stats(
     as_json: JsonOption = False,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also draw records per class by origin and by licence into this PNG (needs daad[eval]).")] = None,
+    contact_sheet: Annotated[Path | None, typer.Option(
+        "--contact-sheet", help="Also draw DIR/<class>.png: records of each class spread across origins, "
+        "mask outlined (images read from the roots).")] = None,
+    root: RootOption = None,
 ) -> None:
     """Counts of records per class x source x licence (near copies marked by `daad dedup` left out)."""
-    registry = open_registry(manifests, None)
+    registry = open_registry(manifests, root)
     if not registry.manifests():
         raise RegistryNotFoundError(f"no manifests in {registry.manifests_dir}: pass --manifests DIR or set DAAD_MANIFESTS")
     counts: Counter = Counter()
@@ -220,6 +224,13 @@ def stats(
         by_origin = Counter((r.anomaly_class, r.origin, r.licence) for r in registry.records()
                             if status == "all" or r.status == status)
         err_console.print(f"plot: {plot_counts(by_origin, plot, f'DAAD records ({status})')}")
+    if contact_sheet is not None:
+        from daad.dataset.sheets import class_sheets
+
+        report = class_sheets(registry, contact_sheet, status)
+        err_console.print(f"contact sheets: {len(report.sheets)} class(es) in {contact_sheet}")
+        for reason, n in sorted(report.unreadable.items()):
+            err_console.print(f"  not drawn ({reason}): {n}")
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -42,16 +42,11 @@ def contact_sheet(rows: Sequence[Synthesis], targets: dict[str, Target], path: P
     in red, and the mask; each image fitted into a ``cell`` square with its aspect kept."""
     lines = []
     for row in rows:
-        target = _fit(targets[row.target_id].image, cell)
-        result = _fit(row.image, cell)
-        mask = _fit(np.repeat(row.mask[..., None] * 255, 3, axis=2), cell, cv2.INTER_NEAREST)
-        contours, _ = cv2.findContours(mask[..., 0], cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        outlined = cv2.drawContours(result.copy(), contours, -1, (255, 0, 0), 1)
-        line = np.concatenate([target, outlined, mask], axis=1)
-        label = np.full((LABEL_HEIGHT, line.shape[1], 3), 255, np.uint8)
+        target = fit_cell(targets[row.target_id].image, cell)
+        mask = fit_cell(np.repeat(row.mask[..., None] * 255, 3, axis=2), cell, cv2.INTER_NEAREST)
+        line = np.concatenate([target, outline(fit_cell(row.image, cell), mask[..., 0]), mask], axis=1)
         text = f"{row.anomaly_class} | target {row.target_id} | from {', '.join(row.source_ids) or '-'}"
-        cv2.putText(label, text[:90], (3, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
-        lines.append(np.concatenate([label, line], axis=0))
+        lines.append(np.concatenate([label_strip(text, line.shape[1]), line], axis=0))
     sheet = np.concatenate(lines, axis=0) if lines else np.zeros((cell, 3 * cell, 3), np.uint8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +54,22 @@ def contact_sheet(rows: Sequence[Synthesis], targets: dict[str, Target], path: P
     return path
 
 
-def _fit(image: np.ndarray, cell: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+def outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """A copy of the RGB ``image`` with the outline of ``mask`` (same size, 255 = anomaly; the grey
+    128 that :func:`fit_cell` pads with is not) in red."""
+    contours, _ = cv2.findContours((mask > 128).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return cv2.drawContours(image.copy(), contours, -1, (255, 0, 0), 1)
+
+
+def label_strip(text: str, width: int) -> np.ndarray:
+    """A white ``LABEL_HEIGHT`` x ``width`` strip with ``text`` in black (cut to what fits)."""
+    strip = np.full((LABEL_HEIGHT, width, 3), 255, np.uint8)
+    fits = max(1, width // 7)
+    cv2.putText(strip, text[:fits], (3, LABEL_HEIGHT - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+    return strip
+
+
+def fit_cell(image: np.ndarray, cell: int, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
     """``image`` scaled to fit a ``cell`` x ``cell`` grey square, aspect kept, centred."""
     height, width = image.shape[:2]
     scale = cell / max(height, width)

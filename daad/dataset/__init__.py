@@ -1,0 +1,1 @@
+"""The built dataset: what ``daad build`` writes and how it is published."""
