@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from daad.atomic import write_atomically
 from daad.archives import ArchiveError, CorruptArchiveError, unpack
 from daad.catalogue import SourceEntry
+from daad.dedup import dedup
 from daad.download import download
 from daad.errors import DaadError, PathEscapeError, RecordFileError
 from daad.fetch import failure_reason
@@ -111,6 +112,8 @@ class Outcome:
     status: str
     detail: str = ""
     files: int = 0
+    duplicates: int = 0
+    """Records of a manifest written now that ``daad dedup`` marked as near copies of other records."""
 
 
 @dataclass
@@ -182,7 +185,20 @@ def prepare(registry: Registry, origins: Iterable[str], options: PrepareOptions)
             report.outcomes.append(prepare_source(registry, registry.catalogue[origin], options))
         except SourceDownloadError as exc:
             report.outcomes.append(Outcome(origin, FAILED, exc.detail))
+    written = [o for o in report.outcomes if o.status == DOWNLOADED and registry.committed_manifest(o.origin) is None]
+    if written:
+        mark_duplicates(registry, written, options)
     return report
+
+
+def mark_duplicates(registry: Registry, written: list[Outcome], options: PrepareOptions) -> None:
+    """Run ``daad dedup`` over the registry once manifests were written at download time, so that no
+    build counts a cross-origin copy; committed manifests are never rewritten (their origins are
+    ``fixed``: a downloaded record that copies one of theirs is the one marked)."""
+    fixed = frozenset(p.stem for p in registry.manifests() if registry.committed_manifest(p.stem) is not None)
+    marks = dedup(registry, fixed=fixed, progress=options.progress).marks
+    for outcome in written:
+        outcome.duplicates = sum(rid.split("/", 1)[0] == outcome.origin for rid in marks)
 
 
 def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> Outcome:

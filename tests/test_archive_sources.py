@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from PIL import Image
 
 from conftest import REPO, copy_manifests
 from daad.catalogue import Catalogue
@@ -226,3 +227,38 @@ def test_archive_laid_out_otherwise_gives_no_empty_manifest(server, catalogue, t
     (outcome,) = prepare(registry, ["kolektorsdd_original"], _options(data, server)).outcomes
     assert outcome.status == FAILED and "found no record" in outcome.detail, outcome.detail
     _assert_nothing_left(data, "kolektorsdd_original", registry)
+
+
+def test_download_marks_copies_of_committed_records(server, catalogue, tmp_path, published):
+    """A manifest written at download time is deduplicated against the committed ones at once;
+    the committed manifest is never rewritten, so the downloaded copy is the one marked."""
+    from daad.ingest import ingest
+    from daad.loaders import get_loader
+
+    members = zipfile.ZipFile(io.BytesIO(published["kolektorsdd_original"]))
+    copies = tmp_path / "mtd"
+    for n in (1, 2):  # the two defective parts, republished as MTD-layout cracks (the same JPEG bytes)
+        image = copies / "MT_Crack" / "Imgs" / f"kos{n:02d}.jpg"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.write_bytes(members.read(f"kos{n:02d}/Part0.jpg"))
+        label = Image.open(io.BytesIO(members.read(f"kos{n:02d}/Part0_label.bmp")))
+        label.save(image.with_suffix(".png"))
+    registry = Registry(catalogue, Roots({"mtd": copies}, data=tmp_path / "data"))
+    ingest(get_loader("mtd").iter_records(copies, registry.catalogue["mtd"]), catalogue / "mtd.jsonl")
+    committed = (catalogue / "mtd.jsonl").read_bytes()
+
+    (outcome,) = prepare(registry, ["kolektorsdd_original"], _options(tmp_path / "data", server)).outcomes
+    assert (outcome.status, outcome.duplicates) == (DOWNLOADED, 2), outcome
+    marks = {r.id: r.duplicate_of for r in read_manifest(tmp_path / "data" / "manifests" / "kolektorsdd_original.jsonl")}
+    assert marks == {"kolektorsdd_original/kos01/Part0": "mtd/Crack/kos01", "kolektorsdd_original/kos02/Part0": "mtd/Crack/kos02"}
+    assert (catalogue / "mtd.jsonl").read_bytes() == committed
+    assert sorted(p.name for p in catalogue.glob("*.jsonl")) == ["mtd.jsonl"]  # nothing written beside it
+
+    # A build counts each picture once: the committed records, not the downloaded copies.
+    result = _run("build", "--manifests", str(catalogue), "--out", "out", "-q", "--accept-licence", NC,
+                  "--accept-licence", "unknown", "--root", f"mtd={copies}", "--origin", "kolektorsdd_original",
+                  "--origin", "mtd", cwd=tmp_path,
+                  env={"DAAD_DATA_DIR": str(tmp_path / "data"), "DAAD_DOWNLOAD_BASE_URL": server.url,
+                       "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((tmp_path / "out" / "build.json").read_text())["origins"] == {"mtd": 2}
