@@ -160,6 +160,12 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     # pushpins' four as copies of breakfast_box's, and the build counts them as duplicates, not twice.
     assert info["skipped"] == {"unmapped_class": 3 + 6 + 2 + 2 + 4 + 4, "duplicate:mvtec_loco": 4}
     assert set(info["manifests"]) == {f"{o}.jsonl" for o in ORIGINS + MORE}
+    # The card's table of sources: rows, near copies left out, licence, commercial use, how obtained.
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert ("| MVTec 3D Anomaly Detection (MVTec 3D-AD) (`mvtec_3d`) | 3 | 0 | `CC-BY-NC-SA-4.0` | no "
+            "| by itself: md5-pinned archive (no sha256 published), manifest written at download |") in card
+    assert "| Visual Anomaly (VisA) (`visa`) | 6 | 0 | `CC-BY-4.0` | yes | by itself: sha256-pinned archive" in card
+    assert "(`mvtec_loco`) | 0 | 4 | `CC-BY-NC-SA-4.0` | no |" in card
     visa = {r.id: r for r in read_manifest(data / "manifests" / "visa.jsonl")}
     assert visa["visa/pcb1/000"].anomaly_class == "stain" and visa["visa/pcb1/000"].licence == "CC-BY-4.0"
     btad = {r.id: r for r in read_manifest(data / "manifests" / "btad.jsonl")}
@@ -272,6 +278,9 @@ def test_download_marks_copies_of_committed_records(server, catalogue, tmp_path,
                        "XDG_CONFIG_HOME": str(tmp_path / "config")})
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((tmp_path / "out" / "build.json").read_text())["origins"] == {"mtd": 2}
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "(`mtd`) | 2 | 0 | `unknown` | no | by itself: pinned commit, every image's sha256" in card
+    assert "(`kolektorsdd_original`) | 0 | 2 | `CC-BY-NC-SA-4.0` | no | by itself: sha256-pinned archive" in card
 
 
 def test_mvtec_loco_3d_and_ad2_download_by_themselves(server, catalogue, tmp_path, published):

@@ -1,0 +1,1 @@
+"""Building the dataset from the registry: rows, shards, the card."""
