@@ -168,6 +168,10 @@ def find_duplicates(
     for origin in [o for o in ordered if o in fixed] + [o for o in ordered if o not in fixed]:
         records = [r for r in by_origin[origin] if r.status in TAKES_PART and r.phash is not None]
         report.records[origin] = len(records)
+        if origin in fixed:
+            _keep_fixed(records, images, seen, kept_as, report)
+            bar.update(len(records))
+            continue
         own = [images.get(r) for r in records]
         for record, got in zip(records, own):
             if isinstance(got, str):
@@ -180,20 +184,14 @@ def find_duplicates(
             return images.query(records[i])
 
         cross: dict[int, tuple[Record, float, int]] = {}
-        for cls in ({r.anomaly_class for r in records} & set(seen)) if origin not in fixed else ():
+        for cls in {r.anomaly_class for r in records} & set(seen):
             todo = [i for i in readable if records[i].anomaly_class == cls]
             earlier = seen[cls].hashes()
             found = earlier.matches(HashIndex(earlier.hashes), [queries[i] for i in todo], lambda q: query_of(todo[q]))
             cross |= {i: (seen[cls].records[m.image], m.share, m.bits) for i, m in zip(todo, found) if m is not None}
-        same = {} if origin in fixed else _candidates(
-            HashIndex(np.array([own[i][0] for i in readable], dtype=np.uint64).reshape(-1)), queries)
+        same = _candidates(HashIndex(np.array([own[i][0] for i in readable], dtype=np.uint64).reshape(-1)), queries)
         for i, record in enumerate(records):
             bar.update()
-            if origin in fixed:
-                kept_as[record.id] = kept_as.get(record.duplicate_of or "", record.duplicate_of or record.id)
-                if record.duplicate_of is not None:
-                    report.marks[record.id] = record.duplicate_of
-                continue
             if i not in fine_of:
                 if record.duplicate_of is not None:
                     report.marks[record.id] = record.duplicate_of
@@ -221,6 +219,22 @@ def find_duplicates(
     bar.update(total - bar.n)
     bar.close()
     return report, by_origin
+
+
+def _keep_fixed(records: list[Record], images: _Images, seen: dict[str, _Seen], kept_as: dict[str, str],
+                report: DedupReport) -> None:
+    """A fixed origin's records keep their marks; its kept ones join the records later origins are
+    compared with (a marked one shows the picture of a record already there, so it is not read)."""
+    for record in records:
+        kept_as[record.id] = kept_as.get(record.duplicate_of or "", record.duplicate_of or record.id)
+        if record.duplicate_of is not None:
+            report.marks[record.id] = record.duplicate_of
+            continue
+        got = images.get(record)
+        if isinstance(got, str):
+            report.unchecked[record.id] = got
+        else:
+            seen.setdefault(record.anomaly_class, _Seen()).add(record, *got)
 
 
 def _candidates(index: HashIndex, queries: list[int]) -> dict[int, list[int]]:
