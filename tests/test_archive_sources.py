@@ -280,6 +280,14 @@ def test_download_marks_copies_of_committed_records(server, catalogue, tmp_path,
     assert json.loads((tmp_path / "out" / "build.json").read_text())["origins"] == {"mtd": 2}
     card = (tmp_path / "out" / "README.md").read_text()
     assert "(`mtd`) | 2 | 0 | `unknown` | no | by itself: pinned commit, every image's sha256" in card
+
+    # `daad download` says so in its table.
+    shown = _run("download", "--manifests", str(catalogue), "--origin", "kolektorsdd_original", "--root",
+                 f"mtd={copies}", "--accept-licence", NC, cwd=tmp_path,
+                 env={"DAAD_DATA_DIR": str(tmp_path / "other"), "DAAD_DOWNLOAD_BASE_URL": server.url,
+                      "XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "300"})
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "2 near copies of other records marked" in shown.stdout
     assert "(`kolektorsdd_original`) | 0 | 2 | `CC-BY-NC-SA-4.0` | no | by itself: sha256-pinned archive" in card
 
 
