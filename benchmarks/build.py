@@ -2,9 +2,12 @@
 (a full build, and a rebuild with nothing changed, which keeps the shards) and to the bare
 I/O floor of any parquet build (the same bytes read and written into one uncompressed
 parquet file by pyarrow: no masks, no checks, no sync); how much a second CPU adds here;
-and the memory of a build and of a validate of a synthetic 100k-record manifest.
+the memory of a build and of a validate of a synthetic 100k-record manifest; and a build at
+full scale (every source ``daad build`` reaches, at its real count and image sizes: stand-ins
+from :mod:`standins` where a source's files are not here), next to the bytes -> parquet floor
+of the same images in the same rounds.
 
-Run: ``python benchmarks/build.py [--records 100000]``. Prints figures; asserts nothing.
+Run: ``python benchmarks/build.py [--records 100000] [--full-scale-only]``. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from common import REPO, SOURCE_ROOTS  # noqa: E402  (puts the checkout on sys.path)
 
+import standins  # noqa: E402
 from daad.exclusion import HASHES_DIR  # noqa: E402
 from daad.manifest import manifest_paths, read_manifest, write_manifest  # noqa: E402
 
@@ -54,6 +58,14 @@ _FLOOR = (
     "t = time.perf_counter(); table = pa.table({'image': [open(f, 'rb').read() for f in files]});"
     "pq.write_table(table, sys.argv[2], compression='none', use_dictionary=False, write_statistics=False);"
     "print(time.perf_counter() - t)"
+)
+_DEDUP = (
+    "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
+    "from daad.dedup import dedup; from daad.registry import Registry; from daad.roots import Roots;"
+    "t = time.perf_counter(); r = dedup(Registry(Path(sys.argv[2]), Roots(json.loads(sys.argv[3]))), dry_run=True,"
+    "fixed=frozenset(json.loads(sys.argv[4])));"
+    "print(json.dumps({'seconds': time.perf_counter() - t, 'records': sum(r.records.values()), 'marks': len(r.marks),"
+    "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"
 )
 _SPIN = "import time; t = time.process_time(); x = 0\nwhile time.process_time() - t < 1: x += 1\nprint(x)"
 
@@ -142,6 +154,50 @@ def real_sources(tmp: Path) -> None:
               f"{min(times[base]) / min(times['daad build --reuse']):.2f}")
 
 
+def full_scale(tmp: Path, rounds: int) -> None:
+    """The whole reachable DAAD in one build: time and peak RSS, against the floor of its bytes."""
+    t = time.perf_counter()
+    manifests, roots = standins.full_scale(REPO, ROOTS, tmp / "full")
+    made = time.perf_counter() - t
+    built = [r for p in manifest_paths(manifests) for r in read_manifest(p)
+             if r.status == "accepted" and r.anomaly_class != "unmapped" and r.duplicate_of is None
+             and r.image.path and r.origin in roots]
+    files = [roots[r.origin] / r.image.path for r in built]
+    size = sum(f.stat().st_size for f in files)
+    listing = tmp / "full-files.txt"
+    listing.write_text("\n".join(map(str, files)))
+    cached = sorted(set(files))
+    times: dict[str, list[float]] = {"bytes -> parquet": [], "daad build": []}
+    for _ in range(rounds):
+        _settle(tmp, cached)
+        floor = subprocess.run([sys.executable, "-c", _FLOOR, str(listing), str(tmp / "floor.parquet")],
+                               capture_output=True, text=True, check=True)
+        times["bytes -> parquet"].append(float(floor.stdout))
+        (tmp / "floor.parquet").unlink()
+        _settle(tmp, cached)
+        stats = run_build(manifests, roots, tmp / "full-out" / "daad")
+        times["daad build"].append(stats["seconds"])
+        shutil.rmtree(tmp / "full-out")
+    real = sorted(o for o in roots if roots[o] == ROOTS.get(o))
+    print(f"full scale: {stats['rows']} rows ({len(built)} expected), {size / 1e9:.2f} GB of images, "
+          f"{len(cached)} distinct files; real files: {', '.join(real)}; stand-ins for the rest (made in {made:.0f} s); "
+          f"{rounds} rounds (seconds: best, median)")
+    for name, values in times.items():
+        best = min(values)
+        print(f"  {name:<19}: {best:.1f} s  {statistics.median(values):.1f} s  {size / 1e6 / best:7.1f} MB/s  "
+              f"{len(files) / best:6.0f} images/s")
+    ratios = [b / f for f, b in zip(times["bytes -> parquet"], times["daad build"])]
+    print(f"  build / floor, time: best vs best {min(times['daad build']) / min(times['bytes -> parquet']):.2f}, "
+          f"per round {min(ratios):.2f}..{max(ratios):.2f}; build peak RSS {stats['rss_mb']:.0f} MB")
+    # What `daad download` adds once it has written manifests: the dedup of them against every other origin.
+    fixed = sorted(set(roots) - set(standins.DOWNLOADED))
+    args = [sys.executable, "-c", _DEDUP, str(REPO), str(manifests), json.dumps({k: str(v) for k, v in roots.items()}),
+            json.dumps(fixed)]
+    checked = json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+    print(f"  download-time dedup ({', '.join(standins.DOWNLOADED)} against the rest): {checked['seconds']:.1f} s for "
+          f"{checked['records']} records, {checked['marks']} marks, peak RSS {checked['rss_mb']:.0f} MB")
+
+
 def cpu_scaling() -> None:
     """Work done by two CPU-bound processes at once, against one alone (2.0 = two whole cores)."""
     alone = int(subprocess.run([sys.executable, "-c", _SPIN], capture_output=True, text=True, check=True).stdout)
@@ -195,11 +251,16 @@ def _same_fs(a: Path, b: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, nargs="*", default=[10_000, 50_000, 100_000])
+    parser.add_argument("--full-scale-rounds", type=int, default=2)
+    parser.add_argument("--full-scale-only", action="store_true", help="Only the full-scale build and its floor.")
     args = parser.parse_args()
     cpu_scaling()
     with tempfile.TemporaryDirectory() as tmp:
-        real_sources(Path(tmp))
-        synthetic(Path(tmp), args.records)
+        if not args.full_scale_only:
+            real_sources(Path(tmp))
+        full_scale(Path(tmp), args.full_scale_rounds)
+        if not args.full_scale_only:
+            synthetic(Path(tmp), args.records)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The dataset card of a registry build: YAML configs and features, then a human part
-with counts per class x source x licence, the licence breakdown and every citation."""
+with counts per class x source x licence, each source's rows, licence and how it was
+obtained, the licence breakdown and every citation."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datasets import Value
 
 from daad.build_rows import DUP_MARK
 from daad.catalogue import CatalogueError
+from daad.dataset.sources_table import sources_section
 from daad.features import REGISTRY_FEATURES
 from daad.licences import LicenceCatalogue
 from daad.shards import card_text, features_yaml
@@ -153,6 +155,7 @@ def _body(registry: Registry, summary: BuildSummary, configs: dict[str, list[str
                   + ": an evaluation on these needs no leak-free config (use `default`)."]
     lines += ["", "## Counts (class x source x licence)", "", "| class | source | licence | rows |", "|---|---|---|---|"]
     lines += [f"| {c} | {s} | {lic} | {n} |" for (c, s, lic), n in sorted(summary.counts.items())]
+    lines += sources_section(registry, summary)
     licences: Counter = Counter()
     for (_, _, lic), n in summary.counts.items():
         licences[lic] += n

@@ -38,6 +38,9 @@ class Download:
     subpath: str = ""
     sha256: str | None = None
     """Archive checksum, only where the publisher's archive is byte-stable."""
+    md5: str | None = None
+    """Archive md5, where no sha256 of the publisher's archive is published (a weaker pin: it
+    catches a changed or damaged archive, not a crafted collision)."""
     size: int | None = None
     format: str = "zip"
     keep: tuple[str, ...] = ()

@@ -20,6 +20,11 @@ Pa_101 and Pa_105 byte for byte; several records of one file, one per class of i
 are never duplicates of each other). A copy of a record that is
 itself a duplicate is marked with the record kept for that picture.
 
+Origins named ``fixed`` (``daad download`` passes those with a committed manifest, which it
+never rewrites) keep the marks they have and are visited first: a source whose manifest was
+written at download time is compared with all of them, and its copies of their records are
+marked, whatever the catalogue would keep otherwise.
+
 Only accepted and needs-review records take part (a rejected record neither keeps nor
 loses). A record whose image, or every candidate's, cannot be read here keeps the mark
 it had (``unchecked`` in the report). Each manifest that changes is rewritten atomically.
@@ -148,8 +153,10 @@ class _Seen:
         )
 
 
-def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupReport, dict[str, list[Record]]]:
-    """The marks of the whole registry, and its records by origin (as read)."""
+def find_duplicates(
+    registry: Registry, progress: bool = False, fixed: frozenset[str] = frozenset()
+) -> tuple[DedupReport, dict[str, list[Record]]]:
+    """The marks of the whole registry, and its records by origin (as read); ``fixed`` origins keep theirs."""
     by_origin = {path.stem: list(read_manifest(path)) for path in registry.manifests()}
     report = DedupReport()
     images = _Images(registry)
@@ -157,9 +164,14 @@ def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupRe
     kept_as: dict[str, str] = {}  # record id -> id of the record kept for its picture (itself if kept)
     total = sum(len(v) for v in by_origin.values())
     bar = tqdm(total=total, unit="rec", desc="dedup", disable=not progress)
-    for origin in origin_priority(registry.catalogue, by_origin):
+    ordered = origin_priority(registry.catalogue, by_origin)
+    for origin in [o for o in ordered if o in fixed] + [o for o in ordered if o not in fixed]:
         records = [r for r in by_origin[origin] if r.status in TAKES_PART and r.phash is not None]
         report.records[origin] = len(records)
+        if origin in fixed:
+            _keep_fixed(records, images, seen, kept_as, report)
+            bar.update(len(records))
+            continue
         own = [images.get(r) for r in records]
         for record, got in zip(records, own):
             if isinstance(got, str):
@@ -209,6 +221,22 @@ def find_duplicates(registry: Registry, progress: bool = False) -> tuple[DedupRe
     return report, by_origin
 
 
+def _keep_fixed(records: list[Record], images: _Images, seen: dict[str, _Seen], kept_as: dict[str, str],
+                report: DedupReport) -> None:
+    """A fixed origin's records keep their marks; its kept ones join the records later origins are
+    compared with (a marked one shows the picture of a record already there, so it is not read)."""
+    for record in records:
+        kept_as[record.id] = kept_as.get(record.duplicate_of or "", record.duplicate_of or record.id)
+        if record.duplicate_of is not None:
+            report.marks[record.id] = record.duplicate_of
+            continue
+        got = images.get(record)
+        if isinstance(got, str):
+            report.unchecked[record.id] = got
+        else:
+            seen.setdefault(record.anomaly_class, _Seen()).add(record, *got)
+
+
 def _candidates(index: HashIndex, queries: list[int]) -> dict[int, list[int]]:
     """Query index -> indexed hashes within the threshold."""
     pairs = index.pairs(queries)
@@ -223,10 +251,16 @@ def _bits(original: Record, copy: Record) -> int:
     return int(parse_hash(original.phash) ^ parse_hash(copy.phash)).bit_count()
 
 
-def dedup(registry: Registry, dry_run: bool = False, progress: bool = False) -> DedupReport:
-    """Find the duplicates and, unless ``dry_run``, write the marks into the manifests."""
-    report, by_origin = find_duplicates(registry, progress)
+def dedup(
+    registry: Registry, dry_run: bool = False, progress: bool = False, fixed: frozenset[str] = frozenset()
+) -> DedupReport:
+    """Find the duplicates and, unless ``dry_run``, write the marks into the manifests they were
+    read from (never into a ``fixed`` origin's)."""
+    report, by_origin = find_duplicates(registry, progress, fixed)
+    paths = {path.stem: path for path in registry.manifests()}
     for origin, records in by_origin.items():
+        if origin in fixed:
+            continue
         changed = False
         marked = []
         for record in records:
@@ -240,6 +274,6 @@ def dedup(registry: Registry, dry_run: bool = False, progress: bool = False) -> 
                 record = replace(record, duplicate_of=mark)
             marked.append(record)
         if changed and not dry_run:
-            write_manifest(registry.manifests_dir / f"{origin}.jsonl", marked)
+            write_manifest(paths[origin], marked)
             report.written.append(origin)
     return report

@@ -10,7 +10,8 @@ either absent or complete, never half unpacked. A source is pinned one of two wa
 - **a committed manifest** (GitHub archives, which are not byte-stable): every image the
   origin's ``manifests/<origin>.jsonl`` names is checked against its sha256;
 - **the archive's sha256** (``sha256`` in ``downloads.toml``; plain archive URLs such as VisA,
-  BTAD, KolektorSDD, MVTec AD): the download is refused unless its bytes match, and the
+  BTAD, KolektorSDD, MVTec AD; ``md5`` where only that is published, MVTec 3D-AD): the
+  download is refused unless its bytes match, and the
   manifest is written here, from the verified archive, by the origin's loader, into
   ``<data dir>/manifests/<origin>.jsonl``, where :class:`daad.registry.Registry` finds it beside
   the committed ones. Same archive, same manifest bytes. It is written (atomically) before
@@ -37,6 +38,7 @@ a manual download.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -54,6 +56,7 @@ from tqdm.auto import tqdm
 from daad.atomic import write_atomically
 from daad.archives import ArchiveError, CorruptArchiveError, unpack
 from daad.catalogue import SourceEntry
+from daad.dedup import dedup
 from daad.download import download
 from daad.errors import DaadError, PathEscapeError, RecordFileError
 from daad.fetch import failure_reason
@@ -111,6 +114,8 @@ class Outcome:
     status: str
     detail: str = ""
     files: int = 0
+    duplicates: int = 0
+    """Records of a manifest written now that ``daad dedup`` marked as near copies of other records."""
 
 
 @dataclass
@@ -182,7 +187,20 @@ def prepare(registry: Registry, origins: Iterable[str], options: PrepareOptions)
             report.outcomes.append(prepare_source(registry, registry.catalogue[origin], options))
         except SourceDownloadError as exc:
             report.outcomes.append(Outcome(origin, FAILED, exc.detail))
+    written = [o for o in report.outcomes if o.status == DOWNLOADED and registry.committed_manifest(o.origin) is None]
+    if written:
+        mark_duplicates(registry, written, options)
     return report
+
+
+def mark_duplicates(registry: Registry, written: list[Outcome], options: PrepareOptions) -> None:
+    """Run ``daad dedup`` over the registry once manifests were written at download time, so that no
+    build counts a cross-origin copy; committed manifests are never rewritten (their origins are
+    ``fixed``: a downloaded record that copies one of theirs is the one marked)."""
+    fixed = frozenset(p.stem for p in registry.manifests() if registry.committed_manifest(p.stem) is not None)
+    marks = dedup(registry, fixed=fixed, progress=options.progress).marks
+    for outcome in written:
+        outcome.duplicates = sum(rid.split("/", 1)[0] == outcome.origin for rid in marks)
 
 
 def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> Outcome:
@@ -205,7 +223,7 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
             manual = entry.manual_download.strip().rstrip(".")
             return Outcome(entry.id, SKIPPED, f"manual download: {manual}; then pass {how}")
         return Outcome(entry.id, SKIPPED, "no open download in the catalogue")
-    if registry.committed_manifest(entry.id) is None and entry.download.sha256 is None:
+    if registry.committed_manifest(entry.id) is None and entry.download.sha256 is None and entry.download.md5 is None:
         return Outcome(entry.id, SKIPPED, f"no manifest in {registry.manifests_dir} and no sha256 pin for its "
                                           "archive in downloads.toml: nothing to check it against")
     where = entry.licence_url or entry.homepage
@@ -219,7 +237,8 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
             )
     state = _fetch_verified(registry, entry, options)
     if "records" in state:
-        return Outcome(entry.id, DOWNLOADED, f"archive sha256 verified; manifest of {state['records']} records "
+        pin = "sha256" if entry.download.sha256 is not None else "md5"
+        return Outcome(entry.id, DOWNLOADED, f"archive {pin} verified; manifest of {state['records']} records "
                                              f"written ({state['unmapped']} of them unmapped)", state["records"])
     return Outcome(entry.id, DOWNLOADED, f"{state['files_verified']} files verified", state["files_verified"])
 
@@ -241,6 +260,8 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
             _download_archive(entry.id, url, archive, spec.sha256, spec.size, options)
         tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{entry.id}-", dir=state_dir))
         try:
+            if spec.md5 is not None and (md5 := md5_file(archive)) != spec.md5:
+                raise SourceDownloadError(entry.id, f"download of {url} failed: md5_mismatch: expected {spec.md5}, got {md5}")
             staged = tmp / entry.id
             unpack(
                 archive, staged, format=spec.format, subpath=spec.subpath,
@@ -251,7 +272,8 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
                 state = {"files_verified": verify_files(registry, entry.id, staged, progress=options.progress)}
             else:
                 report, manifest = write_downloaded_manifest(registry, entry, staged)
-                state = {"archive_sha256": spec.sha256, "manifest": str(manifest), "manifest_sha256": sha256_file(manifest),
+                state = {"archive_sha256": spec.sha256 or sha256_file(archive), "manifest": str(manifest),
+                         "manifest_sha256": sha256_file(manifest),
                          "records": report.accepted, "unmapped": sum(report.unmapped.values()),
                          "skipped": dict(report.skipped)}
             os.rename(staged, options.data / entry.id)
@@ -345,6 +367,15 @@ def verify_files(registry: Registry, origin: str, root: Path, *, progress: bool 
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise SourceDownloadError(origin, f"{len(errors)} file(s) differ from the manifest: " + "; ".join(errors[:3]) + more)
     return len(records)
+
+
+def md5_file(path: Path) -> str:
+    """The md5 of a file (archives pinned by the md5 their publisher or anomalib gives)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _state_path(data: Path, origin: str) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from PIL import Image
 
 from conftest import REPO, copy_manifests
 from daad.catalogue import Catalogue
@@ -36,6 +37,8 @@ from helpers.archive_server import ArchiveServer
 
 NC = "CC-BY-NC-SA-4.0"
 ORIGINS = ("btad", "kolektorsdd_original", "mvtec_ad", "visa")
+MORE = ("mvtec_3d", "mvtec_ad2", "mvtec_loco")
+"""Pinned too, all of them non-commercial; MVTec 3D-AD by md5, the only checksum published for it."""
 
 
 def _tar(files: dict[str, bytes], mode: str) -> bytes:
@@ -68,6 +71,8 @@ def published(tmp_path_factory) -> dict[str, bytes]:
     fake.write_btad(base / "btad")
     fake.write_kolektorsdd_original(base / "kolektorsdd")
     fake.write_mvtec_ad(base / "mvtec")
+    for origin in MORE:
+        getattr(fake, f"write_{origin}")(base / origin)
     return {
         # VisA_20220922.tar: the categories and split_csv/ at the top, no compression.
         "visa": _tar(_files(base / "visa") | {"LICENSE-DATASET": b"CC BY 4.0\n"}, "w"),
@@ -77,7 +82,8 @@ def published(tmp_path_factory) -> dict[str, bytes]:
         "kolektorsdd_original": _zip(_files(base / "kolektorsdd")),
         # mvtec_anomaly_detection.tar.xz: the categories, license.txt and readme.txt at the top.
         "mvtec_ad": _tar(_files(base / "mvtec") | {"license.txt": b"CC BY-NC-SA 4.0\n", "readme.txt": b"x\n"}, "w:xz"),
-    }
+        # MVTec LOCO, MVTec 3D-AD and MVTec AD 2: the categories at the top as well, as anomalib unpacks and reads them.
+    } | {origin: _tar(_files(base / origin) | {"license.txt": b"CC BY-NC-SA 4.0\n"}, "w:xz") for origin in MORE}
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +97,11 @@ def server(published):
 
 
 def _pin(manifests: Path, sha256: dict[str, str]) -> None:
-    """Rewrite the scratch downloads.toml with ``sha256`` for the given origins (all values are strings)."""
+    """Rewrite the scratch downloads.toml with ``sha256`` for the given origins (``md5`` where the
+    catalogue pins that instead)."""
     tables = tomllib.loads((manifests / "downloads.toml").read_text())
     for origin, digest in sha256.items():
-        tables[origin]["sha256"] = digest
+        tables[origin]["md5" if "md5" in tables[origin] else "sha256"] = digest
     (manifests / "downloads.toml").write_text("".join(
         f"[{origin}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items()) + "\n"
         for origin, table in tables.items()
@@ -105,7 +112,8 @@ def _pin(manifests: Path, sha256: dict[str, str]) -> None:
 def catalogue(tmp_path, published) -> Path:
     """Scratch manifests (catalogue files only) pinning each fake archive's sha256."""
     manifests = copy_manifests(tmp_path / "manifests")
-    _pin(manifests, {o: hashlib.sha256(body).hexdigest() for o, body in published.items()})
+    _pin(manifests, {o: (hashlib.md5 if o == "mvtec_3d" else hashlib.sha256)(body).hexdigest()
+                     for o, body in published.items()})
     return manifests
 
 
@@ -146,9 +154,18 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     info = json.loads((tmp_path / "out" / "build.json").read_text())
     # VisA: 6 of 9 records map (two images split per defect, see test_loaders_fixtures); BTAD's
     # 'ko' is unmapped; KolektorSDD: 2 cracks; MVTec AD: broken_large x2, contamination, poke_insulation.
-    assert info["origins"] == {"kolektorsdd_original": 2, "mvtec_ad": 4, "visa": 6}
-    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2}
-    assert set(info["manifests"]) == {f"{o}.jsonl" for o in ORIGINS}
+    # MVTec 3D-AD: 2 cracks and a damaged thread; LOCO and MVTec AD 2 name no defect type (all unmapped).
+    assert info["origins"] == {"kolektorsdd_original": 2, "mvtec_3d": 3, "mvtec_ad": 4, "visa": 6}
+    # The fake LOCO tree draws both categories' images from the same seeds: the download's dedup marked
+    # pushpins' four as copies of breakfast_box's, and the build counts them as duplicates, not twice.
+    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2 + 2 + 4 + 4, "duplicate:mvtec_loco": 4}
+    assert set(info["manifests"]) == {f"{o}.jsonl" for o in ORIGINS + MORE}
+    # The card's table of sources: rows, near copies left out, licence, commercial use, how obtained.
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert ("| MVTec 3D Anomaly Detection (MVTec 3D-AD) (`mvtec_3d`) | 3 | 0 | `CC-BY-NC-SA-4.0` | no "
+            "| by itself: md5-pinned archive (no sha256 published), manifest written at download |") in card
+    assert "| Visual Anomaly (VisA) (`visa`) | 6 | 0 | `CC-BY-4.0` | yes | by itself: sha256-pinned archive" in card
+    assert "(`mvtec_loco`) | 0 | 4 | `CC-BY-NC-SA-4.0` | no |" in card
     visa = {r.id: r for r in read_manifest(data / "manifests" / "visa.jsonl")}
     assert visa["visa/pcb1/000"].anomaly_class == "stain" and visa["visa/pcb1/000"].licence == "CC-BY-4.0"
     btad = {r.id: r for r in read_manifest(data / "manifests" / "btad.jsonl")}
@@ -226,3 +243,77 @@ def test_archive_laid_out_otherwise_gives_no_empty_manifest(server, catalogue, t
     (outcome,) = prepare(registry, ["kolektorsdd_original"], _options(data, server)).outcomes
     assert outcome.status == FAILED and "found no record" in outcome.detail, outcome.detail
     _assert_nothing_left(data, "kolektorsdd_original", registry)
+
+
+def test_download_marks_copies_of_committed_records(server, catalogue, tmp_path, published):
+    """A manifest written at download time is deduplicated against the committed ones at once;
+    the committed manifest is never rewritten, so the downloaded copy is the one marked."""
+    from daad.ingest import ingest
+    from daad.loaders import get_loader
+
+    members = zipfile.ZipFile(io.BytesIO(published["kolektorsdd_original"]))
+    copies = tmp_path / "mtd"
+    for n in (1, 2):  # the two defective parts, republished as MTD-layout cracks (the same JPEG bytes)
+        image = copies / "MT_Crack" / "Imgs" / f"kos{n:02d}.jpg"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.write_bytes(members.read(f"kos{n:02d}/Part0.jpg"))
+        label = Image.open(io.BytesIO(members.read(f"kos{n:02d}/Part0_label.bmp")))
+        label.save(image.with_suffix(".png"))
+    registry = Registry(catalogue, Roots({"mtd": copies}, data=tmp_path / "data"))
+    ingest(get_loader("mtd").iter_records(copies, registry.catalogue["mtd"]), catalogue / "mtd.jsonl")
+    committed = (catalogue / "mtd.jsonl").read_bytes()
+
+    (outcome,) = prepare(registry, ["kolektorsdd_original"], _options(tmp_path / "data", server)).outcomes
+    assert (outcome.status, outcome.duplicates) == (DOWNLOADED, 2), outcome
+    marks = {r.id: r.duplicate_of for r in read_manifest(tmp_path / "data" / "manifests" / "kolektorsdd_original.jsonl")}
+    assert marks == {"kolektorsdd_original/kos01/Part0": "mtd/Crack/kos01", "kolektorsdd_original/kos02/Part0": "mtd/Crack/kos02"}
+    assert (catalogue / "mtd.jsonl").read_bytes() == committed
+    assert sorted(p.name for p in catalogue.glob("*.jsonl")) == ["mtd.jsonl"]  # nothing written beside it
+
+    # A build counts each picture once: the committed records, not the downloaded copies.
+    result = _run("build", "--manifests", str(catalogue), "--out", "out", "-q", "--accept-licence", NC,
+                  "--accept-licence", "unknown", "--root", f"mtd={copies}", "--origin", "kolektorsdd_original",
+                  "--origin", "mtd", cwd=tmp_path,
+                  env={"DAAD_DATA_DIR": str(tmp_path / "data"), "DAAD_DOWNLOAD_BASE_URL": server.url,
+                       "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((tmp_path / "out" / "build.json").read_text())["origins"] == {"mtd": 2}
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "(`mtd`) | 2 | 0 | `unknown` | no | by itself: pinned commit, every image's sha256" in card
+
+    # `daad download` says so in its table.
+    shown = _run("download", "--manifests", str(catalogue), "--origin", "kolektorsdd_original", "--root",
+                 f"mtd={copies}", "--accept-licence", NC, cwd=tmp_path,
+                 env={"DAAD_DATA_DIR": str(tmp_path / "other"), "DAAD_DOWNLOAD_BASE_URL": server.url,
+                      "XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "300"})
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert "2 near copies of other records marked" in shown.stdout
+    assert "(`kolektorsdd_original`) | 0 | 2 | `CC-BY-NC-SA-4.0` | no | by itself: sha256-pinned archive" in card
+
+
+def test_mvtec_loco_3d_and_ad2_download_by_themselves(server, catalogue, tmp_path, published):
+    """MVTec LOCO and MVTec AD 2 (sha256) and MVTec 3D-AD (md5) from fake archives of their published trees."""
+    writers = MORE
+    assert "sha256" not in tomllib.loads((catalogue / "downloads.toml").read_text())["mvtec_3d"]
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    outcomes = {o.origin: o for o in prepare(registry, list(writers), _options(data, server)).outcomes}
+    assert {o: outcomes[o].status for o in writers} == dict.fromkeys(writers, DOWNLOADED), outcomes
+    assert outcomes["mvtec_3d"].detail.startswith("archive md5 verified; manifest of 5 records written (2 of them unmapped)")
+    assert outcomes["mvtec_ad2"].detail.startswith("archive sha256 verified; manifest of 4 records written (4 of them")
+    classes = {r.id: r.anomaly_class for r in read_manifest(data / "manifests" / "mvtec_3d.jsonl")}
+    assert classes == {"mvtec_3d/bagel/test/combined/000": "unmapped", "mvtec_3d/bagel/test/crack/000": "crack",
+                       "mvtec_3d/bagel/test/crack/001": "crack", "mvtec_3d/cable_gland/test/bent/000": "unmapped",
+                       "mvtec_3d/cable_gland/test/thread/000": "abrasion"}
+    loco = list(read_manifest(data / "manifests" / "mvtec_loco.jsonl"))
+    assert len(loco) == 8 and {r.anomaly_class for r in loco} == {"unmapped"}
+
+    # Other bytes under the same md5 pin: refused (fetched once more), nothing left.
+    path = urlsplit(registry.catalogue["mvtec_3d"].download.url).path
+    server.files[path] = published["mvtec_3d"] + b"x"
+    data = tmp_path / "again"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["mvtec_3d"], _options(data, server)).outcomes
+    assert outcome.status == FAILED and "md5_mismatch" in outcome.detail and "still wrong" in outcome.detail
+    _assert_nothing_left(data, "mvtec_3d", registry)
+    server.files[path] = published["mvtec_3d"]

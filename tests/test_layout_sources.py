@@ -183,3 +183,28 @@ def test_one_command_builds_the_layout_sources_from_the_mirror(mirror, tmp_path)
                     for p in (tmp_path / "out" / "daad" / "data").rglob("*.parquet"))
     assert shards == ["bsdata/pits.parquet", "deepcrack/crack.parquet", "mtd/abrasion.parquet",
                       "mtd/crack.parquet", "mtd/pits.parquet"]
+
+
+@pytest.mark.parametrize("origin", ["aebad", "rsdds"])
+def test_paper_sources_read_as_layout_data(origin, tmp_path):
+    """AeBAD-S and RSDDs (Type-I/II), two of the paper's nine datasets, have no module: their
+    published trees are catalogue layouts; classes per defect type where the release names one."""
+    expected = getattr(fake, f"write_{origin}")(tmp_path)
+    assert get_loader(origin) == LayoutLoader(origin)
+    records, skipped = split_items(get_loader(origin).iter_records(tmp_path))
+    assert not skipped
+    assert Counter(r.native_label for r in records) == Counter(expected.records)
+    by_id = {r.id: r for r in records}
+    if origin == "aebad":
+        assert {r.native_label: r.anomaly_class for r in records} == {
+            "ablation": "abrasion", "fracture": "crack", "groove": "scratch"}
+        record = by_id["aebad/test/ablation/view/001"]
+        assert np.array_equal(record.mask.decode(), fake.blob(3211)) and record.split == "test"
+        assert [n.id for n in get_loader(origin).iter_normals(tmp_path)] == [
+            "aebad/test/good/same/000", "aebad/train/good/background/000"]
+    else:
+        assert {r.anomaly_class for r in records} == {"unmapped"}  # no defect types in the release
+        record = by_id["rsdds/Type-II/rail_1"]
+        assert (record.width, record.height) == (fake.SIZE // 2, 3 * fake.SIZE)
+        # JPEG masks: binarised at 128, the rectangle comes back whole
+        assert np.array_equal(record.mask.decode(), fake.blob(3311, (fake.SIZE // 2, 3 * fake.SIZE)))

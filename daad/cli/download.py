@@ -77,7 +77,8 @@ def prepare_sources(
             table.add_column(col)
         colours = {"present": "green", "downloaded": "green", "skipped": "yellow", "failed": "red"}
         for o in report.outcomes:
-            table.add_row(o.origin, f"[{colours[o.status]}]{o.status}[/]", o.detail)
+            copies = f"; {o.duplicates} near copies of other records marked (`daad dedup`)" if o.duplicates else ""
+            table.add_row(o.origin, f"[{colours[o.status]}]{o.status}[/]", o.detail + copies)
         console.print(table)
     if report.failed:
         raise DownloadFailedError("; ".join(f"{o.origin}: {o.detail}" for o in report.failed))

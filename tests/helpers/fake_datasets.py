@@ -358,3 +358,67 @@ def write_neu_seg(root: Path) -> Expected:
         {"inclusion": 2, "patches": 1, "scratches": 2}, 0,
         {"empty_mask": 1, "unknown_mask_value": 1, "no_annotation": 1},
     )
+
+
+def write_mvtec_3d(root: Path) -> Expected:
+    """``<cat>/{train,validation,test}/<type>/rgb/NNN.png`` with ``gt/NNN.png`` (0/255) and ``xyz/NNN.tiff`` beside."""
+    layout = {"bagel": {"crack": 2, "combined": 1}, "cable_gland": {"thread": 1, "bent": 1}}
+    expected = Expected()
+    seed = 3000
+    for category, types in layout.items():
+        for split in ("train", "validation", "test"):
+            _image(root / category / split / "good" / "rgb" / "000.png", seed)
+            _mask(root / category / split / "good" / "gt" / "000.png", np.zeros((SIZE, SIZE), np.uint8))
+            expected.normals += 1
+        for kind, n in types.items():
+            for i in range(n):
+                seed += 1
+                folder = root / category / "test" / kind
+                _image(folder / "rgb" / f"{i:03d}.png", seed)
+                _mask(folder / "gt" / f"{i:03d}.png", blob(seed))
+                (folder / "xyz").mkdir(parents=True, exist_ok=True)
+                (folder / "xyz" / f"{i:03d}.tiff").write_bytes(b"II*\x00")
+            expected.records[kind] = expected.records.get(kind, 0) + n
+    return expected
+
+
+def write_mvtec_ad2(root: Path) -> Expected:
+    """``<cat>/train/good``, ``<cat>/test_public/{good,bad}`` + ``test_public/ground_truth/bad/<name>_mask.png``;
+    ``test_private`` and ``test_private_mixed`` without masks."""
+    for k, category in enumerate(("sheet_metal", "vial")):
+        _image(root / category / "train" / "good" / "000_regular.png", 3100 + k)
+        _image(root / category / "test_public" / "good" / "000_regular.png", 3110 + k)
+        for i in range(2):
+            name = f"00{i}_regular"
+            _image(root / category / "test_public" / "bad" / f"{name}.png", 3120 + 2 * k + i)
+            _mask(root / category / "test_public" / "ground_truth" / "bad" / f"{name}_mask.png", blob(3120 + 2 * k + i))
+        _image(root / category / "test_private" / "000_regular.png", 3130 + k)
+        _image(root / category / "test_private_mixed" / "000_mixed.png", 3140 + k)
+    return Expected({"bad": 4}, 4)
+
+
+def write_aebad(root: Path) -> Expected:
+    """AeBAD-S: ``AeBAD_S/train/good/<domain>/NNN.png``, ``AeBAD_S/test/<type>/<domain>/NNN.png`` and
+    ``AeBAD_S/ground_truth/<type>/<domain>/NNN.png`` (0/255); test/good has no masks."""
+    base = root / "AeBAD_S"
+    _image(base / "train" / "good" / "background" / "000.png", 3200)
+    _image(base / "test" / "good" / "same" / "000.png", 3201)
+    counts = {"ablation": ("same", "view"), "fracture": ("illumination",), "groove": ("background",)}
+    for k, (kind, domains) in enumerate(counts.items()):
+        for d, domain in enumerate(domains):
+            seed = 3210 + 10 * k + d
+            _image(base / "test" / kind / domain / "001.png", seed)
+            _mask(base / "ground_truth" / kind / domain / "001.png", blob(seed))
+    return Expected({"ablation": 2, "fracture": 1, "groove": 1}, 1)
+
+
+def write_rsdds(root: Path) -> Expected:
+    """``Type-I RSDDs dataset/{Rail surface images,GroundTruth}/rail_N.jpg`` and the same for Type-II (JPEG masks)."""
+    for kind, n, size in (("Type-I", 2, (SIZE, 3 * SIZE)), ("Type-II", 1, (SIZE // 2, 3 * SIZE))):
+        for i in range(1, n + 1):
+            seed = 3300 + 10 * (kind == "Type-II") + i
+            _image(root / f"{kind} RSDDs dataset" / "Rail surface images" / f"rail_{i}.jpg", seed, mode="L", size=size)
+            path = root / f"{kind} RSDDs dataset" / "GroundTruth" / f"rail_{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(blob(seed, size) * 255, "L").save(path, quality=75)
+    return Expected({"defect": 3})
