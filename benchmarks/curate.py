@@ -22,7 +22,7 @@ from daad.curate.dataset import file_stem, open_records, write_mask_png  # noqa:
 from daad.curate.session import CurationSession  # noqa: E402
 from daad.curate.sync import sync  # noqa: E402
 from daad.registry import Registry  # noqa: E402
-from daad.roots import Roots  # noqa: E402
+from daad.registry.roots import Roots  # noqa: E402
 
 SD_ROOT = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data")) / "sd-saliency-900"
 

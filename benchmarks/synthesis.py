@@ -33,7 +33,7 @@ import daad.processes
 
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
 from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, Texture
 from daad.synthesis.baselines.nsa import NSA, NSAConfig

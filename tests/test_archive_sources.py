@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import REPO, copy_manifests
-from daad.catalogue import Catalogue
-from daad.manifest import read_manifest
-from daad.prepare import DOWNLOADED, FAILED, SKIPPED, PrepareOptions, prepare
+from daad.registry.catalogue import Catalogue
+from daad.registry.manifest import read_manifest
+from daad.sources.archive_sources import DOWNLOADED, FAILED, SKIPPED, PrepareOptions, prepare
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from helpers import fake_datasets as fake
 from helpers.archive_server import ArchiveServer
 

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.base import Target
 from daad.synthesis.cai import CAI, CAIConfig
 from daad.synthesis.cdm.data import foreground_extractor

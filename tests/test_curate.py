@@ -13,13 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SD_ROOT
-from daad.build import build
+from daad.dataset.build import build
 from daad.cli.app import app as cli
 from daad.curate.dataset import open_records
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.record import Record
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import ANOMALY_CLASSES, Status
 from helpers.curation import PER_CLASS, shared_session, subset_manifests
 

@@ -22,10 +22,10 @@ from daad.cli.app import app as cli
 from daad.curate.dataset import UnsyncedEditsError, open_records
 from daad.curate.session import STATE_FILE
 from daad.curate.sync import sync
-from daad.curation_log import read_log
-from daad.manifest import read_manifest, write_manifest
+from daad.curate.journal import read_log
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import Status
 from helpers.curation import shared_session, subset_manifests
 

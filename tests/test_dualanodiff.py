@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.base import Target
 from daad.synthesis.diffusion import fingerprint, load_base
 from daad.synthesis.dualanodiff.attention import PART, WHOLE, BackgroundPass, DualConfig, gammas, install

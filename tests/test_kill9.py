@@ -19,10 +19,10 @@ from PIL import Image
 
 from conftest import SD_ROOT, SOURCE_ROOTS, copy_manifests
 from daad.curate.sync import sync
-from daad.manifest import dumps, manifest_paths, read_manifest, write_manifest
+from daad.registry.manifest import dumps, manifest_paths, read_manifest, write_manifest
 from daad.record import ImageRef, Record
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import Source, Status
 from helpers.curation import shared_session, subset_manifests
 from helpers.kill import KILLS, daad_command, kill_moments, run_and_kill, timed_run, visible_files
@@ -175,7 +175,7 @@ def test_kill_during_curate_sync(tmp_path):
     assert final.conflicts == []
     rejected = {r.id: r.reason for r in read_manifest(manifest) if r.status is Status.REJECTED}
     assert rejected == {rid: f"kill_{rid.rsplit('/', 1)[1]}" for rid in ids[: KILLS + 1]}
-    from daad.curation_log import read_log
+    from daad.curate.journal import read_log
 
     assert sorted(e["id"] for e in read_log(registry.manifests_dir)) == ids[: KILLS + 1]
 

@@ -17,20 +17,20 @@ from typer.testing import CliRunner
 
 from benchmarks.leakage import TRANSFORMS, jpeg, near_copies, tile_photographs
 from conftest import SD_ROOT, SHARED_DATA, copy_manifests
-from daad.build import build
+from daad.dataset.build import build
 from daad.cli import app
 from daad.errors import LeakageError
-from daad.exclusion import EvaluationHashes, ExclusionError, ExclusionRules, require_view
+from daad.registry.exclusion import EvaluationHashes, ExclusionError, ExclusionRules, require_view
 from daad.images import sha256_file
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.masks import RLE
-from daad.neardup import (
+from daad.registry.neardup import (
     FINE_THRESHOLD, THRESHOLD, VARIANTS, HashIndex, dihedral, fine_distance, fine_signature, image_hash,
     pairwise_matches, query_signature, variant_hashes,
 )
 from daad.record import ImageRef
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.base import Synthesis
 from daad.synthesis.output import write_generated
 

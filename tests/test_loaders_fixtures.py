@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from conftest import split_items
-from daad.catalogue import Catalogue
-from daad.ingest import ingest
+from daad.registry.catalogue import Catalogue
+from daad.sources.ingest import ingest
 from daad.loaders import get_loader
-from daad.manifest import default_manifests_dir, read_manifest
+from daad.registry.manifest import default_manifests_dir, read_manifest
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Source, Status
 from helpers import fake_datasets as fake
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SOURCE_ROOTS
-from daad.manifest import manifest_paths, read_manifest
+from daad.registry.manifest import manifest_paths, read_manifest
 
 LICENCES = ("CC-BY-NC-SA-4.0", "LicenseRef-CrackForest-NonCommercial", "LicenseRef-SD-saliency-900-research")
 
@@ -42,7 +42,7 @@ def _daad(bin_dir: Path, cwd: Path, *args: str, env: dict | None = None) -> subp
 
 
 def test_the_wheel_carries_its_registry_and_builds_from_another_folder(installed, tmp_path):
-    located = subprocess.run([installed / "python", "-c", "import daad.manifest as m; print(m.__file__)"],
+    located = subprocess.run([installed / "python", "-c", "import daad.registry.manifest as m; print(m.__file__)"],
                              cwd=tmp_path, capture_output=True, text=True, check=True)
     assert not Path(located.stdout.strip()).is_relative_to(REPO)  # the installed copy, not the checkout
     version = _daad(installed, tmp_path, "--version")

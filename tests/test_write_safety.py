@@ -18,20 +18,20 @@ from typer.testing import CliRunner
 from conftest import REPO, SD_ROOT, SOURCE_ROOTS, copy_manifests
 from helpers.collections import real_collection
 from daad.atomic import temp_path
-from daad.build import EmptyBuildError, build
-from daad.catalogue import Catalogue
+from daad.dataset.build import EmptyBuildError, build
+from daad.registry.catalogue import Catalogue
 from daad.cli import app
-from daad.collection import CollectionError
-from daad.curation_log import append_entries, curated_values, read_log
-from daad.download import DownloadResult
-from daad.fetch import failure_reason, fetch
-from daad.ingest import NoRecordsError, RemovalRefusedError, RootError, ingest
+from daad.registry.collection import CollectionError
+from daad.curate.journal import append_entries, curated_values, read_log
+from daad.sources.http import DownloadResult
+from daad.sources.url_images import failure_reason, fetch
+from daad.sources.ingest import NoRecordsError, RemovalRefusedError, RootError, ingest
 from daad.licences import LicenceCatalogue, LicencePolicy
 from daad.loaders import get_loader
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.record import ImageRef, Record
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import Source, Status
 
 CF_ROOT = SOURCE_ROOTS["crackforest"]

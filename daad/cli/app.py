@@ -43,10 +43,10 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 def open_registry(manifests: Path | None, roots: list[str] | None, data: Path | None = None):
     """A Registry from the shared CLI options (``data``: the ``--data-dir`` where downloaded
     sources and their manifests are); a folder without a source catalogue is refused."""
-    from daad.catalogue import FILENAME
-    from daad.manifest import manifest_paths
+    from daad.registry.catalogue import FILENAME
+    from daad.registry.manifest import manifest_paths
     from daad.registry import Registry
-    from daad.roots import Roots, parse_root_options
+    from daad.registry.roots import Roots, parse_root_options
 
     try:
         explicit = parse_root_options(roots)

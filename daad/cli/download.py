@@ -54,9 +54,9 @@ def prepare_sources(
     as_json: bool = False,
 ):
     """Run the download-and-prepare step, print its summary table, and return (registry, report)."""
-    from daad.prepare import PrepareOptions, accepted_licences, prepare
+    from daad.sources.archive_sources import PrepareOptions, accepted_licences, prepare
     from daad.registry import Registry
-    from daad.roots import Roots, data_dir as default_data_dir, parse_root_options
+    from daad.registry.roots import Roots, data_dir as default_data_dir, parse_root_options
 
     try:
         explicit = parse_root_options(root)

@@ -20,7 +20,7 @@ def export(
     category: Annotated[str, typer.Option("--category", help="Category folder name of the mvtec layout.")] = "daad",
 ) -> None:
     """Export a generated dataset as MVTec AD's tree, anomalib's Folder layout or an image folder."""
-    from daad.export import export_generated
+    from daad.dataset.export import export_generated
 
     rows = export_generated(generated, out, fmt, targets=targets, category=category)
     console.print(f"exported {rows} pseudo-anomalies as {fmt} -> {out} (provenance.csv names every file's origin)")

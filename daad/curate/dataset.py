@@ -27,11 +27,11 @@ import cv2
 
 from daad.curate.session import CurationEnvError, CurationSession
 from daad.errors import DaadError
-from daad.manifest import dumps
+from daad.registry.manifest import dumps
 from daad.masks import encode_png
 from daad.record import Record
 from daad.registry import Registry
-from daad.roots import cache_dir
+from daad.registry.roots import cache_dir
 from daad.synthesis.output import encode_image_png, generator_info, read_generated
 
 DEFAULT_NAME = "daad"

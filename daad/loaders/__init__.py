@@ -4,7 +4,7 @@
 ``iter_records(root, entry=None)`` and ``iter_normals(root)``. A source whose layout is
 described as data in the catalogue (``[<origin>.layout]``) has no module: it is read by
 :class:`daad.loaders.layout.LayoutLoader`, which exposes the same two functions. A user's
-named collection is read by the loader its catalogue entry names (:mod:`daad.collection`).
+named collection is read by the loader its catalogue entry names (:mod:`daad.registry.collection`).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from daad.catalogue import CatalogueError, Layout
+from daad.registry.catalogue import CatalogueError, Layout
 from daad.errors import DaadError
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.loaders.layout import LayoutLoader
 
 if TYPE_CHECKING:
-    from daad.catalogue import SourceEntry
+    from daad.registry.catalogue import SourceEntry
 
 LOADERS: dict[str, str] = {
     "btad": "daad.loaders.btad",

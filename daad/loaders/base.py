@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.errors import MaskMismatchError, RecordFileError
 from daad.images import decode_image, perceptual_hash, read_verified, sha256_bytes
 from daad.masks import RLE

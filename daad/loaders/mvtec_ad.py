@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.loaders import mvtec_layout
 from daad.loaders.base import NormalImage, Skipped
 from daad.loaders.catalogue_entry import catalogue_entry

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from daad.annotations.bitmap import read_mask
-from daad.catalogue import CatalogueError, SourceEntry
+from daad.registry.catalogue import CatalogueError, SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.record import Record
 

@@ -23,9 +23,9 @@ from daad.errors import DaadError, MaskMismatchError, RecordFileError
 from daad.images import MAX_PIXELS, decode_image
 from daad.licences import FILENAME as LICENCES_FILE
 from daad.licences import LicenceCatalogue
-from daad.manifest import count_lines
+from daad.registry.manifest import count_lines
 from daad.record import Record
-from daad.registry import Registry
+from daad.registry.registry import Registry
 from daad.taxonomy import Status
 
 IN_FLIGHT_PER_WORKER = 4

@@ -22,7 +22,7 @@ def audit(
     root: RootOption = None,
 ) -> None:
     """Re-check every real anomaly a generated dataset used; exit 1 naming each violation."""
-    from daad.audit import audit as run_audit
+    from daad.registry.audit import audit as run_audit
 
     report = run_audit(generated, eval_, open_registry(manifests, root))
     for warning in report.warnings:
@@ -45,8 +45,8 @@ def hash_images(
     quiet: QuietOption = False,
 ) -> None:
     """Hash the dataset's anomalous AND normal images into manifests/eval_hashes/<dataset>.txt."""
-    from daad.catalogue import Catalogue
-    from daad.exclusion import EvaluationHashes
+    from daad.registry.catalogue import Catalogue
+    from daad.registry.exclusion import EvaluationHashes
     from daad.loaders import get_loader
     from daad.loaders.base import Skipped
     from daad.record import Record

@@ -24,7 +24,7 @@ def fetch(
     quiet: QuietOption = False,
 ) -> None:
     """Download the images of URL records, pin their sha256 in the manifest, record failures; exit 1 when all failed."""
-    from daad.fetch import fetch as run_fetch
+    from daad.sources.url_images import fetch as run_fetch
 
     report = run_fetch(
         open_registry(manifests, None).manifests_dir, origin, concurrency=concurrency,
@@ -40,7 +40,7 @@ def fetch(
 
 
 def _print_report(report) -> None:
-    from daad.fetch import NETWORK_ERROR
+    from daad.sources.url_images import NETWORK_ERROR
 
     table = Table(title="fetch")
     table.add_column("result")

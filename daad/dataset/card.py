@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING
 
 from datasets import Value
 
-from daad.build_rows import DUP_MARK
-from daad.catalogue import CatalogueError
-from daad.features import REGISTRY_FEATURES
+from daad.dataset.build_rows import DUP_MARK
+from daad.registry.catalogue import CatalogueError
+from daad.dataset.features import REGISTRY_FEATURES
 from daad.licences import LicenceCatalogue
-from daad.shards import card_text, features_yaml
+from daad.dataset.shards import card_text, features_yaml
 from daad.taxonomy import ANOMALY_CLASSES, CLASS_DEFINITIONS
 
 if TYPE_CHECKING:
-    from daad.build import BuildSummary
-    from daad.registry import Registry
+    from daad.dataset.build import BuildSummary
+    from daad.registry.registry import Registry
 
 LEAK_FREE_PREFIX = "no-"
 """Leak-free config of evaluation dataset ``X`` is ``no-X`` (``load_dataset(path, "no-mvtec_ad")``)."""

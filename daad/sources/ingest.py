@@ -4,7 +4,7 @@ Re-ingesting unchanged data rewrites nothing. For ids already in the manifest, t
 fields a curator set (listed in ``Record.curated``: status/reason, anomaly_class,
 mask) are kept from the manifest; everything else comes from the source. A record that
 left the manifest and comes back gets its latest decisions from the curation journal
-(:mod:`daad.curation_log`), so curation survives any remove/re-add cycle.
+(:mod:`daad.curate.journal`), so curation survives any remove/re-add cycle.
 
 Ingest refuses rather than destroys: a missing or empty root, a loader that finds no
 record, or a run that would remove more than ``REMOVE_SHARE`` of an origin's records
@@ -18,10 +18,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from daad.curation_log import decisions, read_log, replay
+from daad.curate.journal import decisions, read_log, replay
 from daad.errors import DaadError
 from daad.loaders.base import Skipped
-from daad.manifest import dumps, read_manifest, write_manifest
+from daad.registry.manifest import dumps, read_manifest, write_manifest
 from daad.record import Record
 
 REMOVE_SHARE = 0.05

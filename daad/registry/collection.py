@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from daad.atomic import write_atomically
-from daad.catalogue import COLLECTIONS, CatalogueError, SourceEntry, load_collections, parse_entry
+from daad.registry.catalogue import COLLECTIONS, CatalogueError, SourceEntry, load_collections, parse_entry
 from daad.errors import DaadError
 from daad.taxonomy import ANOMALY_CLASSES, Source
 
@@ -97,7 +97,7 @@ def _update(value: dict[str, Any], table: dict[str, Any], where: str) -> None:
 
 
 def _as_table(entry: SourceEntry) -> dict[str, Any]:
-    """The TOML table of an entry (what :func:`daad.catalogue.parse_entry` reads back)."""
+    """The TOML table of an entry (what :func:`daad.registry.catalogue.parse_entry` reads back)."""
     table = {k: v for k, v in asdict(entry).items() if k not in ("id", "download", "derived_from", "in_daad_paper")}
     table["source"] = str(entry.source)
     return {k: v for k, v in table.items() if v is not None}

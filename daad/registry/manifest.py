@@ -147,7 +147,7 @@ def count_lines(path: Path) -> int:
 
 def downloaded_manifests_dir(data: Path) -> Path:
     """The manifests written at download time under the data dir ``data``, one per origin
-    pinned by its archive's sha256 (see :mod:`daad.prepare`)."""
+    pinned by its archive's sha256 (see :mod:`daad.sources.archive_sources`)."""
     return Path(data) / "manifests"
 
 

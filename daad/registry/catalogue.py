@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from daad.archives import MAX_MEMBERS, MAX_RATIO
+from daad.sources.archives import MAX_MEMBERS, MAX_RATIO
 from daad.errors import DaadError
 from daad.licences import check_licence
 from daad.taxonomy import UNMAPPED, Source, check_class

@@ -5,8 +5,8 @@ origins it excludes (its own and any derived from it) and whether near copies of
 images in other origins are excluded too. The evaluation images' perceptual hashes are
 data as well (``manifests/eval_hashes/<dataset>.txt``, written by ``daad exclusions
 hash``), so views and builds stay offline and deterministic: per image its sixteen
-dihedral and crop variant hashes and its fine signature (:mod:`daad.neardup`). A record
-is a near copy when its ``phash`` is within :data:`daad.neardup.THRESHOLD` bits of one of
+dihedral and crop variant hashes and its fine signature (:mod:`daad.registry.neardup`). A record
+is a near copy when its ``phash`` is within :data:`daad.registry.neardup.THRESHOLD` bits of one of
 the variant hashes and the fine signature of its image confirms it under that variant;
 where the record's image cannot be read the hash match alone excludes it (said in the reason).
 """
@@ -26,21 +26,21 @@ from tqdm.auto import tqdm
 
 from daad.atomic import write_atomically
 from daad.errors import DaadError, LeakageError
-from daad.neardup import (
+from daad.registry.neardup import (
     FINE_SIZE, FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, pack_fine, parse_hash, unpack_fine,
     variant_hashes,
 )
 from daad.record import Record
 
 if TYPE_CHECKING:
-    from daad.registry import RegistryView
+    from daad.registry.registry import RegistryView
 
 FILENAME = "exclusions.toml"
 HASHES_DIR = "eval_hashes"
 NO_EVALUATION = "none"
 """The explicit choice of a view guarded against no evaluation dataset."""
 FineOf = Callable[[Record], "np.ndarray | None"]
-"""The :func:`daad.neardup.query_signature` of a record's image, or ``None`` where it cannot be read."""
+"""The :func:`daad.registry.neardup.query_signature` of a record's image, or ``None`` where it cannot be read."""
 
 
 class ExclusionError(DaadError):
@@ -56,7 +56,7 @@ class ExclusionRule:
 
 @dataclass(frozen=True)
 class EvaluationHashes:
-    """Per image of one evaluation dataset: its id, its :data:`~daad.neardup.VARIANTS`
+    """Per image of one evaluation dataset: its id, its :data:`~daad.registry.neardup.VARIANTS`
     variant hashes (``n x 16`` ``uint64``) and its fine signature (``n x 2 x 24 x 24`` bool)."""
 
     image_ids: tuple[str, ...]
@@ -119,8 +119,8 @@ class EvaluationHashes:
     ) -> list[NearCopy | None]:
         """Per query pHash, the stored image it is a near copy of (``None``: none).
 
-        ``index`` is the :class:`~daad.neardup.HashIndex` of :attr:`hashes`; ``fine_of(i)`` the
-        :func:`~daad.neardup.query_signature` of query ``i``, asked only for queries with a hash match. The
+        ``index`` is the :class:`~daad.registry.neardup.HashIndex` of :attr:`hashes`; ``fine_of(i)`` the
+        :func:`~daad.registry.neardup.query_signature` of query ``i``, asked only for queries with a hash match. The
         best confirmed variant wins; without a signature the nearest hash match is kept, unconfirmed."""
         pairs = index.pairs(phashes)
         found: list[NearCopy | None] = [None] * len(phashes)
@@ -269,9 +269,9 @@ def _load(path: Path, mtime_ns: int) -> tuple[EvaluationHashes, HashIndex]:
 
 
 def require_view(view: object, generator: str = "generators") -> RegistryView:
-    """``view`` if it is a :class:`~daad.registry.RegistryView` (which states its evaluation
+    """``view`` if it is a :class:`~daad.registry.registry.RegistryView` (which states its evaluation
     target); :class:`LeakageError` otherwise."""
-    from daad.registry import RegistryView
+    from daad.registry.registry import RegistryView
 
     if not isinstance(view, RegistryView):
         raise LeakageError(

@@ -15,7 +15,7 @@ read again; ``daad validate`` (or a build without reuse, the default) checks the
 
 Manifest lines are parsed, checked and turned into rows (all but the image: its mask
 encoded as PNG, its near copies looked up) in worker processes (:mod:`daad.processes`), a chunk of
-``daad.manifest.CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
+``daad.registry.manifest.CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
 order, reads each image and checks its sha256 (the bytes it stores are the bytes it
 checked, and they never cross a pipe) and its header against the mask
 (:func:`daad.images.image_size`), and writes the shards, so the bytes do not depend on the
@@ -37,20 +37,20 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from daad.build_rows import Pending, Prepared, prepare_chunk
-from daad.card import registry_card
+from daad.dataset.build_rows import Pending, Prepared, prepare_chunk
+from daad.dataset.card import registry_card
 from daad.errors import DaadError, MaskMismatchError, PathEscapeError, RecordFileError, RootNotFoundError
-from daad.exclusion import FILENAME as RULES_FILE
-from daad.exclusion import HASHES_DIR
-from daad.features import REGISTRY_FEATURES
+from daad.registry.exclusion import FILENAME as RULES_FILE
+from daad.registry.exclusion import HASHES_DIR
+from daad.dataset.features import REGISTRY_FEATURES
 from daad.images import image_cell, image_size, sha256_file
 from daad.licences import LicencePolicy
-from daad.manifest import IdOrder, count_lines, line_chunks
+from daad.registry.manifest import IdOrder, count_lines, line_chunks
 from daad.processes import default_workers, process_map, start_server
-from daad.registry import Registry
-from daad.shards import DatasetFolderWriter
+from daad.registry.registry import Registry
+from daad.dataset.shards import DatasetFolderWriter
 from daad.taxonomy import Status
-from daad.validate import check_size
+from daad.registry.validate import check_size
 
 BUILD_FORMAT = 4
 """Bump when what a manifest line becomes changes, so that older shards are not reused."""

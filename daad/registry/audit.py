@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from daad.errors import DaadError
-from daad.registry import Registry
+from daad.registry.registry import Registry
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,9 +36,9 @@ def ingest(
     as_json: JsonOption = False,
 ) -> None:
     """Read a source (or your own collection) with its loader and write manifests/<origin>.jsonl (curation kept)."""
-    from daad.catalogue import Catalogue, load_collections
-    from daad.collection import CollectionError, collection_entry, save_collection
-    from daad.ingest import RemovalRefusedError, ingest_root, plan_ingest
+    from daad.registry.catalogue import Catalogue, load_collections
+    from daad.registry.collection import CollectionError, collection_entry, save_collection
+    from daad.sources.ingest import RemovalRefusedError, ingest_root, plan_ingest
     from daad.loaders import get_loader
 
     registry = open_registry(manifests, None)
@@ -95,7 +95,7 @@ def ingest(
 
 
 def _ingest_table(origin: str, report) -> Table:
-    from daad.ingest import COLUMNS
+    from daad.sources.ingest import COLUMNS
 
     table = Table(title=f"ingest {origin}")
     for col in COLUMNS:
@@ -120,7 +120,7 @@ def validate(
     quiet: QuietOption = False,
 ) -> None:
     """Check every record against its file; exit 1 when anything is rejected."""
-    from daad.validate import validate as run_validate
+    from daad.registry.validate import validate as run_validate
 
     report = run_validate(open_registry(manifests, root), origin, progress=not (quiet or as_json))
     if as_json:
@@ -165,7 +165,7 @@ def build(
         "the anomaly (DAGM 2007's ellipses; default), or leave them out.")] = True,
 ) -> None:
     """Build the Hugging Face dataset folder from the manifests, deterministically and atomically."""
-    from daad.build import build as run_build
+    from daad.dataset.build import build as run_build
     from daad.licences import LicenceCatalogue, LicencePolicy
 
     package = Path(__file__).resolve().parents[1]
@@ -215,7 +215,7 @@ def stats(
             counts[(record.anomaly_class, str(record.source), record.licence)] += 1
     rows = [{"anomaly_class": c, "source": s, "licence": lic, "records": n} for (c, s, lic), n in sorted(counts.items())]
     if plot is not None:
-        from daad.plots import plot_counts
+        from daad.dataset.plots import plot_counts
 
         by_origin = Counter((r.anomaly_class, r.origin, r.licence) for r in registry.records()
                             if status == "all" or r.status == status)
@@ -238,7 +238,7 @@ def stats(
 @app.command()
 def sources(manifests: ManifestsOption = None, as_json: JsonOption = False) -> None:
     """The source catalogue: every origin, its licence and class map."""
-    from daad.catalogue import Catalogue
+    from daad.registry.catalogue import Catalogue
 
     catalogue = Catalogue.load(open_registry(manifests, None).manifests_dir)
     if as_json:
@@ -271,7 +271,7 @@ def dedup(
 ) -> None:
     """Mark records that are near copies (any rotation or mirror, crops, re-encoding) of
     another origin's record with duplicate_of; builds and views leave them out."""
-    from daad.dedup import dedup as run_dedup
+    from daad.registry.dedup import dedup as run_dedup
 
     report = run_dedup(open_registry(manifests, root), dry_run=dry_run, progress=not quiet)
     duplicates = report.duplicates()
