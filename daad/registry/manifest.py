@@ -157,4 +157,4 @@ def default_manifests_dir() -> Path:
     env = os.environ.get("DAAD_MANIFESTS")
     if env:
         return Path(env).expanduser()
-    return (Path(__file__).parent / "manifests").resolve()
+    return (Path(__file__).parents[1] / "manifests").resolve()
