@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import common  # noqa: E402, F401  (puts the checkout on sys.path)
 
 from daad.synthesis.diffusion import load_base  # noqa: E402
 from daad.synthesis.dualanodiff.pipeline import DualAnoDiffPipeline  # noqa: E402

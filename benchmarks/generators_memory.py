@@ -38,8 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import REPO  # noqa: E402  (puts the checkout on sys.path)
 
 from daad.synthesis.diffusion import BaseModel  # noqa: E402
 

@@ -32,8 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import SHARED  # noqa: E402  (puts the checkout on sys.path)
 
 from daad.registry.exclusion import EvaluationHashes  # noqa: E402
 from daad.registry.neardup import (  # noqa: E402
@@ -41,7 +40,6 @@ from daad.registry.neardup import (  # noqa: E402
     pairwise_matches, query_signature, variant_hashes,
 )
 
-SHARED = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 REAL_IMAGES = {
     "sd_saliency_900": sorted((SHARED / "sd-saliency-900" / "Source Images").glob("*.bmp")),
     "kolektorsdd": sorted((SHARED / "kolektorsdd-yolo" / "Datasets" / "images").glob("*/*.jpg")),

@@ -210,7 +210,7 @@ def test_cli_open_selects_records(session, tmp_path):
 
 
 def test_open_generated_dataset(session, tmp_path):
-    from daad.curate.dataset import read_mask_file
+    from daad.curate.fields import read_mask_file
     from daad.synthesis.base import Synthesis
     from daad.synthesis.output import write_generated
 

@@ -20,7 +20,8 @@ from conftest import SD_ROOT, SHARED_DATA, copy_manifests
 from daad.dataset.build import build
 from daad.cli import app
 from daad.errors import LeakageError
-from daad.registry.exclusion import EvaluationHashes, ExclusionError, ExclusionRules, require_view
+from daad.registry.exclusion import EvaluationHashes, ExclusionError, ExclusionRules
+from daad.registry.registry import require_view
 from daad.images import sha256_file
 from daad.registry.manifest import read_manifest, write_manifest
 from daad.masks import RLE

@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
@@ -49,6 +47,7 @@ from daad.registry.manifest import IdOrder, count_lines, line_chunks
 from daad.processes import default_workers, process_map, start_server
 from daad.registry.registry import Registry
 from daad.dataset.shards import DatasetFolderWriter
+from daad.dataset.summary import BuildSummary
 from daad.taxonomy import Status
 from daad.registry.validate import check_size
 
@@ -81,61 +80,6 @@ class EmptyBuildError(DaadError):
             f"See what there is with `daad stats --status all`; build with another policy, "
             f"e.g. `daad build --licence-policy all`"
         )
-
-
-@dataclass
-class BuildSummary:
-    """Counts of one build: rows written, records rejected (with reasons) and skipped."""
-
-    accepted: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
-    """(anomaly_class, source, licence) -> rows."""
-    origins: Counter = field(default_factory=Counter)
-    image_bytes: int = 0
-    licence_policy: str = "all"
-    reused: list[str] = field(default_factory=list)
-    """Origins whose shards were kept from the previous build (inputs unchanged)."""
-
-    def add(self, other: BuildSummary) -> None:
-        self.accepted += other.accepted
-        self.rejected.update(other.rejected)
-        self.skipped.update(other.skipped)
-        self.errors += other.errors
-        self.counts.update(other.counts)
-        self.origins.update(other.origins)
-        self.image_bytes += other.image_bytes
-
-    @classmethod
-    def from_json(cls, value: dict) -> BuildSummary:
-        return cls(
-            accepted=value["accepted"],
-            rejected=Counter(value["rejected"]),
-            skipped=Counter(value["skipped"]),
-            counts=Counter({(c["anomaly_class"], c["source"], c["licence"]): c["rows"] for c in value["counts"]}),
-            origins=Counter(value["origins"]),
-            image_bytes=value["image_bytes"],
-        )
-
-    def line(self) -> str:
-        rej = sum(self.rejected.values())
-        skip = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
-        return f"built {self.accepted} rows from {len(self.origins)} origin(s); rejected {rej}; skipped: {skip}"
-
-    def to_json(self) -> dict:
-        return {
-            "accepted": self.accepted,
-            "rejected": dict(sorted(self.rejected.items())),
-            "skipped": dict(sorted(self.skipped.items())),
-            "origins": dict(sorted(self.origins.items())),
-            "image_bytes": self.image_bytes,
-            "counts": [
-                {"anomaly_class": c, "source": s, "licence": lic, "rows": n}
-                for (c, s, lic), n in sorted(self.counts.items())
-            ],
-        }
 
 
 def build(

@@ -17,8 +17,8 @@ from daad.dataset.shards import card_text, features_yaml
 from daad.taxonomy import ANOMALY_CLASSES, CLASS_DEFINITIONS
 
 if TYPE_CHECKING:
-    from daad.dataset.build import BuildSummary
-    from daad.registry.registry import Registry
+    from daad.dataset.summary import BuildSummary
+    from daad.registry import Registry
 
 LEAK_FREE_PREFIX = "no-"
 """Leak-free config of evaluation dataset ``X`` is ``no-X`` (``load_dataset(path, "no-mvtec_ad")``)."""

@@ -29,7 +29,6 @@ from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
 
 ORIGIN = "btad"
-PRODUCTS = ("01", "02", "03")
 
 
 def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:

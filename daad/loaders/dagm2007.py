@@ -29,7 +29,6 @@ from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
 
 ORIGIN = "dagm2007"
-CLASSES = tuple(f"Class{k}" for k in range(1, 11))
 SPLITS = ("Train", "Test")
 WEAK_NOTE = "weak label: an ellipse around the defect, not its outline"
 

@@ -55,7 +55,6 @@ ORIGIN = "folder"
 METADATA = "metadata.csv"
 COCO_FILE = "annotations.json"
 MASK_DIR = "masks"
-MASK_FORMATS = ("png", "coco", "labelme", "eiseg")
 
 
 class FolderFormatError(DaadError, ValueError):

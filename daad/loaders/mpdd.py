@@ -24,7 +24,6 @@ from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
 
 ORIGIN = "mpdd"
-CATEGORIES = ("bracket_black", "bracket_brown", "bracket_white", "connector", "metal_plate", "tubes")
 
 
 def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:

@@ -33,10 +33,6 @@ from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
 
 ORIGIN = "mvtec_ad"
-CATEGORIES = (
-    "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut",
-    "pill", "screw", "tile", "toothbrush", "transistor", "wood", "zipper",
-)
 
 
 def iter_records(root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:

@@ -18,22 +18,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from daad.atomic import write_atomically
-from daad.errors import DaadError, LeakageError
+from daad.errors import DaadError
 from daad.registry.neardup import (
     FINE_SIZE, FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, pack_fine, parse_hash, unpack_fine,
     variant_hashes,
 )
 from daad.record import Record
-
-if TYPE_CHECKING:
-    from daad.registry.registry import RegistryView
 
 FILENAME = "exclusions.toml"
 HASHES_DIR = "eval_hashes"
@@ -266,18 +262,3 @@ def _load(path: Path, mtime_ns: int) -> tuple[EvaluationHashes, HashIndex]:
     """The hashes file at ``path`` (as of ``mtime_ns``) and its index, read once per process."""
     stored = EvaluationHashes.read(path)
     return stored, HashIndex(stored.hashes)
-
-
-def require_view(view: object, generator: str = "generators") -> RegistryView:
-    """``view`` if it is a :class:`~daad.registry.registry.RegistryView` (which states its evaluation
-    target); :class:`LeakageError` otherwise."""
-    from daad.registry.registry import RegistryView
-
-    if not isinstance(view, RegistryView):
-        raise LeakageError(
-            f"{generator} needs a leak-free registry view (a RegistryView), not {type(view).__name__}: use "
-            "Registry(...).view(evaluation=<evaluation dataset>), a leak-free view without that dataset's "
-            "images and their near copies, or view(evaluation='none') to state that no evaluation "
-            "dataset needs guarding"
-        )
-    return view

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from daad.registry.catalogue import Catalogue
-from daad.errors import PathEscapeError, RecordFileError, RootNotFoundError
+from daad.errors import LeakageError, PathEscapeError, RecordFileError, RootNotFoundError
 from daad.registry.exclusion import NO_EVALUATION, ExclusionRules
 from daad.images import decode_image, read_verified, to_rgb_array, verified
 from daad.licences import LicenceCatalogue
@@ -199,3 +199,16 @@ class RegistryView:
 
 
 __all__ = ["NO_EVALUATION", "Registry", "RegistryView"]
+
+
+def require_view(view: object, generator: str = "generators") -> RegistryView:
+    """``view`` if it is a :class:`RegistryView` (which states its evaluation
+    target); :class:`LeakageError` otherwise."""
+    if not isinstance(view, RegistryView):
+        raise LeakageError(
+            f"{generator} needs a leak-free registry view (a RegistryView), not {type(view).__name__}: use "
+            "Registry(...).view(evaluation=<evaluation dataset>), a leak-free view without that dataset's "
+            "images and their near copies, or view(evaluation='none') to state that no evaluation "
+            "dataset needs guarding"
+        )
+    return view

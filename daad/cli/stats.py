@@ -1,0 +1,54 @@
+"""``daad stats``: counts of records per class x source x licence."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from daad.cli.app import JsonOption, ManifestsOption, RegistryNotFoundError, app, console, err_console, open_registry
+
+@app.command()
+def stats(
+    manifests: ManifestsOption = None,
+    status: Annotated[str, typer.Option(help="Count records with this status ('all' for every status).")] = "accepted",
+    as_json: JsonOption = False,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also draw records per class by origin and by licence into this PNG (needs daad[eval]).")] = None,
+) -> None:
+    """Counts of records per class x source x licence (near copies marked by `daad dedup` left out)."""
+    registry = open_registry(manifests, None)
+    if not registry.manifests():
+        raise RegistryNotFoundError(f"no manifests in {registry.manifests_dir}: pass --manifests DIR or set DAAD_MANIFESTS")
+    counts: Counter = Counter()
+    duplicates = 0
+    for record in registry.records():
+        if status == "all" or record.status == status:
+            if record.duplicate_of is not None:
+                duplicates += 1
+                continue
+            counts[(record.anomaly_class, str(record.source), record.licence)] += 1
+    rows = [{"anomaly_class": c, "source": s, "licence": lic, "records": n} for (c, s, lic), n in sorted(counts.items())]
+    if plot is not None:
+        from daad.dataset.plots import plot_counts
+
+        by_origin = Counter((r.anomaly_class, r.origin, r.licence) for r in registry.records()
+                            if status == "all" or r.status == status)
+        err_console.print(f"plot: {plot_counts(by_origin, plot, f'DAAD records ({status})')}")
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"records ({status})")
+    for col in ("class", "source", "licence", "records"):
+        table.add_column(col, justify="right" if col == "records" else "left")
+    for row in rows:
+        table.add_row(row["anomaly_class"], row["source"], row["licence"], str(row["records"]))
+    table.add_section()
+    table.add_row("total", "", "", str(sum(counts.values())))
+    console.print(table)
+    if duplicates:
+        console.print(f"{duplicates} near copies of other records left out (duplicate_of, set by `daad dedup`)")
