@@ -32,7 +32,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from common import SHARED  # noqa: E402  (puts the checkout on sys.path)
+if __package__:  # imported by the tests as benchmarks.leakage
+    from benchmarks.common import SHARED
+else:
+    from common import SHARED  # puts the checkout on sys.path
 
 from daad.registry.exclusion import EvaluationHashes  # noqa: E402
 from daad.registry.neardup import (  # noqa: E402
