@@ -200,12 +200,12 @@ def _open_cli(session, *args: str):
 def test_cli_open_selects_records(session, tmp_path):
     manifests = subset_manifests(tmp_path / "manifests")
     args = ["--manifests", str(manifests), "--root", f"sd_saliency_900={SD_ROOT}", "--name", "curate-cli"]
-    result = _open_cli(session, *args, "--class", "scratch", "--status", "accepted")
+    result = _open_cli(session, *args, "--classes", "scratch", "--status", "accepted")
     assert result.exit_code == 0, result.output
     assert "curate-cli: 10 samples (added 10" in result.output
     dataset = session.fiftyone().load_dataset("curate-cli")
     assert dataset.distinct("anomaly_class.label") == ["scratch"]
-    again = _open_cli(session, *args, "--class", "scratch", "--class", "stain")
+    again = _open_cli(session, *args, "--classes", "scratch", "--classes", "stain")
     assert again.exit_code == 0 and "20 samples (added 10, refreshed 0, kept 10, removed 0)" in again.output
 
 

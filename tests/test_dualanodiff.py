@@ -248,8 +248,8 @@ def test_cli_few_shot_train_then_sample(tiny_sd, sd_manifests, tmp_path):  # noq
     common = ["--manifests", str(sd_manifests), "--root", f"sd_saliency_900={SD_ROOT}", "--quiet"]
     trained = runner.invoke(
         app,
-        ["synth", "dualanodiff", "train", "--base-model", str(tiny_sd), "--out", str(model), "--class", "scratch",
-         "--origin", "sd_saliency_900", "--split", "first-third", "--resolution", "32", "--steps", "1",
+        ["synth", "dualanodiff", "train", "--base-model", str(tiny_sd), "--out", str(model), "--classes", "scratch",
+         "--origin", "sd_saliency_900", "--split", "first-third", "--size", "32", "--steps", "1",
          "--batch-size", "1", "--rank", "2", "--foreground", "classical", *common],
     )
     assert trained.exit_code == 0, trained.output
@@ -260,7 +260,7 @@ def test_cli_few_shot_train_then_sample(tiny_sd, sd_manifests, tmp_path):  # noq
     sampled = runner.invoke(
         app,
         ["synth", "dualanodiff", "sample", "--checkpoint", str(model), "--out", str(out), "--num-pairs", "2",
-         "--steps", "2", "--targets", str(targets), "--size", "32", "--foreground", "classical", *common],
+         "--inference-steps", "2", "--targets", str(targets), "--size", "32", "--foreground", "classical", *common],
     )
     assert sampled.exit_code == 0, sampled.output
     recorded = generator_info(out)
@@ -359,12 +359,12 @@ def test_cli_from_generated_keeps_one_class_and_the_licences(tiny_sd, sd_manifes
     write_generated(generated, rows, generator="cai", params={}, seed=0, evaluation="none", progress=False)
     model = tmp_path / "model"
     args = ["synth", "dualanodiff", "train", "--base-model", str(tiny_sd), "--out", str(model),
-            "--from-generated", str(generated), "--resolution", "32", "--steps", "1", "--batch-size", "1",
+            "--from-generated", str(generated), "--size", "32", "--steps", "1", "--batch-size", "1",
             "--rank", "2", "--foreground", "classical", "--no-bcm", "--manifests", str(sd_manifests),
             "--root", f"sd_saliency_900={SD_ROOT}", "--quiet"]
     mixed = CliRunner().invoke(app, args)
     assert mixed.exit_code != 0 and "mix classes" in str(mixed.exception)
-    trained = CliRunner().invoke(app, [*args, "--class", "scratch"])
+    trained = CliRunner().invoke(app, [*args, "--classes", "scratch"])
     assert trained.exit_code == 0, trained.output
     info = read_info(model)
     assert info.anomaly_class == "scratch" and len(info.training_ids) == 2

@@ -236,7 +236,7 @@ def test_ingest_names_skipped_items_in_the_table_and_json(tmp_path):
     _write_collection(root, [("big.png", "crack", ""), ("../escape.png", "crack", ""), ("good.png", "crack", "")])
     manifests = copy_manifests(tmp_path / "manifests")
     runner = CliRunner()
-    args = ["ingest", "folder", "--root", str(root), "--manifests", str(manifests)]
+    args = ["ingest", "folder", "--root", f"folder={root}", "--manifests", str(manifests)]
     as_json = runner.invoke(app, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
     items = json.loads(as_json.output)["skipped_items"]

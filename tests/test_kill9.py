@@ -45,7 +45,7 @@ def _lines(path: Path) -> dict[str, str]:
 def test_kill_during_ingest(tmp_path):
     manifests = copy_manifests(tmp_path / "manifests")
     manifest = manifests / "crackforest.jsonl"
-    command = daad_command("ingest", "crackforest", "--root", str(_small_crackforest(tmp_path / "cf")),
+    command = daad_command("ingest", "crackforest", "--root", f"crackforest={_small_crackforest(tmp_path / 'cf')}",
                            "--manifests", str(manifests))
     window = timed_run(command, dict(os.environ))
     after = manifest.read_bytes()
@@ -112,7 +112,7 @@ def test_kill_during_fetch(tmp_path):
         manifest = manifests / "web_test.jsonl"
         before_bytes = manifest.read_bytes()
         before = _lines(manifest)
-        command = daad_command("fetch", "--manifests", str(manifests), "--concurrency", "2", "--quiet", "--timeout", "5")
+        command = daad_command("fetch", "--manifests", str(manifests), "--workers", "2", "--quiet", "--timeout", "5")
 
         def env(cache: str) -> dict[str, str]:
             return {**os.environ, "DAAD_CACHE_DIR": str(tmp_path / cache)}
@@ -213,7 +213,7 @@ def test_kill_during_synth(tmp_path):
 def test_kill_during_exclusions_hash(tmp_path):
     manifests = copy_manifests(tmp_path / "manifests")
     path = manifests / "eval_hashes" / "crackforest.txt"
-    command = daad_command("exclusions", "hash", "crackforest", "--root", str(_small_crackforest(tmp_path / "cf")),
+    command = daad_command("exclusions", "hash", "crackforest", "--root", f"crackforest={_small_crackforest(tmp_path / 'cf')}",
                            "--manifests", str(manifests), "--quiet")
     window = timed_run(command, dict(os.environ))
     after = path.read_bytes()

@@ -252,7 +252,7 @@ def test_audit_names_each_violation_and_passes_a_clean_dataset(planted, tmp_path
 def test_exclusions_hash_command_hashes_anomalous_and_normal_images(tmp_path):
     manifests = copy_manifests(tmp_path / "manifests")
     root = SHARED_DATA / "crackforest"
-    result = CliRunner().invoke(app, ["exclusions", "hash", "crackforest", "--root", str(root), "--manifests", str(manifests), "-q"])
+    result = CliRunner().invoke(app, ["exclusions", "hash", "crackforest", "--root", f"crackforest={root}", "--manifests", str(manifests), "-q"])
     assert result.exit_code == 0, result.output
     stored = ExclusionRules.load(manifests).hashes("crackforest")
     images = {i for i in stored.image_ids}

@@ -64,15 +64,15 @@ def test_the_wheel_carries_its_registry_and_builds_from_another_folder(installed
 
 def test_a_missing_registry_and_a_missing_extra_are_one_line(installed, tmp_path):
     stats = _daad(installed, tmp_path, "stats", "--manifests", str(tmp_path / "nowhere"))
-    assert stats.returncode == 2 and "--manifests" in stats.stderr and "DAAD_MANIFESTS" in stats.stderr
+    assert stats.returncode == 3 and "--manifests" in stats.stderr and "DAAD_MANIFESTS" in stats.stderr
     assert "Traceback" not in stats.stderr
     code = "import sys; sys.modules['fiftyone'] = None; from daad.cli import main; sys.argv = sys.argv[1:]; main()"
     curate = subprocess.run([installed / "python", "-c", code, "daad", "curate", "open", "--no-app", "--origin", "crackforest"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert curate.returncode == 2 and "pip install 'daad[curate]'" in curate.stderr, curate.stderr
+    assert curate.returncode == 3 and "pip install 'daad[curate]'" in curate.stderr, curate.stderr
     assert "Traceback" not in curate.stderr and len(curate.stderr.strip().splitlines()) <= 2
     code = "import sys; sys.modules['torch'] = None; from daad.cli import main; sys.argv = sys.argv[1:]; main()"
-    evaluate = subprocess.run([installed / "python", "-c", code, "daad", "eval", "--eval-dataset", "kolektorsdd",
-                               "--root", str(SOURCE_ROOTS["kolektorsdd"]), "--generated", str(tmp_path), "--out", str(tmp_path / "r")],
+    evaluate = subprocess.run([installed / "python", "-c", code, "daad", "eval", "--eval", "kolektorsdd",
+                               "--root", f"kolektorsdd={SOURCE_ROOTS['kolektorsdd']}", "--generated", str(tmp_path), "--out", str(tmp_path / "r")],
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert evaluate.returncode == 2 and 'pip install "daad[eval]"' in evaluate.stderr, evaluate.stderr
+    assert evaluate.returncode == 3 and 'pip install "daad[eval]"' in evaluate.stderr, evaluate.stderr

@@ -22,7 +22,7 @@ from daad.cli import eval as _eval  # noqa: F401  (eval)
 from daad.cli import export as _export  # noqa: F401  (export)
 from daad.cli import audit as _audit  # noqa: F401  (audit)
 from daad.cli import exclusions as _exclusions  # noqa: F401  (exclusions hash)
-from daad.cli.app import app, err_console
+from daad.cli.app import EXIT_DATA, app, err_console
 from daad.errors import DaadError
 
 
@@ -35,16 +35,17 @@ EXTRAS = {
 
 
 def main() -> None:
-    """Entry point of the ``daad`` console script: daad errors and missing extras print as one clear line."""
+    """Entry point of the ``daad`` console script: daad errors and missing extras print as one clear line
+    and exit with :data:`~daad.cli.app.EXIT_DATA` (usage errors exit 2, as click makes them)."""
     try:
         app()
     except DaadError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        sys.exit(2)
+        sys.exit(EXIT_DATA)
     except ModuleNotFoundError as exc:
         package = (exc.name or "").split(".")[0]
         if package not in EXTRAS:
             raise
         advice = f'pip install "daad[{EXTRAS[package]}]"'
         err_console.print(f"[bold red]error:[/] this command needs {package}: {escape(advice)}", highlight=False)
-        sys.exit(2)
+        sys.exit(EXIT_DATA)

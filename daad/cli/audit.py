@@ -7,13 +7,14 @@ from typing import Annotated
 
 import typer
 
-from daad.cli.app import ManifestsOption, RootOption, app, console, err_console, open_registry
+from daad.cli.app import EXIT_OK, EXIT_PROBLEMS, app, console, err_console, open_registry, output, print_json
+from daad.cli.options import EvalOption, ManifestsOption, RootOption
 
 
 @app.command()
 def audit(
     generated: Annotated[Path, typer.Argument(help="A generated dataset folder (written by a generator).")],
-    eval_: Annotated[str, typer.Option("--eval", help="Evaluation dataset to check against, e.g. kolektorsdd.")],
+    eval_: EvalOption,
     manifests: ManifestsOption = None,
     root: RootOption = None,
 ) -> None:
@@ -30,4 +31,7 @@ def audit(
         f"{len(report.violations)} violation(s)",
         highlight=False,
     )
-    raise typer.Exit(0 if report.ok else 1)
+    if output.json:
+        print_json({"rows": report.rows, "checked": report.sources_checked, "evaluation": eval_,
+                    "violations": [str(v) for v in report.violations], "warnings": [str(w) for w in report.warnings]})
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_PROBLEMS)

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from daad.cli.app import ManifestsOption, QuietOption, RootOption, app, console, open_registry
+from daad.cli.app import app, console, open_registry, output, print_json
+from daad.cli.options import ManifestsOption, OriginsOption, RootOption, WorkersOption, checked_origins
 from daad.cli.download import (
     AcceptLicenceOption, BaseUrlOption, DataDirOption, LicencePolicyOption, default_origins, prepare_sources,
 )
@@ -17,8 +18,7 @@ def build(
     out: Annotated[Path, typer.Option("--out", help="Output folder (load it with load_dataset(path)).")] = Path("build/daad"),
     manifests: ManifestsOption = None,
     root: RootOption = None,
-    origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
-    quiet: QuietOption = False,
+    origin: OriginsOption = None,
     fetch: Annotated[bool, typer.Option(
         "--download/--no-download", help="Download the open sources that have no root first (default), "
         "and build the origins that are then on disk.")] = True,
@@ -26,8 +26,7 @@ def build(
     base_url: BaseUrlOption = None,
     accept_licence: AcceptLicenceOption = None,
     licence_policy: LicencePolicyOption = "all",
-    workers: Annotated[int, typer.Option(
-        "--workers", help="Worker processes (0: one per CPU); the output is the same for any number.")] = 0,
+    workers: WorkersOption = 0,
     reuse: Annotated[bool, typer.Option(
         "--reuse", help="Keep the previous build's shards of origins whose inputs did not change "
         "(their image files are not read again; `daad validate` checks them).")] = False,
@@ -43,12 +42,13 @@ def build(
     if out.resolve().is_relative_to(package):
         raise typer.BadParameter(f"refusing to write into the daad package folder {package}", param_hint="--out")
     registry = open_registry(manifests, root, data_dir)
+    checked_origins(registry, origin)
     policy = LicencePolicy.parse(licence_policy, LicenceCatalogue.load(registry.manifests_dir))
     if fetch:
         wanted = default_origins(registry, origin)
         registry, report = prepare_sources(
             manifests, root, wanted, data_dir=data_dir, base_url=base_url, accept_licence=accept_licence,
-            policy=policy, quiet=quiet,
+            policy=policy, quiet=output.quiet,
         )
         if origin and set(origin) - set(report.ready):
             raise typer.BadParameter(f"not available: {', '.join(sorted(set(origin) - set(report.ready)))}",
@@ -57,8 +57,10 @@ def build(
         if not origin:
             raise typer.BadParameter("nothing to build: every source was skipped (see the table above)")
     summary = run_build(
-        registry, out, origins=origin, licence_policy=policy, progress=not quiet, workers=workers or None, reuse=reuse,
+        registry, out, origins=origin, licence_policy=policy, progress=output.progress, workers=workers or None, reuse=reuse,
         weak_masks=weak_masks,
     )
     reused = f" (unchanged, shards kept: {', '.join(summary.reused)})" if summary.reused else ""
     console.print(f"{summary.line()}{reused} -> {out}")
+    if output.json:
+        print_json(summary.to_json() | {"out": str(out), "reused": summary.reused})

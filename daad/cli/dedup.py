@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console, open_registry
+from daad.cli.app import app, console, open_registry, output, print_json
+from daad.cli.options import ManifestsOption, RootOption
 
 @app.command()
 def dedup(
     manifests: ManifestsOption = None,
     root: RootOption = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report the marks; write nothing.")] = False,
-    as_json: JsonOption = False,
-    quiet: QuietOption = False,
 ) -> None:
     """Mark records that are near copies (any rotation or mirror, crops, re-encoding) of
     another origin's record with duplicate_of; builds and views leave them out."""
     from daad.registry.dedup import dedup as run_dedup
 
-    report = run_dedup(open_registry(manifests, root), dry_run=dry_run, progress=not quiet)
+    report = run_dedup(open_registry(manifests, root), dry_run=dry_run, progress=output.progress)
     duplicates = report.duplicates()
-    if as_json:
-        console.print_json(json.dumps({
+    if output.json:
+        print_json({
             "records": dict(sorted(report.records.items())),
             "duplicates": [{"origin": o, "of": k, "records": n} for (o, k), n in sorted(duplicates.items())],
             "unchecked": len(report.unchecked),
             "added": report.added, "removed": report.removed, "written": report.written,
-        }))
+        })
         return
     table = Table(title="dedup" + (" (dry run: nothing written)" if dry_run else ""))
     for col in ("origin", "records", "duplicates", "of origin", "unchecked"):

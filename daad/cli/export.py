@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from daad.cli.app import app, console
+from daad.cli.app import app, console, output, print_json
 
 
 @app.command("export")
@@ -24,3 +24,5 @@ def export(
 
     rows = export_generated(generated, out, fmt, targets=targets, category=category)
     console.print(f"exported {rows} pseudo-anomalies as {fmt} -> {out} (provenance.csv names every file's origin)")
+    if output.json:
+        print_json({"rows": rows, "format": fmt, "out": str(out)})

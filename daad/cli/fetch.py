@@ -2,41 +2,40 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from daad.cli.app import JsonOption, ManifestsOption, QuietOption, app, console, open_registry
+from daad.cli.app import EXIT_PROBLEMS, app, console, open_registry, output, print_json
+from daad.cli.options import ManifestsOption, OriginsOption, checked_origins
 
 
 @app.command()
 def fetch(
     manifests: ManifestsOption = None,
-    origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=64, help="Parallel downloads.")] = 8,
+    origin: OriginsOption = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Parallel downloads.")] = 8,
     max_mb: Annotated[float, typer.Option("--max-mb", min=0.001, help="Size cap per image, MiB.")] = 20.0,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds per attempt.")] = 20.0,
     retries: Annotated[int, typer.Option(min=0, help="Extra attempts after a timeout or server error.")] = 2,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many records per origin.")] = None,
-    as_json: JsonOption = False,
-    quiet: QuietOption = False,
 ) -> None:
     """Download the images of URL records, pin their sha256 in the manifest, record failures; exit 1 when all failed."""
     from daad.sources.url_images import fetch as run_fetch
 
+    registry = open_registry(manifests, None)
     report = run_fetch(
-        open_registry(manifests, None).manifests_dir, origin, concurrency=concurrency,
+        registry.manifests_dir, checked_origins(registry, origin), concurrency=workers,
         max_bytes=int(max_mb * 1024 * 1024), timeout=timeout, retries=retries, limit=limit,
-        progress=not (quiet or as_json),
+        progress=output.progress,
     )
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+    if output.json:
+        print_json(report.to_json())
     else:
         _print_report(report)
     if report.all_failed:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_PROBLEMS)
 
 
 def _print_report(report) -> None:

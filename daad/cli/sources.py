@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import json
 
 from rich.table import Table
 
-from daad.cli.app import JsonOption, ManifestsOption, app, console, open_registry
+from daad.cli.app import app, console, open_registry, output, print_json
+from daad.cli.options import ManifestsOption
 
 @app.command()
-def sources(manifests: ManifestsOption = None, as_json: JsonOption = False) -> None:
+def sources(manifests: ManifestsOption = None) -> None:
     """The source catalogue: every origin, its licence and class map."""
     from daad.registry.catalogue import Catalogue
 
     catalogue = Catalogue.load(open_registry(manifests, None).manifests_dir)
-    if as_json:
-        print(json.dumps([
+    if output.json:
+        print_json([
             {"id": e.id, "name": e.name, "licence": e.licence, "homepage": e.homepage,
              "classes": e.classes, "download": e.download.url if e.download else None, "loader": e.loader}
             for e in catalogue
-        ], indent=2))
+        ])
         return
     table = Table(title="sources")
     for col in ("origin", "name", "licence", "classes", "unmapped", "download"):

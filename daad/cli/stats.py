@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
@@ -10,17 +9,18 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from daad.cli.app import JsonOption, ManifestsOption, RegistryNotFoundError, app, console, err_console, open_registry
+from daad.cli.app import RegistryNotFoundError, app, console, err_console, open_registry, output, print_json
+from daad.cli.options import ManifestsOption, checked_statuses
 
 @app.command()
 def stats(
     manifests: ManifestsOption = None,
     status: Annotated[str, typer.Option(help="Count records with this status ('all' for every status).")] = "accepted",
-    as_json: JsonOption = False,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also draw records per class by origin and by licence into this PNG (needs daad[eval]).")] = None,
 ) -> None:
     """Counts of records per class x source x licence (near copies marked by `daad dedup` left out)."""
+    checked_statuses([status], also=("all",))
     registry = open_registry(manifests, None)
     if not registry.manifests():
         raise RegistryNotFoundError(f"no manifests in {registry.manifests_dir}: pass --manifests DIR or set DAAD_MANIFESTS")
@@ -39,8 +39,8 @@ def stats(
         by_origin = Counter((r.anomaly_class, r.origin, r.licence) for r in registry.records()
                             if status == "all" or r.status == status)
         err_console.print(f"plot: {plot_counts(by_origin, plot, f'DAAD records ({status})')}")
-    if as_json:
-        print(json.dumps(rows, indent=2))
+    if output.json:
+        print_json(rows)
         return
     table = Table(title=f"records ({status})")
     for col in ("class", "source", "licence", "records"):

@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console, open_registry
+from daad.cli.app import EXIT_OK, EXIT_PROBLEMS, app, console, open_registry, output, print_json
+from daad.cli.options import ManifestsOption, OriginsOption, RootOption, checked_origins
 
 @app.command()
 def validate(
     manifests: ManifestsOption = None,
     root: RootOption = None,
-    origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
-    as_json: JsonOption = False,
-    quiet: QuietOption = False,
+    origin: OriginsOption = None,
 ) -> None:
     """Check every record against its file; exit 1 when anything is rejected."""
     from daad.registry.validate import validate as run_validate
 
-    report = run_validate(open_registry(manifests, root), origin, progress=not (quiet or as_json))
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+    registry = open_registry(manifests, root)
+    report = run_validate(registry, checked_origins(registry, origin), progress=output.progress)
+    if output.json:
+        print_json(report.to_json())
     else:
         table = Table(title="validate")
         table.add_column("result")
@@ -37,4 +35,4 @@ def validate(
         console.print(table)
         for error in report.errors[:50]:
             console.print(f"[red]{error['message']}[/]", highlight=False)
-    raise typer.Exit(0 if report.ok else 1)
+    raise typer.Exit(EXIT_OK if report.ok else EXIT_PROBLEMS)

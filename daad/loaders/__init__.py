@@ -50,11 +50,11 @@ def get_loader(origin: str, entry: SourceEntry | None = None) -> ModuleType | La
     except CatalogueError as exc:
         raise DaadError(
             f"no loader for origin {origin!r}: {exc}; modules: {', '.join(sorted(LOADERS))} "
-            f"(a collection of your own: `daad ingest {origin} --loader folder --root PATH`)"
+            f"(a collection of your own: `daad ingest {origin} --loader folder --root {origin}=PATH`)"
         ) from None
     if not isinstance(layout, Layout):
         raise DaadError(
             f"no loader for origin {origin!r}: no module and no [{origin}.layout] table with images in the catalogue "
-            f"(a collection of your own: `daad ingest {origin} --loader folder --root PATH`)"
+            f"(a collection of your own: `daad ingest {origin} --loader folder --root {origin}=PATH`)"
         )
     return LayoutLoader(origin)

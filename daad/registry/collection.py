@@ -1,4 +1,4 @@
-"""A user's own named collection: ``daad ingest my_photos --loader folder --root PATH``.
+"""A user's own named collection: ``daad ingest my_photos --loader folder --root my_photos=PATH``.
 
 The origin id is the user's; the loader is one of the layouts that take their origin from
 the catalogue entry (``LAYOUT_LOADERS``). The entry (name, licence, citation, source
