@@ -19,13 +19,14 @@ from daad.errors import DaadError
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
-"""The command ran and found problems: ``validate`` rejected records, ``audit`` found a leak, every ``fetch`` failed."""
+"""The command ran and found problems: ``validate`` rejected records, ``audit`` found a leak, every ``fetch`` failed,
+``curate sync`` met conflicts."""
 EXIT_USAGE = 2
 """A wrong argument or option (an unknown value, a missing option): nothing was changed."""
 EXIT_DATA = 3
 """The data or the installation stopped the command: a named record, file or manifest, or a missing extra."""
 EXIT_CODES = (
-    f"Exit codes: {EXIT_OK} done; {EXIT_PROBLEMS} checked and found problems (validate, audit, fetch); "
+    f"Exit codes: {EXIT_OK} done; {EXIT_PROBLEMS} checked and found problems (validate, audit, fetch, curate sync); "
     f"{EXIT_USAGE} usage error (a wrong option or value: nothing changed); "
     f"{EXIT_DATA} data error (a record, file or manifest, named on stderr) or a missing extra."
 )
