@@ -156,8 +156,11 @@ def build(
 
 
 def _rules_digest(registry: Registry) -> str:
-    """sha256 of the exclusion rules and every evaluation hashes file (they decide the dup shards)."""
+    """sha256 of the exclusion rules (as resolved from the catalogue, and their file) and every
+    evaluation hashes file (they decide the dup shards)."""
     digest = hashlib.sha256()
+    for name, rule in registry.rules.rules.items():
+        digest.update(f"{name}\0{','.join(rule.origins)}\0{rule.near_duplicates}\0".encode())
     rules_dir = registry.manifests_dir
     for path in [rules_dir / RULES_FILE, *sorted((rules_dir / HASHES_DIR).glob("*"))]:
         if path.is_file():

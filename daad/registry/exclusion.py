@@ -1,9 +1,10 @@
 """Leakage rules: what a generator preparing data for an evaluation dataset must not see.
 
-Rules are data (``manifests/exclusions.toml``): each evaluation dataset names the
-origins it excludes (its own and any derived from it) and whether near copies of its
-images in other origins are excluded too. The evaluation images' perceptual hashes are
-data as well (``manifests/eval_hashes/<dataset>.txt``, written by ``daad exclusions
+Rules are data: every evaluation dataset of the catalogue (``evaluation = true`` in
+``manifests/sources.toml``) excludes its own origin and every origin that shares its images
+through ``derived_from``, and near copies of its images in other origins;
+``manifests/exclusions.toml`` replaces that default where a dataset needs another rule. The
+evaluation images' perceptual hashes are data as well (``manifests/eval_hashes/<dataset>.txt``, written by ``daad exclusions
 hash``), so views and builds stay offline and deterministic: per image its sixteen
 dihedral and crop variant hashes and its fine signature (:mod:`daad.registry.neardup`). A record
 is a near copy when its ``phash`` is within :data:`daad.registry.neardup.THRESHOLD` bits of one of
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from daad.atomic import write_atomically
 from daad.errors import DaadError
+from daad.registry.catalogue import Catalogue, CatalogueError
 from daad.registry.neardup import (
     FINE_SIZE, FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, pack_fine, parse_hash, unpack_fine,
     variant_hashes,
@@ -157,16 +159,26 @@ class ExclusionRules:
 
     @classmethod
     def load(cls, manifests_dir: Path) -> ExclusionRules:
+        """The default rule of every evaluation dataset in the catalogue (``evaluation = true``: its
+        origin and every origin of its ``derived_from`` family, near copies too), then the tables of
+        ``exclusions.toml``, each replacing a dataset's rule or adding one."""
         path = Path(manifests_dir) / FILENAME
+        try:
+            catalogue = Catalogue.load(manifests_dir)
+        except CatalogueError:
+            catalogue = None  # a bare folder of manifests: the rules file alone
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ExclusionError(f"no exclusion rules at {path}") from None
+            if catalogue is None:
+                raise ExclusionError(f"no exclusion rules at {path} and no source catalogue beside it") from None
+            raw = {}
         except tomllib.TOMLDecodeError as exc:
             raise ExclusionError(f"{path}: {exc}") from None
-        rules = {}
+        rules = {e.id: ExclusionRule(e.id, catalogue.family(e.id)) for e in catalogue or () if e.evaluation}
         for name, value in raw.items():
-            origins = tuple(value.get("origins", (name,)))
+            default = catalogue.family(name) if catalogue is not None else (name,)
+            origins = tuple(value.get("origins", default))
             if name not in origins:
                 raise ExclusionError(f"{path}: [{name}] must exclude its own origin {name!r}")
             rules[name] = ExclusionRule(name, origins, bool(value.get("near_duplicates", True)))
