@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from daad.counts import Counts
+
 
 @dataclass
-class BuildSummary:
-    """Counts of one build: rows written, records rejected (with reasons) and skipped."""
+class BuildSummary(Counts):
+    """Counts of one build: rows written (accepted), records rejected (with reasons) and skipped."""
 
-    accepted: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     """(anomaly_class, source, licence) -> rows."""
@@ -23,9 +22,7 @@ class BuildSummary:
     """Origins whose shards were kept from the previous build (inputs unchanged)."""
 
     def add(self, other: BuildSummary) -> None:
-        self.accepted += other.accepted
-        self.rejected.update(other.rejected)
-        self.skipped.update(other.skipped)
+        super().add(other)
         self.errors += other.errors
         self.counts.update(other.counts)
         self.origins.update(other.origins)
