@@ -248,3 +248,18 @@ def test_manifest_writer_leaves_no_temp_where_readers_look(tmp_path):
     stale.write_text("half a line")
     write_manifest(path, [])
     assert not stale.exists() and [p.name for p in tmp_path.iterdir()] == ["web_test.jsonl"]
+
+
+def test_a_collection_of_ones_own_in_the_mvtec_layout(cf_manifests, tmp_path):
+    """``--loader mvtec_ad``: the shared MVTec reader with MVTec AD's naming, the collection's own class map."""
+    from helpers.fake_datasets import write_mvtec_ad
+
+    expected = write_mvtec_ad(tmp_path / "parts")
+    class_map = [a for label in expected.records for a in ("--class-map", f"{label}=crack")]
+    result = _ingest("my_parts", "--loader", "mvtec_ad", "--root", f"my_parts={tmp_path / 'parts'}",
+                     "--manifests", str(cf_manifests), "--json", *class_map)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["records"] == expected.total
+    records = list(read_manifest(cf_manifests / "my_parts.jsonl"))
+    assert Counter(r.native_label for r in records) == Counter(expected.records)
+    assert {r.anomaly_class for r in records} == {"crack"} and {r.origin for r in records} == {"my_parts"}

@@ -17,7 +17,7 @@ re-ingest); a bitmap mask that is not two-valued or covers most of its image bec
 path leaves the folder, its image or mask is missing, corrupt or a decompression bomb, its
 metadata is wrong) is skipped, named with its file and reason, and the rest goes on.
 Ids ``<origin>/<image path without suffix>``, where the origin is the collection's own
-name (``daad ingest my_photos --loader folder --root PATH``; its catalogue entry:
+name (``daad ingest my_photos --loader folder --root my_photos=PATH``; its catalogue entry:
 :mod:`daad.registry.collection`); ``folder`` is the template entry used when none is given.
 
 License:

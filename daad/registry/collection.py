@@ -57,10 +57,10 @@ def collection_entry(
     if not ORIGIN_ID.match(origin):
         raise CollectionError(
             f"collection name {origin!r} must be lowercase letters, digits and '_': "
-            f"run e.g. `daad ingest my_photos --loader {loader} --root PATH`")
+            f"run e.g. `daad ingest my_photos --loader {loader} --root my_photos=PATH`")
     if loader not in LAYOUT_LOADERS:
         raise CollectionError(
-            f"unknown layout loader {loader!r}; run `daad ingest {origin} --loader LOADER --root PATH` "
+            f"unknown layout loader {loader!r}; run `daad ingest {origin} --loader LOADER --root {origin}=PATH` "
             f"with one of {', '.join(LAYOUT_LOADERS)}")
     value: dict[str, Any] = (
         _as_table(previous) if previous is not None else
@@ -81,7 +81,7 @@ def collection_entry(
     except (KeyError, TypeError, ValueError) as exc:
         where = beside if beside.is_file() else "the command line"
         raise CollectionError(f"collection {origin!r} ({where}): {exc}; fix it there and run "
-                              f"`daad ingest {origin} --loader {loader} --root PATH` again") from None
+                              f"`daad ingest {origin} --loader {loader} --root {origin}=PATH` again") from None
 
 
 def _update(value: dict[str, Any], table: dict[str, Any], where: str) -> None:

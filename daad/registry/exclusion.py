@@ -83,7 +83,7 @@ class EvaluationHashes:
             except ValueError as exc:
                 raise ExclusionError(
                     f"{path}:{number}: expected '<{VARIANTS} comma-separated 16-hex-digit hashes> <fine signature> "
-                    f"<image id>': {exc}; rewrite it with `daad exclusions hash {path.stem} --root PATH`"
+                    f"<image id>': {exc}; rewrite it with `daad exclusions hash {path.stem} --root {path.stem}=PATH`"
                 ) from None
             variants.append(values)
             ids.append(image_id)

@@ -60,7 +60,7 @@ class NoRecordsError(IngestError):
         skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(plan.report.skipped.items())) or "none"
         super().__init__(
             f"{manifest.stem}: the loader found no records (skipped: {skipped}); {manifest} left as it is. "
-            f"Check that --root is the origin's folder as its authors publish it and run `daad ingest {manifest.stem} --root PATH`"
+            f"Check that --root is the origin's folder as its authors publish it and run `daad ingest {manifest.stem} --root {manifest.stem}=PATH`"
         )
 
 
@@ -73,7 +73,7 @@ class RemovalRefusedError(IngestError):
         shown = ", ".join(plan.removed_ids[:5]) + (f" and {n - 5} more" if n > 5 else "")
         super().__init__(
             f"{manifest.stem}: this ingest would remove {n} of its {before} records ({shown}); nothing written. "
-            f"Check --root; if they are really gone, run `daad ingest {manifest.stem} --root PATH --allow-remove` "
+            f"Check --root; if they are really gone, run `daad ingest {manifest.stem} --root {manifest.stem}=PATH --allow-remove` "
             f"(curators' decisions stay in the curation journal and come back with the records)"
         )
 
