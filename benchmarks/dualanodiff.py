@@ -38,9 +38,9 @@ def seconds_per_train_step(base_model: str, out: Path, device: str, args) -> flo
     pairs = [real_pair(n) for n in NAMES]
     times = []
     for steps in (1, 1 + args.steps):
-        config = TrainConfig(base_model, out / f"run{steps}", resolution=args.resolution, max_train_steps=steps,
-                             train_batch_size=args.batch, rank=args.rank, foreground="classical",
-                             checkpointing_steps=0, device=device, progress=False)
+        config = TrainConfig(base_model, out / f"run{steps}", resolution=args.resolution, steps=steps,
+                             batch_size=args.batch, rank=args.rank, foreground="classical",
+                             checkpoint_every=0, device=device, progress=False)
         start = time.perf_counter()
         train(config, pairs)
         sync(device)

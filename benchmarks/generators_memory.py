@@ -140,9 +140,9 @@ def step_dualanodiff(case: Case, base: BaseModel, tmp: Path) -> None:
 
     pairs = [TrainingPair(f"synthetic/{i}", im, m, "scratch") for i, (im, m) in enumerate(synthetic_images(4))]
     config = TrainConfig(
-        base.source, tmp / "dualanodiff", resolution=case.resolution, max_train_steps=1, train_batch_size=case.batch,
+        base.source, tmp / "dualanodiff", resolution=case.resolution, steps=1, batch_size=case.batch,
         mixed_precision=case.mixed_precision, gradient_checkpointing=case.checkpointing, foreground="full",
-        checkpointing_steps=0, progress=False,
+        checkpoint_every=0, progress=False,
     )
     train(config, pairs, base=base)
 

@@ -45,12 +45,12 @@ def real_pair(name: str) -> TrainingPair:
 def train_config(sd, out, **kw) -> TrainConfig:
     args = dict(
         resolution=RESOLUTION,
-        max_train_steps=4,
-        train_batch_size=2,
+        steps=4,
+        batch_size=2,
         rank=4,
         learning_rate=1e-2,
         foreground="classical",
-        checkpointing_steps=2,
+        checkpoint_every=2,
         progress=False,
     )
     return TrainConfig(str(sd), out, **args | kw)
@@ -272,7 +272,7 @@ def test_cli_few_shot_train_then_sample(tiny_sd, sd_manifests, tmp_path):  # noq
 
 def test_text_encoder_lora_trains_saves_and_reloads(tiny_sd, tmp_path):  # noqa: F811
     trained_base = load_base(tiny_sd)
-    config = train_config(tiny_sd, tmp_path / "model", max_train_steps=1, train_text_encoder=True, bcm=False)
+    config = train_config(tiny_sd, tmp_path / "model", steps=1, train_text_encoder=True, bcm=False)
     result = train(config, [real_pair(n) for n in NAMES], base=trained_base)
     assert (result.output_dir / TEXT_ENCODER_FILE).is_file()
     assert result.fingerprint == fingerprint([result.output_dir / WEIGHTS_FILE, result.output_dir / TEXT_ENCODER_FILE])
@@ -296,7 +296,7 @@ def test_text_encoder_lora_trains_saves_and_reloads(tiny_sd, tmp_path):  # noqa:
 )
 def test_each_memory_option_trains_and_reloads_bit_identical(tiny_sd, tmp_path, option):  # noqa: F811
     trained_base = load_base(tiny_sd)
-    config = train_config(tiny_sd, tmp_path / "model", max_train_steps=2, checkpointing_steps=0, **option)
+    config = train_config(tiny_sd, tmp_path / "model", steps=2, checkpoint_every=0, **option)
     result = train(config, [real_pair(n) for n in NAMES], base=trained_base)
     assert result.step == 2 and all(np.isfinite(result.losses))
     layers = trained_base_layers(trained_base)

@@ -99,10 +99,10 @@ def train(
         pairs = pairs_from_view(view, few_shot)
     config = TrainConfig(
         base_model=base_model,
-        output_dir=out,
+        output=out,
         resolution=size,
-        max_train_steps=steps,
-        train_batch_size=batch_size,
+        steps=steps,
+        batch_size=batch_size,
         learning_rate=learning_rate,
         rank=rank,
         saim=saim,
@@ -115,7 +115,7 @@ def train(
         gradient_checkpointing=gradient_checkpointing,
         max_grad_norm=max_grad_norm or None,
         seed=seed,
-        checkpointing_steps=checkpoint_every,
+        checkpoint_every=checkpoint_every,
         resume=resume,
         foreground=foreground,
         rembg_model=rembg_model,
