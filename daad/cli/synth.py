@@ -7,7 +7,6 @@ target, evaluation, output, seed and preview options. With ``--mode both`` (or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
