@@ -108,7 +108,13 @@ def checked_origins(registry, values: list[str] | None) -> list[str] | None:
     """``--origin``: refused unless each is an origin the registry knows (catalogue, collection or manifest)."""
     if not values:
         return values
-    known = {e.id for e in registry.catalogue} | {p.stem for p in registry.manifests()}
+    from daad.registry.catalogue import CatalogueError
+
+    known = {p.stem for p in registry.manifests()}
+    try:
+        known |= {e.id for e in registry.catalogue}
+    except CatalogueError:  # a bare folder of manifests: its manifests are its origins
+        pass
     check_values(values, known, "--origin")
     return values
 
