@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from daad.cli.options import ManifestsOption, RootOption  # noqa: F401  (also imported from here)
 from daad.errors import DaadError
 
 EXIT_OK = 0
