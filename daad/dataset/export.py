@@ -2,7 +2,7 @@
 
 - ``mvtec``: ``<category>/train/good/`` (the target normals, when given),
   ``<category>/test/<class>/<stem>.png`` and ``<category>/ground_truth/<class>/<stem>_mask.png``:
-  MVTec AD's tree, read by anomalib's ``MVTecAD`` and by ``daad eval --eval-dataset mvtec-layout``.
+  MVTec AD's tree, read by anomalib's ``MVTecAD`` and by ``daad eval --eval mvtec-layout``.
 - ``anomalib-folder``: ``normal/``, ``abnormal/<stem>.png`` and ``mask/<stem>.png`` (the same
   stems): anomalib's ``Folder`` datamodule with ``normal_dir="normal"``,
   ``abnormal_dir="abnormal"``, ``mask_dir="mask"``.
