@@ -27,17 +27,17 @@ from pathlib import Path
 from common import REPO, SOURCE_ROOTS  # noqa: E402  (puts the checkout on sys.path)
 
 import standins  # noqa: E402
-from daad.exclusion import HASHES_DIR  # noqa: E402
-from daad.manifest import manifest_paths, read_manifest, write_manifest  # noqa: E402
+from daad.registry.exclusion import HASHES_DIR  # noqa: E402
+from daad.registry.manifest import manifest_paths, read_manifest, write_manifest  # noqa: E402
 
 ROOTS = SOURCE_ROOTS
 ROUNDS = 5
 _BUILD = (
     "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-    "from daad.build import build; from daad.registry import Registry; from daad.roots import Roots;"
+    "from daad.dataset.build import build; from daad.registry import Registry; from daad.registry.roots import Roots;"
     "import multiprocessing, daad.processes as p;"
     # the start method daad used before its forkserver, measured in the same rounds
-    "import daad.build as b; fork = lambda modules: multiprocessing.get_context('fork');"
+    "import daad.dataset.build as b; fork = lambda modules: multiprocessing.get_context('fork');"
     "p.start_server, b.start_server = (fork, fork) if sys.argv[6] == 'fork' else (p.start_server, b.start_server);"
     "roots = json.loads(sys.argv[3]); t = time.perf_counter();"
     "s = build(Registry(Path(sys.argv[2]), Roots(roots)), Path(sys.argv[4]), progress=False, reuse=sys.argv[5] == '1');"
@@ -46,7 +46,7 @@ _BUILD = (
 )
 _VALIDATE = (
     "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-    "from daad.validate import validate; from daad.registry import Registry; from daad.roots import Roots;"
+    "from daad.registry.validate import validate; from daad.registry import Registry; from daad.registry.roots import Roots;"
     "t = time.perf_counter(); r = validate(Registry(Path(sys.argv[2]), Roots(json.loads(sys.argv[3]))), progress=False);"
     "print(json.dumps({'seconds': time.perf_counter() - t, 'accepted': r.accepted,"
     "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"

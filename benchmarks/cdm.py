@@ -19,8 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import common  # noqa: E402, F401  (puts the checkout on sys.path)
 
 import torch  # noqa: E402
 

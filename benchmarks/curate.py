@@ -8,23 +8,21 @@ FiftyOne database and stops its mongod on exit.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import REPO, SHARED  # noqa: E402  (puts the checkout on sys.path)
 
 from daad.curate.dataset import file_stem, open_records, write_mask_png  # noqa: E402
 from daad.curate.session import CurationSession  # noqa: E402
 from daad.curate.sync import sync  # noqa: E402
 from daad.registry import Registry  # noqa: E402
-from daad.roots import Roots  # noqa: E402
+from daad.registry.roots import Roots  # noqa: E402
 
-SD_ROOT = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data")) / "sd-saliency-900"
+SD_ROOT = SHARED / "sd-saliency-900"
 
 
 def main() -> None:

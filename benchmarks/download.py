@@ -20,10 +20,10 @@ from pathlib import Path
 
 from common import REPO, SOURCE_ROOTS  # noqa: E402  (puts the checkout on sys.path)
 
-from daad.catalogue import Catalogue  # noqa: E402
-from daad.prepare import PrepareOptions, prepare_source  # noqa: E402
+from daad.registry.catalogue import Catalogue  # noqa: E402
+from daad.sources.archive_sources import PrepareOptions, prepare_source  # noqa: E402
 from daad.registry import Registry  # noqa: E402
-from daad.roots import Roots  # noqa: E402
+from daad.registry.roots import Roots  # noqa: E402
 
 SOURCES = SOURCE_ROOTS
 

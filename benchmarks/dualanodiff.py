@@ -19,8 +19,7 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+import common  # noqa: E402, F401  (puts the checkout on sys.path)
 
 from daad.synthesis.diffusion import load_base  # noqa: E402
 from daad.synthesis.dualanodiff.pipeline import DualAnoDiffPipeline  # noqa: E402
@@ -39,9 +38,9 @@ def seconds_per_train_step(base_model: str, out: Path, device: str, args) -> flo
     pairs = [real_pair(n) for n in NAMES]
     times = []
     for steps in (1, 1 + args.steps):
-        config = TrainConfig(base_model, out / f"run{steps}", resolution=args.resolution, max_train_steps=steps,
-                             train_batch_size=args.batch, rank=args.rank, foreground="classical",
-                             checkpointing_steps=0, device=device, progress=False)
+        config = TrainConfig(base_model, out / f"run{steps}", resolution=args.resolution, steps=steps,
+                             batch_size=args.batch, rank=args.rank, foreground="classical",
+                             checkpoint_every=0, device=device, progress=False)
         start = time.perf_counter()
         train(config, pairs)
         sync(device)

@@ -30,7 +30,7 @@ from daad.evaluation.metrics import evaluate_maps  # noqa: E402
 from daad.evaluation.report import write_report  # noqa: E402
 from daad.evaluation.train import TrainConfig, full_resolution_maps  # noqa: E402
 from daad.registry import Registry  # noqa: E402
-from daad.roots import Roots  # noqa: E402
+from daad.registry.roots import Roots  # noqa: E402
 from daad.synthesis.base import Target  # noqa: E402
 from daad.synthesis.output import write_generated  # noqa: E402
 from daad.synthesis.targets import resize  # noqa: E402

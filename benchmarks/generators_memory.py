@@ -38,8 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import REPO  # noqa: E402  (puts the checkout on sys.path)
 
 from daad.synthesis.diffusion import BaseModel  # noqa: E402
 
@@ -141,9 +140,9 @@ def step_dualanodiff(case: Case, base: BaseModel, tmp: Path) -> None:
 
     pairs = [TrainingPair(f"synthetic/{i}", im, m, "scratch") for i, (im, m) in enumerate(synthetic_images(4))]
     config = TrainConfig(
-        base.source, tmp / "dualanodiff", resolution=case.resolution, max_train_steps=1, train_batch_size=case.batch,
+        base.source, tmp / "dualanodiff", resolution=case.resolution, steps=1, batch_size=case.batch,
         mixed_precision=case.mixed_precision, gradient_checkpointing=case.checkpointing, foreground="full",
-        checkpointing_steps=0, progress=False,
+        checkpoint_every=0, progress=False,
     )
     train(config, pairs, base=base)
 

@@ -15,14 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from common import SHARED  # noqa: E402  (puts the checkout on sys.path)
 os.environ.setdefault("DAAD_CACHE_DIR", tempfile.mkdtemp(prefix="daad-bench-cache-"))
 
 from daad.loaders import get_loader  # noqa: E402
 from daad.loaders.base import Skipped  # noqa: E402
 
-SHARED = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 SOURCES = {
     "sd_saliency_900": (SHARED / "sd-saliency-900", ("*.bmp",)),
     "crackforest": (SHARED / "crackforest", ("*.jpg",)),

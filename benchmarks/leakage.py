@@ -2,7 +2,7 @@
 
 1. Scale: 1,000,000 registry hashes against 10,000 evaluation images x 16 variant hashes
    (synthetic, uniform random, with 1,000 planted near copies) through
-   :class:`daad.neardup.HashIndex`: time and peak memory, next to the naive all-pairs
+   :class:`daad.registry.neardup.HashIndex`: time and peak memory, next to the naive all-pairs
    check timed on a subset and extrapolated (ratio).
 2. Accuracy on real data: every SD-saliency-900, KolektorSDD and CrackForest image (and
    NEU-Seg's where ``--neu-seg PATH`` gives its extracted release), transformed copies
@@ -32,16 +32,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+if __package__:  # imported by the tests as benchmarks.leakage
+    from benchmarks.common import SHARED
+else:
+    from common import SHARED  # puts the checkout on sys.path
 
-from daad.exclusion import EvaluationHashes  # noqa: E402
-from daad.neardup import (  # noqa: E402
+from daad.registry.exclusion import EvaluationHashes  # noqa: E402
+from daad.registry.neardup import (  # noqa: E402
     FINE_THRESHOLD, THRESHOLD, VARIANTS, HashIndex, cropped, dihedral, fine_distance, fine_signature, image_hash,
     pairwise_matches, query_signature, variant_hashes,
 )
 
-SHARED = Path(os.environ.get("DAAD_SHARED_DATA", REPO.parent / "shared" / "data"))
 REAL_IMAGES = {
     "sd_saliency_900": sorted((SHARED / "sd-saliency-900" / "Source Images").glob("*.bmp")),
     "kolektorsdd": sorted((SHARED / "kolektorsdd-yolo" / "Datasets" / "images").glob("*/*.jpg")),

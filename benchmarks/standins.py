@@ -18,10 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from daad.catalogue import Catalogue
+from daad.registry.catalogue import Catalogue
 from daad.images import sha256_file
 from daad.loaders.base import make_record
-from daad.manifest import manifest_paths, read_manifest, write_manifest
+from daad.registry.manifest import manifest_paths, read_manifest, write_manifest
 
 DOWNLOADED = {
     # origin: (mapped records, width, height, suffix, native label): publishers' sizes; MVTec AD's

@@ -10,8 +10,7 @@ KolektorSDD (SD-saliency-900 + CrackForest). Figures:
   the authors' choice) next to the DST solver, and ILS with a per-pixel Python loop, as
   the authors' implementation does, next to the array version.
 
-Run: ``cd /work/main && PYTHONPATH=. /work/venv/bin/python benchmarks/synthesis.py``
-(``DAAD_SHARED_DATA`` to point elsewhere than ``../shared/data``).
+Run: ``python benchmarks/synthesis.py`` (``DAAD_SHARED_DATA`` to point elsewhere than ``../shared/data``).
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import multiprocessing
-import os
 import statistics
 import tempfile
 import time
@@ -29,24 +27,24 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-import daad.processes
+from common import REPO, SOURCE_ROOTS  # noqa: E402  (puts the checkout on sys.path)
 
-from daad.loaders.kolektorsdd import iter_normals
-from daad.registry import Registry
-from daad.roots import Roots
-from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
-from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, Texture
-from daad.synthesis.baselines.nsa import NSA, NSAConfig
-from daad.synthesis.base import per_target_rows
-from daad.synthesis.cai import CAI, CAIConfig, PatternBank
-from daad.synthesis.foreground import ForegroundExtractor
-from daad.synthesis.injection import clone_margin, select_location
-from daad.synthesis.output import write_generated
-from daad.synthesis.parallel import generate_encoded
-from daad.synthesis.targets import load_targets
+import daad.processes  # noqa: E402
+from daad.loaders.kolektorsdd import iter_normals  # noqa: E402
+from daad.registry import Registry  # noqa: E402
+from daad.registry.roots import Roots  # noqa: E402
+from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig  # noqa: E402
+from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, Texture  # noqa: E402
+from daad.synthesis.baselines.nsa import NSA, NSAConfig  # noqa: E402
+from daad.synthesis.base import per_target_rows  # noqa: E402
+from daad.synthesis.cai import CAI, CAIConfig, PatternBank  # noqa: E402
+from daad.synthesis.foreground import ForegroundExtractor  # noqa: E402
+from daad.synthesis.injection import clone_margin, select_location  # noqa: E402
+from daad.synthesis.output import write_generated  # noqa: E402
+from daad.synthesis.parallel import generate_encoded  # noqa: E402
+from daad.synthesis.targets import load_targets  # noqa: E402
 
-DATA = Path(os.environ.get("DAAD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-KSDD = DATA / "kolektorsdd-yolo"
+KSDD = SOURCE_ROOTS["kolektorsdd"]
 STATE: dict = {}
 
 
@@ -117,8 +115,8 @@ def main() -> None:
     cv2.setNumThreads(1)
 
     t0 = time.perf_counter()
-    roots = Roots({"sd_saliency_900": DATA / "sd-saliency-900", "crackforest": DATA / "crackforest", "kolektorsdd": KSDD})
-    view = Registry(Path(__file__).resolve().parents[1] / "manifests", roots).view(evaluation="kolektorsdd")
+    roots = Roots(SOURCE_ROOTS)
+    view = Registry(REPO / "manifests", roots).view(evaluation="kolektorsdd")
     STATE["bank"] = PatternBank.from_view(view)
     STATE["textures"] = [Texture(p.id, partial(np.asarray, p.image), True) for p in STATE["bank"].patterns[::10]]
     normals = list(itertools.islice(iter_normals(KSDD), max(args.core_targets, args.e2e_targets)))

@@ -68,7 +68,7 @@ def committed_without_marks(origin: str) -> bytes:
     marks ``daad dedup`` added (SD-saliency-900 publishes five pictures twice, KolektorSDD four)."""
     from dataclasses import replace
 
-    from daad.manifest import dumps, read_manifest
+    from daad.registry.manifest import dumps, read_manifest
 
     records = read_manifest(REPO / "manifests" / f"{origin}.jsonl")
     return "".join(dumps(replace(r, duplicate_of=None)) + "\n" for r in records).encode()
@@ -96,9 +96,9 @@ def sd_manifests(tmp_path) -> Path:
 def writable_sd_subset(tmp_path: Path, manifests: Path, n: int):
     """A writable copy of the first ``n`` real SD-saliency-900 images, the manifest cut to
     their records, and a registry over them: ``(registry, root, records)``."""
-    from daad.manifest import read_manifest, write_manifest
+    from daad.registry.manifest import read_manifest, write_manifest
     from daad.registry import Registry
-    from daad.roots import Roots
+    from daad.registry.roots import Roots
 
     root = tmp_path / "sd"
     (root / "Source Images").mkdir(parents=True)

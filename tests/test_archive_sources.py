@@ -27,11 +27,11 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, copy_manifests
-from daad.catalogue import Catalogue
-from daad.manifest import read_manifest
-from daad.prepare import DOWNLOADED, FAILED, SKIPPED, PrepareOptions, prepare
+from daad.registry.catalogue import Catalogue
+from daad.registry.manifest import read_manifest
+from daad.sources.archive_sources import DOWNLOADED, FAILED, SKIPPED, PrepareOptions, prepare
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from helpers import fake_datasets as fake
 from helpers.archive_server import ArchiveServer
 
@@ -248,7 +248,7 @@ def test_archive_laid_out_otherwise_gives_no_empty_manifest(server, catalogue, t
 def test_download_marks_copies_of_committed_records(server, catalogue, tmp_path, published):
     """A manifest written at download time is deduplicated against the committed ones at once;
     the committed manifest is never rewritten, so the downloaded copy is the one marked."""
-    from daad.ingest import ingest
+    from daad.sources.ingest import ingest
     from daad.loaders import get_loader
 
     members = zipfile.ZipFile(io.BytesIO(published["kolektorsdd_original"]))

@@ -12,15 +12,15 @@ import pytest
 from PIL import Image
 
 from conftest import SD_ROOT, writable_sd_subset
-from daad.build import BuildError, build
-from daad import roots as roots_module
+from daad.dataset.build import BuildError, build
+from daad.registry import roots as roots_module
 from daad.errors import ManifestError, PathEscapeError, RecordFileError
 from daad.images import sha256_file
-from daad.manifest import dumps, read_manifest, write_manifest
+from daad.registry.manifest import dumps, read_manifest, write_manifest
 from daad.masks import RLE
 from daad.registry import Registry
-from daad.roots import Roots, read_in_root, resolve_in_root
-from daad.validate import validate
+from daad.registry.roots import Roots, read_in_root, resolve_in_root
+from daad.registry.validate import validate
 
 N = 12
 

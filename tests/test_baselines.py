@@ -12,7 +12,7 @@ from conftest import SHARED_DATA, copy_manifests, SOURCE_ROOTS
 from daad.errors import LeakageError
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
 from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, draem_blend, folder_textures
 from daad.synthesis.baselines.nsa import NSA, NSAConfig

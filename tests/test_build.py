@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SD_ROOT, SOURCE_ROOTS, copy_manifests
-from daad import roots as roots_module
-from daad.build import BuildSummary, build
+from daad.registry import roots as roots_module
+from daad.dataset.build import BuildSummary, build
 from daad.errors import ManifestError
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import ANOMALY_CLASSES, Status
 
 
@@ -108,7 +108,7 @@ def test_build_killed_midway_leaves_previous_output(sd_manifests, tmp_path):
     write_manifest(sd_manifests / "sd_saliency_900.jsonl", big)
     script = (
         "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[4]);"
-        "from daad.build import build; from daad.registry import Registry; from daad.roots import Roots;"
+        "from daad.dataset.build import build; from daad.registry import Registry; from daad.registry.roots import Roots;"
         "build(Registry(Path(sys.argv[1]), Roots({'sd_saliency_900': Path(sys.argv[2])})), Path(sys.argv[3]), progress=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(sd_manifests), str(SD_ROOT), str(out), str(REPO)])

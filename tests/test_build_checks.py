@@ -20,15 +20,15 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from conftest import REPO, writable_sd_subset
-from daad.build import BuildError, build
+from daad.dataset.build import BuildError, build
 from daad.errors import ManifestError
 from daad.images import sha256_file
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.masks import RLE
 from daad.record import Record
 from daad.registry import Registry
-from daad.shards import OutputLockedError
-from daad.validate import validate
+from daad.dataset.shards import OutputLockedError
+from daad.registry.validate import validate
 
 N = 6
 
@@ -190,8 +190,8 @@ def test_a_second_build_to_the_same_output_is_refused_naming_the_holder(small, t
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
-            from daad.features import REGISTRY_FEATURES
-            from daad.shards import DatasetFolderWriter
+            from daad.dataset.features import REGISTRY_FEATURES
+            from daad.dataset.shards import DatasetFolderWriter
             with DatasetFolderWriter({str(out)!r}, REGISTRY_FEATURES) as writer:
                 print("locked", flush=True)
                 time.sleep(60)

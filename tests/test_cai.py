@@ -21,7 +21,7 @@ from daad.cli import app
 from daad.errors import LeakageError
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.cai import (
     CAI,
     SCALE_BOUNDS,

@@ -7,11 +7,11 @@ import datasets
 import yaml
 
 from conftest import SD_ROOT, copy_manifests
-from daad.build import build
-from daad.card import hub_licence, size_category
-from daad.features import REGISTRY_FEATURES
+from daad.dataset.build import build
+from daad.dataset.card import hub_licence, size_category
+from daad.dataset.features import REGISTRY_FEATURES
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 
 
 def _front_and_body(card: str) -> tuple[dict, str]:

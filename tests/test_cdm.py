@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.base import Target
 from daad.synthesis.cai import CAI, CAIConfig
 from daad.synthesis.cdm.data import foreground_extractor
@@ -233,12 +233,12 @@ def test_cli_trains_and_samples(work, tmp_path):
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     result = runner.invoke(app, [
         "synth", "cdm", "train", "--data", str(work / "cai"), "--base-model", str(work / "sd"), "--out", str(ckpt),
-        "--class", "scratch", "--resolution", "32", "--steps", "2", "--batch-size", "2", "--foreground", "classical", "-q",
+        "--classes", "scratch", "--size", "32", "--steps", "2", "--batch-size", "2", "--foreground", "classical", "-q",
     ])
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, [
         "synth", "cdm", "sample", "--checkpoint", str(ckpt), "--targets", str(folder), "--out", str(out),
-        "--per-target", "2", "--steps", "2", "--size", "64", "--foreground", "classical", "--seed", "5", "-q",
+        "--per-target", "2", "--inference-steps", "2", "--size", "64", "--foreground", "classical", "--seed", "5", "-q",
     ])
     assert result.exit_code == 0, result.output
     back = list(read_generated(out))

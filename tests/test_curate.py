@@ -13,13 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import SD_ROOT
-from daad.build import build
+from daad.dataset.build import build
 from daad.cli.app import app as cli
 from daad.curate.dataset import open_records
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.record import Record
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import ANOMALY_CLASSES, Status
 from helpers.curation import PER_CLASS, shared_session, subset_manifests
 
@@ -200,17 +200,17 @@ def _open_cli(session, *args: str):
 def test_cli_open_selects_records(session, tmp_path):
     manifests = subset_manifests(tmp_path / "manifests")
     args = ["--manifests", str(manifests), "--root", f"sd_saliency_900={SD_ROOT}", "--name", "curate-cli"]
-    result = _open_cli(session, *args, "--class", "scratch", "--status", "accepted")
+    result = _open_cli(session, *args, "--classes", "scratch", "--status", "accepted")
     assert result.exit_code == 0, result.output
     assert "curate-cli: 10 samples (added 10" in result.output
     dataset = session.fiftyone().load_dataset("curate-cli")
     assert dataset.distinct("anomaly_class.label") == ["scratch"]
-    again = _open_cli(session, *args, "--class", "scratch", "--class", "stain")
+    again = _open_cli(session, *args, "--classes", "scratch", "--classes", "stain")
     assert again.exit_code == 0 and "20 samples (added 10, refreshed 0, kept 10, removed 0)" in again.output
 
 
 def test_open_generated_dataset(session, tmp_path):
-    from daad.curate.dataset import read_mask_file
+    from daad.curate.fields import read_mask_file
     from daad.synthesis.base import Synthesis
     from daad.synthesis.output import write_generated
 

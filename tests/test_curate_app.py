@@ -20,7 +20,7 @@ from conftest import REPO, SD_ROOT
 from daad.curate.app import launch_app
 from daad.curate.dataset import open_records
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from helpers.curation import shared_session, subset_manifests
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -98,7 +98,7 @@ from daad.curate.app import launch_app
 from daad.curate.dataset import open_records
 from daad.curate.session import CurationSession
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 
 registry = Registry(Path(sys.argv[1]), Roots({"sd_saliency_900": Path(sys.argv[2])}))
 session = CurationSession(sys.argv[3])

@@ -22,10 +22,10 @@ from daad.cli.app import app as cli
 from daad.curate.dataset import UnsyncedEditsError, open_records
 from daad.curate.session import STATE_FILE
 from daad.curate.sync import sync
-from daad.curation_log import read_log
-from daad.manifest import read_manifest, write_manifest
+from daad.curate.journal import read_log
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import Status
 from helpers.curation import shared_session, subset_manifests
 
@@ -83,9 +83,9 @@ def test_decisions_survive_filters_mistyped_ingest_and_re_add(session, tmp_path)
     assert typo.exception is not None and manifest.read_bytes() == after_sync
     partial = tmp_path / "cf"
     shutil.copytree(CF_ROOT, partial, ignore=lambda d, names: [n for n in names if Path(n).stem in ("001", "002")])
-    assert CliRunner().invoke(cli, [*ingest, "--root", str(partial), "--allow-remove"]).exit_code == 0
+    assert CliRunner().invoke(cli, [*ingest, "--root", f"crackforest={partial}", "--allow-remove"]).exit_code == 0
     assert len(list(read_manifest(manifest))) == 116
-    assert CliRunner().invoke(cli, [*ingest, "--root", str(CF_ROOT)]).exit_code == 0
+    assert CliRunner().invoke(cli, [*ingest, "--root", f"crackforest={CF_ROOT}"]).exit_code == 0
     assert manifest.read_bytes() == after_sync
     back = {r.id: r for r in read_manifest(manifest)}
     assert (back["crackforest/001"].status, back["crackforest/001"].reason) == (Status.REJECTED, "blurry")
@@ -165,7 +165,7 @@ def test_a_killed_commands_mongod_is_stopped_by_the_next(tmp_path):
     assert orphan.is_running() and state["owner"] == killed.pid
 
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "no FiftyOne dataset 'nothing-here'" in result.stderr, result.stderr
+    assert result.returncode == 3 and "no FiftyOne dataset 'nothing-here'" in result.stderr, result.stderr
     orphan.wait(timeout=15)  # raises TimeoutExpired if the next command left it running
     assert not orphan.is_running() and not (database / STATE_FILE).exists()
 
@@ -177,7 +177,7 @@ def test_two_named_collections_curated_side_by_side(session, tmp_path):
     roots = {"steel_a": real_collection(tmp_path / "a", ["In_1", "Sc_1"]),
              "steel_b": real_collection(tmp_path / "b", ["Pa_2", "Sc_2"])}
     for origin, root in roots.items():
-        result = CliRunner().invoke(cli, ["ingest", origin, "--loader", "folder", "--root", str(root),
+        result = CliRunner().invoke(cli, ["ingest", origin, "--loader", "folder", "--root", f"{origin}={root}",
                                           "--manifests", str(manifests)])
         assert result.exit_code == 0, result.output
     m = ["--manifests", str(manifests), *[f"--root={o}={r}" for o, r in roots.items()]]

@@ -20,18 +20,18 @@ from typer.testing import CliRunner
 
 from benchmarks.leakage import jpeg
 from conftest import SD_ROOT, SHARED_DATA, copy_manifests
-from daad.build import build
-from daad.catalogue import Catalogue
+from daad.dataset.build import build
+from daad.registry.catalogue import Catalogue
 from daad.cli import app
-from daad.dedup import DedupError, origin_priority
-from daad.ingest import ingest
+from daad.registry.dedup import DedupError, origin_priority
+from daad.sources.ingest import ingest
 from daad.loaders import kolektorsdd as kolektorsdd_loader
 from daad.loaders import neu_seg as neu_seg_loader
-from daad.manifest import dumps, read_manifest, write_manifest
-from daad.neardup import dihedral
+from daad.registry.manifest import dumps, read_manifest, write_manifest
+from daad.registry.neardup import dihedral
 from daad.record import Record
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 
 KSDD_ROOT = SHARED_DATA / "kolektorsdd-yolo"
 SD_IDS = [f"sd_saliency_900/{n}" for n in ("In_1", "In_2", "Pa_1", "Pa_2", "Sc_1", "Sc_2", "Sc_3")]

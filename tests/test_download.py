@@ -24,16 +24,16 @@ import pytest
 
 from conftest import REPO, SD_ROOT, SHARED_DATA, copy_manifests
 from helpers.archive_server import ArchiveServer
-from daad.archives import UnsafeArchiveError, unpack
-from daad.catalogue import Catalogue
-from daad.download import download
+from daad.sources.archives import UnsafeArchiveError, unpack
+from daad.registry.catalogue import Catalogue
+from daad.sources.http import download
 from daad.licences import LicenceCatalogue, LicencePolicy
-from daad.manifest import read_manifest, write_manifest
-from daad.prepare import (
+from daad.registry.manifest import read_manifest, write_manifest
+from daad.sources.archive_sources import (
     DOWNLOADED, PRESENT, SKIPPED, PrepareOptions, archive_path, SourceDownloadError, prepare, prepare_source,
 )
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 
 CF_ROOT = SHARED_DATA / "crackforest"
 SD_LICENCE = "LicenseRef-SD-saliency-900-research"
@@ -356,7 +356,7 @@ def test_404_and_stalled_server(small, fresh, server):
 
 
 def test_licence_acceptance_from_env_and_config(fresh, tmp_path, monkeypatch):
-    from daad.prepare import accepted_licences, needs_acceptance
+    from daad.sources.archive_sources import accepted_licences, needs_acceptance
 
     from dataclasses import replace
 

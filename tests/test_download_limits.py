@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, copy_manifests
-from daad.download import download, part_path, quote_url, redirect_refusal
-from daad.manifest import read_manifest, write_manifest
+from daad.sources.http import download, part_path, quote_url, redirect_refusal
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.record import ImageRef, Record
 from daad.taxonomy import Source, Status
 
@@ -218,7 +218,7 @@ def test_fetch_saves_what_it_pinned_before_the_run_ends(server, tmp_path):
     env = os.environ | {"PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
-            from daad.fetch import fetch
+            from daad.sources.url_images import fetch
             fetch({str(manifests)!r}, ["web_test"], timeout=50, retries=0, progress=False, save_every=0.5)
         """)],
         cwd=REPO, env=env,

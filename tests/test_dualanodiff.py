@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.base import Target
 from daad.synthesis.diffusion import fingerprint, load_base
 from daad.synthesis.dualanodiff.attention import PART, WHOLE, BackgroundPass, DualConfig, gammas, install
@@ -45,12 +45,12 @@ def real_pair(name: str) -> TrainingPair:
 def train_config(sd, out, **kw) -> TrainConfig:
     args = dict(
         resolution=RESOLUTION,
-        max_train_steps=4,
-        train_batch_size=2,
+        steps=4,
+        batch_size=2,
         rank=4,
         learning_rate=1e-2,
         foreground="classical",
-        checkpointing_steps=2,
+        checkpoint_every=2,
         progress=False,
     )
     return TrainConfig(str(sd), out, **args | kw)
@@ -248,8 +248,8 @@ def test_cli_few_shot_train_then_sample(tiny_sd, sd_manifests, tmp_path):  # noq
     common = ["--manifests", str(sd_manifests), "--root", f"sd_saliency_900={SD_ROOT}", "--quiet"]
     trained = runner.invoke(
         app,
-        ["synth", "dualanodiff", "train", "--base-model", str(tiny_sd), "--out", str(model), "--class", "scratch",
-         "--origin", "sd_saliency_900", "--split", "first-third", "--resolution", "32", "--steps", "1",
+        ["synth", "dualanodiff", "train", "--base-model", str(tiny_sd), "--out", str(model), "--classes", "scratch",
+         "--origin", "sd_saliency_900", "--split", "first-third", "--size", "32", "--steps", "1",
          "--batch-size", "1", "--rank", "2", "--foreground", "classical", *common],
     )
     assert trained.exit_code == 0, trained.output
@@ -260,7 +260,7 @@ def test_cli_few_shot_train_then_sample(tiny_sd, sd_manifests, tmp_path):  # noq
     sampled = runner.invoke(
         app,
         ["synth", "dualanodiff", "sample", "--checkpoint", str(model), "--out", str(out), "--num-pairs", "2",
-         "--steps", "2", "--targets", str(targets), "--size", "32", "--foreground", "classical", *common],
+         "--inference-steps", "2", "--targets", str(targets), "--size", "32", "--foreground", "classical", *common],
     )
     assert sampled.exit_code == 0, sampled.output
     recorded = generator_info(out)
@@ -272,7 +272,7 @@ def test_cli_few_shot_train_then_sample(tiny_sd, sd_manifests, tmp_path):  # noq
 
 def test_text_encoder_lora_trains_saves_and_reloads(tiny_sd, tmp_path):  # noqa: F811
     trained_base = load_base(tiny_sd)
-    config = train_config(tiny_sd, tmp_path / "model", max_train_steps=1, train_text_encoder=True, bcm=False)
+    config = train_config(tiny_sd, tmp_path / "model", steps=1, train_text_encoder=True, bcm=False)
     result = train(config, [real_pair(n) for n in NAMES], base=trained_base)
     assert (result.output_dir / TEXT_ENCODER_FILE).is_file()
     assert result.fingerprint == fingerprint([result.output_dir / WEIGHTS_FILE, result.output_dir / TEXT_ENCODER_FILE])
@@ -296,7 +296,7 @@ def test_text_encoder_lora_trains_saves_and_reloads(tiny_sd, tmp_path):  # noqa:
 )
 def test_each_memory_option_trains_and_reloads_bit_identical(tiny_sd, tmp_path, option):  # noqa: F811
     trained_base = load_base(tiny_sd)
-    config = train_config(tiny_sd, tmp_path / "model", max_train_steps=2, checkpointing_steps=0, **option)
+    config = train_config(tiny_sd, tmp_path / "model", steps=2, checkpoint_every=0, **option)
     result = train(config, [real_pair(n) for n in NAMES], base=trained_base)
     assert result.step == 2 and all(np.isfinite(result.losses))
     layers = trained_base_layers(trained_base)
@@ -359,12 +359,12 @@ def test_cli_from_generated_keeps_one_class_and_the_licences(tiny_sd, sd_manifes
     write_generated(generated, rows, generator="cai", params={}, seed=0, evaluation="none", progress=False)
     model = tmp_path / "model"
     args = ["synth", "dualanodiff", "train", "--base-model", str(tiny_sd), "--out", str(model),
-            "--from-generated", str(generated), "--resolution", "32", "--steps", "1", "--batch-size", "1",
+            "--from-generated", str(generated), "--size", "32", "--steps", "1", "--batch-size", "1",
             "--rank", "2", "--foreground", "classical", "--no-bcm", "--manifests", str(sd_manifests),
             "--root", f"sd_saliency_900={SD_ROOT}", "--quiet"]
     mixed = CliRunner().invoke(app, args)
     assert mixed.exit_code != 0 and "mix classes" in str(mixed.exception)
-    trained = CliRunner().invoke(app, [*args, "--class", "scratch"])
+    trained = CliRunner().invoke(app, [*args, "--classes", "scratch"])
     assert trained.exit_code == 0, trained.output
     info = read_info(model)
     assert info.anomaly_class == "scratch" and len(info.training_ids) == 2

@@ -140,7 +140,7 @@ def test_daad_eval_writes_the_report(fake_kolektorsdd, tmp_path):
     second = write_blob_dataset(tmp_path / "gen-b", ev.train_normals, 1, seed=2, name="blobs-b")
     out = tmp_path / "report"
     result = CliRunner().invoke(app, [
-        "eval", "--eval-dataset", "kolektorsdd", "--root", str(fake_kolektorsdd),
+        "eval", "--eval", "kolektorsdd", "--root", f"kolektorsdd={fake_kolektorsdd}",
         "--generated", str(first), "--generated", str(second), "--size", "64", "--steps", "10",
         "--eval-every", "5", "--batch-size", "4", "--width", "4", "--selection", "test-best",
         "--device", "cpu", "--out", str(out), "--quiet",
@@ -183,7 +183,7 @@ def test_targets_come_from_the_train_split_and_eval_refuses_rows_made_from_test_
     leaked = rows_made_from(outs["all"], test_ids)
     assert all_targets & test_ids and leaked and not rows_made_from(outs["train"], test_ids)
     result = CliRunner().invoke(app, [
-        "eval", "--eval-dataset", "kolektorsdd", "--root", str(fake_kolektorsdd), "--generated", str(outs["all"]),
+        "eval", "--eval", "kolektorsdd", "--root", f"kolektorsdd={fake_kolektorsdd}", "--generated", str(outs["all"]),
         "--size", "32", "--steps", "2", "--eval-every", "2", "--batch-size", "2", "--width", "4", "--device", "cpu",
         "--out", str(tmp_path / "report"), "--quiet",
     ])
@@ -212,7 +212,7 @@ def test_eval_on_a_users_folder_in_mvtec_layout(tmp_path):
     assert ev.test_anomalies[0].id == "tiles/test/crack/000.png" and ev.test_anomalies[0].mask.max() == 1
     good = write_blob_dataset(tmp_path / "gen", ev.train_normals, 2, seed=1, name="blobs")
     leaky = write_blob_dataset(tmp_path / "leaky", ev.test[:2], 1, seed=1, name="leaky")
-    args = ["eval", "--eval-dataset", "mvtec-layout", "--root", str(category), "--size", "32", "--steps", "4",
+    args = ["eval", "--eval", "mvtec-layout", "--root", f"mvtec-layout={category}", "--size", "32", "--steps", "4",
             "--eval-every", "2", "--batch-size", "4", "--width", "4", "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(app, [*args, "--generated", str(good), "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output

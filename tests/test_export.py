@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from daad.cli import app
 from daad.evaluation.data import mvtec_layout_set
-from daad.export import ExportError, export_generated
+from daad.dataset.export import ExportError, export_generated
 from daad.synthesis.base import Synthesis
 from daad.synthesis.output import write_generated
 

@@ -1,4 +1,4 @@
-"""`daad fetch` and daad.download against a real HTTP server on 127.0.0.1."""
+"""`daad fetch` and daad.sources.http against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from daad.cli import app
-from daad.download import download, part_path
-from daad.fetch import fetch
-from daad.ingest import ingest
-from daad.manifest import read_manifest, write_manifest
+from daad.sources.http import download, part_path
+from daad.sources.url_images import fetch
+from daad.sources.ingest import ingest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.record import ImageRef, Record
-from daad.roots import fetched_image_path
+from daad.registry.roots import fetched_image_path
 from daad.taxonomy import Source, Status
 
 

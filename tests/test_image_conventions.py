@@ -20,16 +20,16 @@ from typer.testing import CliRunner
 
 from conftest import copy_manifests
 from daad.annotations.bitmap import read_bitmap
-from daad.build import build
+from daad.dataset.build import build
 from daad.evaluation.data import read_image as evaluation_read_image
-from daad.ingest import ingest
+from daad.sources.ingest import ingest
 from daad.loaders import get_loader
-from daad.manifest import read_manifest
+from daad.registry.manifest import read_manifest
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.targets import load_targets
 from daad.taxonomy import Status
-from daad.validate import validate
+from daad.registry.validate import validate
 
 W, H = 48, 72  # as displayed: portrait
 BOX = (slice(10, 30), slice(8, 20))  # rows, columns of the bright square, as displayed
@@ -105,7 +105,7 @@ def test_exif_orientation_is_applied_everywhere(tmp_path, orientation):
 def test_fiftyone_samples_carry_the_displayed_size(tmp_path):
     fo = pytest.importorskip("fiftyone")
     from daad.curate.dataset import _record_sample
-    from daad.manifest import dumps
+    from daad.registry.manifest import dumps
 
     root = tmp_path / "photos"
     (root / "masks").mkdir(parents=True)
@@ -236,7 +236,7 @@ def test_ingest_names_skipped_items_in_the_table_and_json(tmp_path):
     _write_collection(root, [("big.png", "crack", ""), ("../escape.png", "crack", ""), ("good.png", "crack", "")])
     manifests = copy_manifests(tmp_path / "manifests")
     runner = CliRunner()
-    args = ["ingest", "folder", "--root", str(root), "--manifests", str(manifests)]
+    args = ["ingest", "folder", "--root", f"folder={root}", "--manifests", str(manifests)]
     as_json = runner.invoke(app, [*args, "--json"])
     assert as_json.exit_code == 0, as_json.output
     items = json.loads(as_json.output)["skipped_items"]

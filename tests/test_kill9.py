@@ -19,10 +19,10 @@ from PIL import Image
 
 from conftest import SD_ROOT, SOURCE_ROOTS, copy_manifests
 from daad.curate.sync import sync
-from daad.manifest import dumps, manifest_paths, read_manifest, write_manifest
+from daad.registry.manifest import dumps, manifest_paths, read_manifest, write_manifest
 from daad.record import ImageRef, Record
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import Source, Status
 from helpers.curation import shared_session, subset_manifests
 from helpers.kill import KILLS, daad_command, kill_moments, run_and_kill, timed_run, visible_files
@@ -45,7 +45,7 @@ def _lines(path: Path) -> dict[str, str]:
 def test_kill_during_ingest(tmp_path):
     manifests = copy_manifests(tmp_path / "manifests")
     manifest = manifests / "crackforest.jsonl"
-    command = daad_command("ingest", "crackforest", "--root", str(_small_crackforest(tmp_path / "cf")),
+    command = daad_command("ingest", "crackforest", "--root", f"crackforest={_small_crackforest(tmp_path / 'cf')}",
                            "--manifests", str(manifests))
     window = timed_run(command, dict(os.environ))
     after = manifest.read_bytes()
@@ -112,7 +112,7 @@ def test_kill_during_fetch(tmp_path):
         manifest = manifests / "web_test.jsonl"
         before_bytes = manifest.read_bytes()
         before = _lines(manifest)
-        command = daad_command("fetch", "--manifests", str(manifests), "--concurrency", "2", "--quiet", "--timeout", "5")
+        command = daad_command("fetch", "--manifests", str(manifests), "--workers", "2", "--quiet", "--timeout", "5")
 
         def env(cache: str) -> dict[str, str]:
             return {**os.environ, "DAAD_CACHE_DIR": str(tmp_path / cache)}
@@ -175,7 +175,7 @@ def test_kill_during_curate_sync(tmp_path):
     assert final.conflicts == []
     rejected = {r.id: r.reason for r in read_manifest(manifest) if r.status is Status.REJECTED}
     assert rejected == {rid: f"kill_{rid.rsplit('/', 1)[1]}" for rid in ids[: KILLS + 1]}
-    from daad.curation_log import read_log
+    from daad.curate.journal import read_log
 
     assert sorted(e["id"] for e in read_log(registry.manifests_dir)) == ids[: KILLS + 1]
 
@@ -213,7 +213,7 @@ def test_kill_during_synth(tmp_path):
 def test_kill_during_exclusions_hash(tmp_path):
     manifests = copy_manifests(tmp_path / "manifests")
     path = manifests / "eval_hashes" / "crackforest.txt"
-    command = daad_command("exclusions", "hash", "crackforest", "--root", str(_small_crackforest(tmp_path / "cf")),
+    command = daad_command("exclusions", "hash", "crackforest", "--root", f"crackforest={_small_crackforest(tmp_path / 'cf')}",
                            "--manifests", str(manifests), "--quiet")
     window = timed_run(command, dict(os.environ))
     after = path.read_bytes()

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from conftest import REPO, copy_manifests, split_items
-from daad.catalogue import Catalogue, CatalogueError
-from daad.ingest import ingest
+from daad.registry.catalogue import Catalogue, CatalogueError
+from daad.sources.ingest import ingest
 from daad.loaders import get_loader
 from daad.loaders.layout import LayoutLoader
-from daad.manifest import read_manifest
-from daad.prepare import DOWNLOADED, PrepareOptions, prepare_source
+from daad.registry.manifest import read_manifest
+from daad.sources.archive_sources import DOWNLOADED, PrepareOptions, prepare_source
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import Status
 from helpers import fake_datasets as fake
 from test_download import ArchiveServer, _path_of, _run, _zip

@@ -6,6 +6,7 @@ a KolektorSDD image is planted, flipped, resized and re-encoded, in another orig
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,21 +17,23 @@ from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from benchmarks.leakage import TRANSFORMS, jpeg, near_copies, tile_photographs
-from conftest import SD_ROOT, SHARED_DATA, copy_manifests
-from daad.build import build
+from conftest import REPO, SD_ROOT, SHARED_DATA, copy_manifests
+from daad.dataset.build import build
 from daad.cli import app
 from daad.errors import LeakageError
-from daad.exclusion import EvaluationHashes, ExclusionError, ExclusionRules, require_view
+from daad.registry.catalogue import Catalogue
+from daad.registry.exclusion import EvaluationHashes, ExclusionError, ExclusionRule, ExclusionRules
+from daad.registry.registry import require_view
 from daad.images import sha256_file
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.masks import RLE
-from daad.neardup import (
+from daad.registry.neardup import (
     FINE_THRESHOLD, THRESHOLD, VARIANTS, HashIndex, dihedral, fine_distance, fine_signature, image_hash,
     pairwise_matches, query_signature, variant_hashes,
 )
 from daad.record import ImageRef
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.base import Synthesis
 from daad.synthesis.output import write_generated
 
@@ -251,7 +254,7 @@ def test_audit_names_each_violation_and_passes_a_clean_dataset(planted, tmp_path
 def test_exclusions_hash_command_hashes_anomalous_and_normal_images(tmp_path):
     manifests = copy_manifests(tmp_path / "manifests")
     root = SHARED_DATA / "crackforest"
-    result = CliRunner().invoke(app, ["exclusions", "hash", "crackforest", "--root", str(root), "--manifests", str(manifests), "-q"])
+    result = CliRunner().invoke(app, ["exclusions", "hash", "crackforest", "--root", f"crackforest={root}", "--manifests", str(manifests), "-q"])
     assert result.exit_code == 0, result.output
     stored = ExclusionRules.load(manifests).hashes("crackforest")
     images = {i for i in stored.image_ids}
@@ -274,3 +277,26 @@ def test_rules_must_exclude_their_own_origin_and_hash_files_are_checked(tmp_path
     rules.hashes_path("visa").write_text("# header\nnot-a-hash visa/1\n")
     with pytest.raises(ExclusionError, match=r"visa.txt:2: expected"):
         rules.hashes("visa")
+
+
+def test_default_rules_come_from_the_catalogue_and_a_table_replaces_one(tmp_path):
+    """Each ``evaluation = true`` origin excludes its derived_from family (both directions), with
+    near copies; exclusions.toml only overrides. An origin added with ``derived_from`` joins its family."""
+    for name in ("sources.toml", "licences.toml"):
+        shutil.copy(REPO / "manifests" / name, tmp_path / name)
+    (tmp_path / "exclusions.toml").write_text("# defaults only\n")
+    rules = ExclusionRules.load(tmp_path)
+    evaluation = sorted(e.id for e in Catalogue.load(tmp_path) if e.evaluation)
+    assert sorted(rules.rules) == evaluation and len(evaluation) == 11
+    assert rules.rule("kolektorsdd").origins == ("kolektorsdd", "kolektorsdd_original")  # what it re-publishes
+    assert rules.rule("sd_saliency_900").origins == ("sd_saliency_900", "neu_seg")  # what re-publishes it
+    assert rules.rule("mvtec_ad").origins == ("mvtec_ad",) and all(r.near_duplicates for r in rules.rules.values())
+    assert "neu_seg" not in rules.rules  # derived, but not an evaluation dataset itself
+
+    with open(tmp_path / "sources.toml", "a", encoding="utf-8") as f:
+        f.write('\n[mvtec_ad_copy]\nname = "A copy"\nhomepage = "https://example.org"\nlicence = "CC-BY-NC-SA-4.0"\n'
+                'derived_from = ["mvtec_ad"]\n')
+    (tmp_path / "exclusions.toml").write_text('[crackforest]\nnear_duplicates = false\n')
+    rules = ExclusionRules.load(tmp_path)
+    assert rules.rule("mvtec_ad").origins == ("mvtec_ad", "mvtec_ad_copy")
+    assert rules.rule("crackforest") == ExclusionRule("crackforest", ("crackforest",), near_duplicates=False)

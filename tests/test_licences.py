@@ -11,13 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import REPO, SD_ROOT, copy_manifests
-from daad.build import build
-from daad.catalogue import Catalogue
+from daad.dataset.build import build
+from daad.registry.catalogue import Catalogue
 from daad.cli import app
 from daad.licences import LicenceCatalogue, LicenceError, LicencePolicy, check_licence
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.base import Synthesis
 from daad.synthesis.output import write_generated
 

@@ -9,12 +9,13 @@ import pytest
 from PIL import Image
 
 from conftest import split_items
-from daad.catalogue import Catalogue
-from daad.ingest import ingest
+from daad.registry.catalogue import Catalogue
+from daad.sources.ingest import ingest
 from daad.loaders import get_loader
-from daad.manifest import default_manifests_dir, read_manifest
+from daad.registry.manifest import default_manifests_dir, read_manifest
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Source, Status
 from helpers import fake_datasets as fake
+from helpers.layout_trees import has_data_layout, write_layout_tree
 
 CATALOGUE = Catalogue.load(default_manifests_dir())
 
@@ -210,3 +211,23 @@ def test_visa_catalogue_maps_every_defect_of_every_category():
     assert sorted(values) == sorted(get_loader("visa").CATEGORIES)
     assert {f"{c}/{name}" for c, names in values.items() for name in names} == set(entry.classes)
     assert {c for c in entry.classes.values() if c != UNMAPPED} <= set(ANOMALY_CLASSES)
+
+
+LAYOUT_ORIGINS = sorted(e.id for e in CATALOGUE if has_data_layout(e))
+
+
+def test_the_sources_with_a_data_layout_are_known():
+    assert {"mtd", "deepcrack", "bsdata", "mvtec_ad", "mpdd", "btad"} <= set(LAYOUT_ORIGINS)
+
+
+@pytest.mark.parametrize("origin", LAYOUT_ORIGINS)
+def test_a_data_layout_reads_the_tree_its_catalogue_entry_describes(tmp_path, origin):
+    """The fake tree comes from the catalogue entry alone: a source added with a layout table is tested here."""
+    entry = CATALOGUE[origin]
+    expected = write_layout_tree(entry, tmp_path)
+    loader = get_loader(origin)
+    records, skipped = split_items(loader.iter_records(tmp_path, entry))
+    assert Counter(r.native_label for r in records) == expected.records and expected.total > 0
+    assert skipped == Counter()
+    assert len(list(loader.iter_normals(tmp_path))) == expected.normals
+    assert all(r.anomaly_class == entry.map_class(r.native_label) and r.area > 0 for r in records)

@@ -11,10 +11,10 @@ from PIL import Image
 
 from conftest import REPO, SD_ROOT, SHARED_DATA, committed_without_marks, split_items
 from daad.annotations.yolo_seg import rasterise, read_polygons
-from daad.ingest import ingest
+from daad.sources.ingest import ingest
 from daad.loaders import crackforest, get_loader, kolektorsdd
 from daad.loaders.base import Skipped
-from daad.roots import fetched_image_path
+from daad.registry.roots import fetched_image_path
 
 CF_ROOT = SHARED_DATA / "crackforest"
 KSDD_ROOT = SHARED_DATA / "kolektorsdd-yolo"
@@ -145,7 +145,7 @@ def test_online_list_kinds_of_rows(online_items):
 
 
 def test_online_list_existing_datasets_are_the_catalogue_paper_entries():
-    from daad.catalogue import Catalogue
+    from daad.registry.catalogue import Catalogue
     from daad.loaders.daad_online_sources import existing_datasets
 
     names = existing_datasets(ONLINE_ROOT)

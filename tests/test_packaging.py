@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SOURCE_ROOTS
-from daad.manifest import manifest_paths, read_manifest
+from daad.registry.manifest import manifest_paths, read_manifest
 
 LICENCES = ("CC-BY-NC-SA-4.0", "LicenseRef-CrackForest-NonCommercial", "LicenseRef-SD-saliency-900-research")
 
@@ -42,7 +42,7 @@ def _daad(bin_dir: Path, cwd: Path, *args: str, env: dict | None = None) -> subp
 
 
 def test_the_wheel_carries_its_registry_and_builds_from_another_folder(installed, tmp_path):
-    located = subprocess.run([installed / "python", "-c", "import daad.manifest as m; print(m.__file__)"],
+    located = subprocess.run([installed / "python", "-c", "import daad.registry.manifest as m; print(m.__file__)"],
                              cwd=tmp_path, capture_output=True, text=True, check=True)
     assert not Path(located.stdout.strip()).is_relative_to(REPO)  # the installed copy, not the checkout
     version = _daad(installed, tmp_path, "--version")
@@ -64,15 +64,15 @@ def test_the_wheel_carries_its_registry_and_builds_from_another_folder(installed
 
 def test_a_missing_registry_and_a_missing_extra_are_one_line(installed, tmp_path):
     stats = _daad(installed, tmp_path, "stats", "--manifests", str(tmp_path / "nowhere"))
-    assert stats.returncode == 2 and "--manifests" in stats.stderr and "DAAD_MANIFESTS" in stats.stderr
+    assert stats.returncode == 3 and "--manifests" in stats.stderr and "DAAD_MANIFESTS" in stats.stderr
     assert "Traceback" not in stats.stderr
     code = "import sys; sys.modules['fiftyone'] = None; from daad.cli import main; sys.argv = sys.argv[1:]; main()"
     curate = subprocess.run([installed / "python", "-c", code, "daad", "curate", "open", "--no-app", "--origin", "crackforest"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert curate.returncode == 2 and "pip install 'daad[curate]'" in curate.stderr, curate.stderr
+    assert curate.returncode == 3 and "pip install 'daad[curate]'" in curate.stderr, curate.stderr
     assert "Traceback" not in curate.stderr and len(curate.stderr.strip().splitlines()) <= 2
     code = "import sys; sys.modules['torch'] = None; from daad.cli import main; sys.argv = sys.argv[1:]; main()"
-    evaluate = subprocess.run([installed / "python", "-c", code, "daad", "eval", "--eval-dataset", "kolektorsdd",
-                               "--root", str(SOURCE_ROOTS["kolektorsdd"]), "--generated", str(tmp_path), "--out", str(tmp_path / "r")],
+    evaluate = subprocess.run([installed / "python", "-c", code, "daad", "eval", "--eval", "kolektorsdd",
+                               "--root", f"kolektorsdd={SOURCE_ROOTS['kolektorsdd']}", "--generated", str(tmp_path), "--out", str(tmp_path / "r")],
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert evaluate.returncode == 2 and 'pip install "daad[eval]"' in evaluate.stderr, evaluate.stderr
+    assert evaluate.returncode == 3 and 'pip install "daad[eval]"' in evaluate.stderr, evaluate.stderr

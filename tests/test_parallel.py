@@ -11,7 +11,7 @@ from conftest import SHARED_DATA, SOURCE_ROOTS, copy_manifests
 from daad.cli import app
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
 from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig
 from daad.synthesis.baselines.nsa import NSA, NSAConfig

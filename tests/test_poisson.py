@@ -12,7 +12,7 @@ import pytest
 from conftest import SHARED_DATA, SOURCE_ROOTS, copy_manifests
 from daad.loaders.kolektorsdd import iter_normals
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.cai import PatternBank, resize_pattern
 from daad.synthesis.injection import (
     CLONE_FLAGS,

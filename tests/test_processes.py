@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from conftest import REPO, SD_ROOT, SHARED_DATA, SOURCE_ROOTS, copy_manifests
-from daad.build import build
+from daad.dataset.build import build
 from daad.loaders.kolektorsdd import iter_normals
 from daad.processes import WorkerError, process_map
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.cai import CAI, CAIConfig
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.parallel import CHUNK, generate_encoded

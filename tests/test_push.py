@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SOURCE_ROOTS, copy_manifests
-from daad.build import build
+from daad.dataset.build import build
 from daad.dataset.push import LicenceRefusedError, PushError, plan_push, push
 from daad.licences import LicenceCatalogue, LicencePolicy
-from daad.manifest import read_manifest, write_manifest
-from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.manifest import read_manifest, write_manifest
+from daad.registry.registry import Registry
+from daad.registry.roots import Roots
 from helpers.hub_server import HubServer
 
 SD_ROWS = 10
@@ -74,7 +74,7 @@ def test_cli_push_forced_private_sends_the_build_byte_for_byte(builds, tmp_path)
         args = [sys.executable, "-m", "daad", "push", "tester/daad", str(mixed), "--manifests", str(manifests),
                 "--token", server.token, "--private"]
         refused = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
-        assert refused.returncode == 2
+        assert refused.returncode == 3  # a data error: rows the licence policy refuses
         assert f"{SD_ROWS} rows from 1 origin(s)" in refused.stderr and "sd_saliency_900" in refused.stderr
         assert server.requests == [] and not server.repos
         done = subprocess.run([*args, "--force"], env=env, capture_output=True, text=True, timeout=120)

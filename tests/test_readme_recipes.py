@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from conftest import REPO, SOURCE_ROOTS, copy_manifests
-from daad.build import build
+from daad.dataset.build import build
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 
 
 def _recipe() -> str:

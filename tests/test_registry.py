@@ -14,14 +14,14 @@ import pytest
 
 from conftest import REPO, SD_ROOT, committed_without_marks
 from daad.errors import LeakageError
-from daad.exclusion import ExclusionError
-from daad.ingest import ingest
+from daad.registry.exclusion import ExclusionError
+from daad.sources.ingest import ingest
 from daad.loaders import get_loader
-from daad.manifest import read_manifest
+from daad.registry.manifest import read_manifest
 from daad.masks import RLE, decode_runs
 from daad.record import Record
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.synthesis.base import Synthesis
 from daad.synthesis.output import generator_info, read_generated, write_generated
 from daad.taxonomy import Status
@@ -102,7 +102,7 @@ def test_reingest_keeps_curation(tmp_path):
         records[1].id: replace(records[1], anomaly_class="crack", curated=("anomaly_class",)),
         records[2].id: replace(records[2], curated=("mask",)).with_mask(new_mask),
     }
-    from daad.manifest import write_manifest
+    from daad.registry.manifest import write_manifest
 
     write_manifest(manifest, [curated.get(r.id, r) for r in records[1:]] + [curated[records[0].id]])
     report = ingest(loader.iter_records(SD_ROOT), manifest)

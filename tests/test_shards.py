@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from daad.masks import RLE, encode_png
-from daad.shards import DatasetFolderWriter
+from daad.dataset.shards import DatasetFolderWriter
 
 FEATURES = datasets.Features({"id": datasets.Value("string"), "payload": datasets.Value("binary")})
 ROWS = [{"id": f"r{i:04d}", "payload": bytes([i % 251]) * (100 + i)} for i in range(300)]

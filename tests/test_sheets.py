@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 
 from conftest import REPO, SD_ROOT, SOURCE_ROOTS, copy_manifests
-from daad.build import build
+from daad.dataset.build import build
 from daad.dataset.sheets import CELL, SAMPLES_PATH, SAMPLES_PER_CLASS, SHEET_COLUMNS, spread
-from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.registry import Registry
+from daad.registry.roots import Roots
 from daad.synthesis.preview import LABEL_HEIGHT
 
 

@@ -18,20 +18,20 @@ from typer.testing import CliRunner
 from conftest import REPO, SD_ROOT, SOURCE_ROOTS, copy_manifests
 from helpers.collections import real_collection
 from daad.atomic import temp_path
-from daad.build import EmptyBuildError, build
-from daad.catalogue import Catalogue
+from daad.dataset.build import EmptyBuildError, build
+from daad.registry.catalogue import Catalogue
 from daad.cli import app
-from daad.collection import CollectionError
-from daad.curation_log import append_entries, curated_values, read_log
-from daad.download import DownloadResult
-from daad.fetch import failure_reason, fetch
-from daad.ingest import NoRecordsError, RemovalRefusedError, RootError, ingest
+from daad.registry.collection import CollectionError
+from daad.curate.journal import append_entries, curated_values, read_log
+from daad.sources.http import DownloadResult
+from daad.sources.url_images import failure_reason, fetch
+from daad.sources.ingest import NoRecordsError, RemovalRefusedError, RootError, ingest
 from daad.licences import LicenceCatalogue, LicencePolicy
 from daad.loaders import get_loader
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.record import ImageRef, Record
 from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.roots import Roots
 from daad.taxonomy import Source, Status
 
 CF_ROOT = SOURCE_ROOTS["crackforest"]
@@ -46,7 +46,7 @@ def cf_manifests(tmp_path) -> Path:
     return copy_manifests(tmp_path / "manifests", "crackforest", "sd_saliency_900")
 
 
-@pytest.mark.parametrize("root", ["{missing}", "sd_saliency_900={missing}", "{empty}", "crackforest={sd}"])
+@pytest.mark.parametrize("root", ["sd_saliency_900={missing}", "sd_saliency_900={empty}", "crackforest={sd}"])
 def test_ingest_refuses_a_missing_or_empty_root(cf_manifests, tmp_path, root):
     (tmp_path / "empty").mkdir()
     root = root.format(missing=tmp_path / "nope", empty=tmp_path / "empty", sd=SD_ROOT)
@@ -55,7 +55,16 @@ def test_ingest_refuses_a_missing_or_empty_root(cf_manifests, tmp_path, root):
     result = _ingest("sd_saliency_900", "--root", root, "--manifests", str(cf_manifests))
     assert isinstance(result.exception, RootError), result.output
     message = str(result.exception)
-    assert root in message and "`daad ingest sd_saliency_900 --root PATH`" in message and "sd_saliency_900=PATH" in message
+    assert root in message and "`daad ingest sd_saliency_900 --root sd_saliency_900=PATH`" in message
+    assert manifest.read_bytes() == before
+
+
+def test_ingest_takes_root_as_every_command_does(cf_manifests, tmp_path):
+    """``--root ORIGIN=PATH`` only: a bare path is a usage error (exit 2) that changes nothing."""
+    manifest = cf_manifests / "sd_saliency_900.jsonl"
+    before = manifest.read_bytes()
+    result = _ingest("sd_saliency_900", "--root", str(SD_ROOT), "--manifests", str(cf_manifests))
+    assert result.exit_code == 2 and "ORIGIN=PATH" in result.output, result.output
     assert manifest.read_bytes() == before
 
 
@@ -70,7 +79,7 @@ def test_ingest_refuses_a_root_with_no_records(cf_manifests, tmp_path):
     (tmp_path / "wrong" / "sub").mkdir(parents=True)  # a folder, but not SD-saliency-900's layout
     manifest = cf_manifests / "sd_saliency_900.jsonl"
     before = manifest.read_bytes()
-    result = _ingest("sd_saliency_900", "--root", str(tmp_path / "wrong"), "--manifests", str(cf_manifests))
+    result = _ingest("sd_saliency_900", "--root", f"sd_saliency_900={tmp_path / 'wrong'}", "--manifests", str(cf_manifests))
     assert isinstance(result.exception, NoRecordsError) and "--root" in str(result.exception)
     assert manifest.read_bytes() == before
 
@@ -87,7 +96,7 @@ def test_ingest_refuses_large_removals_and_shows_what_would_go(cf_manifests, tmp
     ids = [r.id for r in read_manifest(manifest)]
     drop = {rid.split("/")[1] for rid in ids[:10]}  # 10 of 118: more than 5 %
     root = _partial_crackforest(tmp_path / "cf", drop)
-    result = _ingest("crackforest", "--root", str(root), "--manifests", str(cf_manifests))
+    result = _ingest("crackforest", "--root", f"crackforest={root}", "--manifests", str(cf_manifests))
     assert isinstance(result.exception, RemovalRefusedError), result.output
     assert "│     108 │     0 │      10 │" in result.output  # the table: records, added, removed
     assert all(f"  {rid}" in result.output for rid in ids[:10])
@@ -98,7 +107,7 @@ def test_ingest_refuses_large_removals_and_shows_what_would_go(cf_manifests, tmp
     small = ingest(get_loader("crackforest").iter_records(_partial_crackforest(tmp_path / "cf5", set(list(drop)[:5]))),
                    manifest)
     assert small.removed == 5 and small.written
-    allowed = _ingest("crackforest", "--root", str(root), "--manifests", str(cf_manifests), "--allow-remove", "--json")
+    allowed = _ingest("crackforest", "--root", f"crackforest={root}", "--manifests", str(cf_manifests), "--allow-remove", "--json")
     assert allowed.exit_code == 0, allowed.output
     assert json.loads(allowed.output)["removed"] == 5 and len(list(read_manifest(manifest))) == 108
 
@@ -121,13 +130,13 @@ def test_curation_survives_a_remove_and_re_add_cycle(cf_manifests, tmp_path):
     write_manifest(manifest, [curated.get(rid, r) for rid, r in records.items()])
     synced = manifest.read_bytes()
 
-    assert _ingest("crackforest", "--root", str(tmp_path / "typo"), "--manifests", str(cf_manifests)).exit_code != 0
+    assert _ingest("crackforest", "--root", f"crackforest={tmp_path / 'typo'}", "--manifests", str(cf_manifests)).exit_code != 0
     assert manifest.read_bytes() == synced
-    gone = _ingest("crackforest", "--root", str(_partial_crackforest(tmp_path / "cf", {"001", "002"})),
+    gone = _ingest("crackforest", "--root", f"crackforest={_partial_crackforest(tmp_path / 'cf', {'001', '002'})}",
                    "--manifests", str(cf_manifests), "--allow-remove")
     assert gone.exit_code == 0, gone.output
     assert {rejected, relabelled}.isdisjoint(r.id for r in read_manifest(manifest))
-    back = _ingest("crackforest", "--root", str(CF_ROOT), "--manifests", str(cf_manifests), "--json")
+    back = _ingest("crackforest", "--root", f"crackforest={CF_ROOT}", "--manifests", str(cf_manifests), "--json")
     assert back.exit_code == 0 and json.loads(back.output)["added"] == 2
     assert manifest.read_bytes() == synced  # byte for byte the synced state
     after = {r.id: r for r in read_manifest(manifest)}
@@ -142,10 +151,10 @@ def test_named_collections_live_side_by_side(cf_manifests, tmp_path):
     first = real_collection(tmp_path / "first", ["In_1", "Pa_1", "Sc_1"])
     second = real_collection(tmp_path / "second", ["In_2", "In_3", "Sc_2", "Sc_3"])
     m = ["--manifests", str(cf_manifests)]
-    a = _ingest("steel_a", "--loader", "folder", "--root", str(first), *m, "--json")
+    a = _ingest("steel_a", "--loader", "folder", "--root", f"steel_a={first}", *m, "--json")
     assert a.exit_code == 0, a.output
     a_bytes = (cf_manifests / "steel_a.jsonl").read_bytes()
-    b = _ingest("steel_b", "--loader", "folder", "--root", str(second), *m, "--licence", "CC0-1.0", "--json")
+    b = _ingest("steel_b", "--loader", "folder", "--root", f"steel_b={second}", *m, "--licence", "CC0-1.0", "--json")
     assert b.exit_code == 0, b.output
     assert json.loads(b.output)["records"] == 4 and json.loads(b.output)["removed"] == 0
     assert (cf_manifests / "steel_a.jsonl").read_bytes() == a_bytes  # the second touched nothing of the first
@@ -163,7 +172,7 @@ def test_named_collections_live_side_by_side(cf_manifests, tmp_path):
     sources = CliRunner().invoke(app, ["sources", *m, "--json"])
     listed = {e["id"]: e for e in json.loads(sources.output)}
     assert listed["steel_a"]["loader"] == "folder" and listed["steel_b"]["name"] == "Our steel strip"
-    again = _ingest("steel_a", "--root", str(first), *m, "--json")  # the collection is known now: no --loader
+    again = _ingest("steel_a", "--root", f"steel_a={first}", *m, "--json")  # the collection is known now: no --loader
     assert again.exit_code == 0 and json.loads(again.output)["unchanged"] == 3
 
     out = tmp_path / "built"
@@ -175,14 +184,14 @@ def test_named_collections_live_side_by_side(cf_manifests, tmp_path):
 
     # The old way, one `folder` origin for everything: the second folder would remove the first's records.
     plain = [real_collection(tmp_path / f"plain{i}", stems, own_names=False) for i, stems in enumerate([["In_4"], ["In_5"]])]
-    assert _ingest("folder", "--root", str(plain[0]), *m).exit_code == 0
+    assert _ingest("folder", "--root", f"folder={plain[0]}", *m).exit_code == 0
     folder_bytes = (cf_manifests / "folder.jsonl").read_bytes()
-    replaced = _ingest("folder", "--root", str(plain[1]), *m)
+    replaced = _ingest("folder", "--root", f"folder={plain[1]}", *m)
     assert isinstance(replaced.exception, RemovalRefusedError) and (cf_manifests / "folder.jsonl").read_bytes() == folder_bytes
 
-    taken = _ingest("crackforest", "--loader", "folder", "--root", str(first), *m)
+    taken = _ingest("crackforest", "--loader", "folder", "--root", f"crackforest={first}", *m)
     assert isinstance(taken.exception, CollectionError) and "my_crackforest" in str(taken.exception)
-    bad = _ingest("Steel-C", "--loader", "folder", "--root", str(first), *m)
+    bad = _ingest("Steel-C", "--loader", "folder", "--root", f"Steel-C={first}", *m)
     assert isinstance(bad.exception, CollectionError)
 
 
@@ -239,3 +248,18 @@ def test_manifest_writer_leaves_no_temp_where_readers_look(tmp_path):
     stale.write_text("half a line")
     write_manifest(path, [])
     assert not stale.exists() and [p.name for p in tmp_path.iterdir()] == ["web_test.jsonl"]
+
+
+def test_a_collection_of_ones_own_in_the_mvtec_layout(cf_manifests, tmp_path):
+    """``--loader mvtec_ad``: the shared MVTec reader with MVTec AD's naming, the collection's own class map."""
+    from helpers.fake_datasets import write_mvtec_ad
+
+    expected = write_mvtec_ad(tmp_path / "parts")
+    class_map = [a for label in expected.records for a in ("--class-map", f"{label}=crack")]
+    result = _ingest("my_parts", "--loader", "mvtec_ad", "--root", f"my_parts={tmp_path / 'parts'}",
+                     "--manifests", str(cf_manifests), "--json", *class_map)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["records"] == expected.total
+    records = list(read_manifest(cf_manifests / "my_parts.jsonl"))
+    assert Counter(r.native_label for r in records) == Counter(expected.records)
+    assert {r.anomaly_class for r in records} == {"crack"} and {r.origin for r in records} == {"my_parts"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from pathlib import Path
@@ -10,7 +9,11 @@ from typing import Annotated
 
 import typer
 
-from daad.cli.app import JsonOption, ManifestsOption, RootOption, app, console, open_registry
+from daad.cli.app import EXIT_OK, EXIT_PROBLEMS, app, console, open_registry, output, print_json
+from daad.cli.options import (
+    ClassesOption, EvalOption, ManifestsOption, OriginsOption, RootOption, check_values, checked_classes, checked_origins,
+    checked_statuses,
+)
 
 curate_app = typer.Typer(help="Curate records in the FiftyOne App and sync decisions back.", no_args_is_help=True)
 app.add_typer(curate_app, name="curate")
@@ -26,12 +29,12 @@ DatabaseOption = Annotated[
 
 @curate_app.command("open")
 def open_(
-    origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
-    class_: Annotated[list[str] | None, typer.Option("--class", help="Only these anomaly classes.")] = None,
+    origin: OriginsOption = None,
+    classes: ClassesOption = None,
     source: Annotated[list[str] | None, typer.Option("--source", help="Only these sources.")] = None,
     licence: Annotated[list[str] | None, typer.Option("--licence", help="Only these licences.")] = None,
     status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses (default: all).")] = None,
-    evaluation: Annotated[str, typer.Option("--eval", help="Leak-free view for this evaluation dataset.")] = "none",
+    evaluation: EvalOption = "none",
     generated: Annotated[Path | None, typer.Option("--generated", help="Open a generated dataset folder instead.")] = None,
     name: NameOption = None,
     port: Annotated[int, typer.Option("--port", help="App port on 127.0.0.1.")] = 5151,
@@ -45,7 +48,7 @@ def open_(
     from daad.curate.app import launch_app
     from daad.curate.dataset import DEFAULT_NAME, open_generated, open_records
     from daad.curate.session import CurationSession
-    from daad.taxonomy import Status
+    from daad.taxonomy import Source, Status
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # every way out stops the App and mongod
         signal.signal(sig, _interrupt)
@@ -54,8 +57,11 @@ def open_(
             dataset, summary = open_generated(session, generated, name)
         else:
             registry = open_registry(manifests, root)
+            checked_statuses(status)
+            check_values(source, [str(s) for s in Source], "--source")
             view = registry.view(
-                evaluation=evaluation, classes=class_, licences=licence, origins=origin, sources=source,
+                evaluation=evaluation, classes=checked_classes(classes), licences=licence,
+                origins=checked_origins(registry, origin), sources=source,
                 statuses=status or tuple(Status),
             )
             dataset, summary = open_records(
@@ -67,6 +73,10 @@ def open_(
         )
         for reason in summary.skipped[:20]:
             console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+        if output.json:
+            print_json({"name": summary.name, "samples": summary.samples, "added": summary.added,
+                        "refreshed": summary.refreshed, "kept": summary.kept, "removed": summary.removed,
+                        "skipped": summary.skipped})
         if no_app:
             return
         server = launch_app(session, dataset.name, port)
@@ -89,7 +99,6 @@ def sync_(
     who: Annotated[str | None, typer.Option("--who", help="Curator name for the log (default: $DAAD_CURATOR or the user).")] = None,
     database_dir: DatabaseOption = None,
     manifests: ManifestsOption = None,
-    as_json: JsonOption = False,
     discard_unsynced: DiscardOption = False,
 ) -> None:
     """Write the curators' decisions into the manifests; exit 1 when there are conflicts."""
@@ -100,8 +109,8 @@ def sync_(
     with CurationSession(database_dir) as session:
         report = sync(session, name or DEFAULT_NAME, manifests_dir=manifests, dry_run=dry_run, who=who,
                       discard_unsynced=discard_unsynced)
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+    if output.json:
+        print_json(report.to_json())
     else:
         for line in report.lines():
             console.print(line, highlight=False, markup=False, soft_wrap=True)
@@ -115,4 +124,4 @@ def sync_(
                 f"the edits in conflict are kept in the dataset; to redo them on the current records, run "
                 f"`daad curate sync --name {name or DEFAULT_NAME} --discard-unsynced`, then `daad curate open` again",
                 soft_wrap=True)
-    raise typer.Exit(1 if report.conflicts and not report.discarded else 0)
+    raise typer.Exit(EXIT_PROBLEMS if report.conflicts and not report.discarded else EXIT_OK)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
@@ -10,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from daad.cli.app import JsonOption, ManifestsOption, QuietOption, RootOption, app, console
+from daad.cli.app import app, console, output, print_json, root_options
+from daad.cli.options import ManifestsOption, OriginsOption, RootOption, checked_origins
 from daad.errors import DaadError
 from daad.licences import LicenceCatalogue, LicencePolicy
 
@@ -54,23 +54,20 @@ def prepare_sources(
     as_json: bool = False,
 ):
     """Run the download-and-prepare step, print its summary table, and return (registry, report)."""
-    from daad.prepare import PrepareOptions, accepted_licences, prepare
+    from daad.sources.archive_sources import PrepareOptions, accepted_licences, prepare
     from daad.registry import Registry
-    from daad.roots import Roots, data_dir as default_data_dir, parse_root_options
+    from daad.registry.roots import Roots, data_dir as default_data_dir
 
-    try:
-        explicit = parse_root_options(root)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--root") from None
+    explicit = root_options(root)
     data = (data_dir or default_data_dir()).expanduser().resolve()
     registry = Registry(manifests, Roots(explicit, data=data))
     options = PrepareOptions(
         data=data, accepted=accepted_licences(accept_licence or ()), policy=policy,
-        base_url=base_url, progress=not (quiet or as_json),
+        base_url=base_url, progress=output.progress,
     )
     report = prepare(registry, origins, options)
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2))
+    if output.json:
+        print_json(report.to_json())
     else:
         table = Table(title=f"sources in {data}")
         for col in ("origin", "status", "detail"):
@@ -96,22 +93,21 @@ def default_origins(registry, given: list[str] | None) -> list[str]:
 
 @app.command()
 def download(
-    origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
+    origin: OriginsOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
     data_dir: DataDirOption = None,
     base_url: BaseUrlOption = None,
     accept_licence: AcceptLicenceOption = None,
     licence_policy: LicencePolicyOption = "all",
-    quiet: QuietOption = False,
-    as_json: JsonOption = False,
 ) -> None:
     """Download, verify (sha256 of every image in the manifests) and unpack the openly published sources."""
     from daad.registry import Registry
 
     registry = Registry(manifests)
+    checked_origins(registry, origin)
     policy = LicencePolicy.parse(licence_policy, LicenceCatalogue.load(registry.manifests_dir))
     prepare_sources(
         manifests, root, default_origins(registry, origin), data_dir=data_dir, base_url=base_url,
-        accept_licence=accept_licence, policy=policy, quiet=quiet, as_json=as_json,
+        accept_licence=accept_licence, policy=policy, quiet=output.quiet, as_json=output.json,
     )

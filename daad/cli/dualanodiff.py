@@ -7,40 +7,40 @@ from typing import Annotated
 
 import typer
 
-from daad.cli.app import ManifestsOption, QuietOption, RootOption, console, open_registry, synth_app
-from daad.cli.synth import ForegroundOption, RembgOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, resolve_targets
+from daad.cli.app import console, open_registry, output, print_json, synth_app
+from daad.cli.options import (
+    BaseModelOption, BatchSizeOption, CheckpointEveryOption, CheckpointOption, CheckpointOutOption, ClassesOption,
+    DeviceOption, EvalOption, ForegroundOption, GradientCheckpointingOption, GuidanceScaleOption,
+    InferenceStepsOption, LearningRateOption, ManifestsOption, MixedPrecisionOption, OutOption, PrecisionOption,
+    RembgOption, ResumeOption, RootOption, SeedOption, SizeOption, TargetOriginOption, TargetSplitOption,
+    TargetsOption, TrainStepsOption, checked_classes,
+)
+from daad.cli.synth import resolve_targets
 
 dualanodiff_app = typer.Typer(
     help="DualAnoDiff: train on anomaly image-mask pairs, then sample aligned image-mask pairs.", no_args_is_help=True
 )
 synth_app.add_typer(dualanodiff_app, name="dualanodiff")
 
-DeviceOption = Annotated[str | None, typer.Option(help="torch device (default: CUDA when available).")]
-MixedPrecisionOption = Annotated[
-    str, typer.Option(help="auto (bf16/fp16 on CUDA, none on CPU), no, fp16 or bf16: autocast, frozen weights in that dtype.")
-]
-PrecisionOption = Annotated[str, typer.Option(help="Sampling dtype: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.")]
-BaseModelOption = Annotated[str | None, typer.Option("--base-model", help="Local diffusers SD-1.5-style folder or hub id.")]
-
 
 @dualanodiff_app.command("train")
 def train(
-    base_model: Annotated[str, typer.Option("--base-model", help="Local diffusers SD-1.5-style folder or hub id.")],
-    out: Annotated[Path, typer.Option("--out", help="Checkpoint folder.")],
-    anomaly_class: Annotated[str | None, typer.Option("--class", help="Anomaly class of the registry records.")] = None,
+    base_model: BaseModelOption,
+    out: CheckpointOutOption,
+    classes: ClassesOption = None,
     origin: Annotated[str | None, typer.Option("--origin", help="Registry origin (the few-shot domain).")] = None,
-    evaluation: Annotated[str, typer.Option("--eval", help="Evaluation dataset the view is guarded for ('none').")] = "none",
+    evaluation: EvalOption = None,  # required where registry records are read (below)
     split: Annotated[
         str, typer.Option(help="'first-third': few-shot on --origin's first third of each defect type; 'all'.")
     ] = "all",
     from_generated: Annotated[
         Path | None,
-        typer.Option("--from-generated", help="Train on a generated dataset folder (e.g. CAI output); --class picks its rows."),
+        typer.Option("--from-generated", help="Train on a generated dataset folder (e.g. CAI output); --classes picks its rows."),
     ] = None,
-    resolution: Annotated[int, typer.Option(help="Training resolution (square, multiple of 8).")] = 512,
-    steps: Annotated[int, typer.Option()] = 5000,
-    batch_size: Annotated[int, typer.Option()] = 4,
-    learning_rate: Annotated[float, typer.Option("--lr")] = 2e-5,
+    size: SizeOption = 512,
+    steps: TrainStepsOption = 5000,
+    batch_size: BatchSizeOption = 4,
+    learning_rate: LearningRateOption = 2e-5,
     rank: Annotated[int, typer.Option(help="LoRA rank of each branch.")] = 32,
     saim: Annotated[bool, typer.Option(help="Self-attention interaction between the branches.")] = True,
     bcm: Annotated[bool, typer.Option(help="Background compensation.")] = True,
@@ -50,17 +50,16 @@ def train(
     part_prompt: Annotated[str, typer.Option()] = "sks",
     flip: Annotated[bool, typer.Option(help="Random horizontal and vertical flips.")] = True,
     mixed_precision: MixedPrecisionOption = "auto",
-    gradient_checkpointing: Annotated[bool, typer.Option(help="Recompute UNet activations in backward (less memory).")] = False,
+    gradient_checkpointing: GradientCheckpointingOption = False,
     max_grad_norm: Annotated[float, typer.Option(help="Clip the gradient norm (authors: 1.0; 0: off).")] = 1.0,
-    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps.")] = 500,
-    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in --out.")] = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    checkpoint_every: CheckpointEveryOption = 500,
+    resume: ResumeOption = False,
+    seed: SeedOption = 0,
     foreground: ForegroundOption = "auto",
     rembg_model: RembgOption = None,
     device: DeviceOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
-    quiet: QuietOption = False,
 ) -> None:
     """Train one model on the pairs of one (domain, defect) or one class of cross-domain pairs."""
     from daad.synthesis.diffusion import MIXED_PRECISION
@@ -71,13 +70,17 @@ def train(
 
     if mixed_precision not in MIXED_PRECISION:
         raise typer.BadParameter(f"expected one of {', '.join(MIXED_PRECISION)}", param_hint="--mixed-precision")
+    chosen = checked_classes(classes) or []
+    if len(chosen) > 1:
+        raise typer.BadParameter(f"one model per anomaly class: give one, not {', '.join(chosen)}", param_hint="--classes")
+    anomaly_class = chosen[0] if chosen else None
     few_shot = None
     if from_generated is not None:
         registry = open_registry(manifests, root)
         pairs = pairs_from_generated(from_generated, anomaly_class, lambda ids: registry_licences(registry, ids))
     else:
         if anomaly_class is None:
-            raise typer.BadParameter("give --class (or --from-generated)")
+            raise typer.BadParameter("give --classes CLASS (or --from-generated)")
         registry = open_registry(manifests, root)
         if split == "first-third":
             if origin is None:
@@ -87,16 +90,19 @@ def train(
             view = registry.view(evaluation="none", classes=[anomaly_class], origins=[origin])
             few_shot = FewShotSplit.first_third(view, evaluation=origin)
         elif split == "all":
+            if evaluation is None:
+                raise typer.BadParameter("name the evaluation dataset the model's output must not leak into "
+                                         "(or 'none')", param_hint="--eval")
             view = registry.view(evaluation=evaluation, classes=[anomaly_class], origins=[origin] if origin else None)
         else:
             raise typer.BadParameter(f"expected first-third or all, got {split!r}", param_hint="--split")
         pairs = pairs_from_view(view, few_shot)
     config = TrainConfig(
         base_model=base_model,
-        output_dir=out,
-        resolution=resolution,
-        max_train_steps=steps,
-        train_batch_size=batch_size,
+        output=out,
+        resolution=size,
+        steps=steps,
+        batch_size=batch_size,
         learning_rate=learning_rate,
         rank=rank,
         saim=saim,
@@ -109,28 +115,31 @@ def train(
         gradient_checkpointing=gradient_checkpointing,
         max_grad_norm=max_grad_norm or None,
         seed=seed,
-        checkpointing_steps=checkpoint_every,
+        checkpoint_every=checkpoint_every,
         resume=resume,
         foreground=foreground,
         rembg_model=rembg_model,
         device=device,
-        progress=not quiet,
+        progress=output.progress,
     )
     result = run_training(config, pairs, few_shot)
     console.print(
         f"trained {result.step} steps on {len(pairs)} pairs -> {result.output_dir} "
         f"(fingerprint {result.fingerprint[:16]}…, last loss {result.losses[-1] if result.losses else float('nan'):.4f})"
     )
+    if output.json:
+        print_json({"steps": result.step, "pairs": len(pairs), "out": str(result.output_dir),
+                    "fingerprint": result.fingerprint, "last_loss": result.losses[-1] if result.losses else None})
 
 
 @dualanodiff_app.command("sample")
 def sample(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="A folder written by `dualanodiff train`.")],
-    out: Annotated[Path, typer.Option("--out", help="Output dataset folder.")],
+    checkpoint: CheckpointOption,
+    out: OutOption,
     num_pairs: Annotated[int, typer.Option(help="Image-mask pairs to sample.")] = 500,
-    steps: Annotated[int, typer.Option(help="DDIM steps (paper: 100; 50 with BCM).")] = 100,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance (paper: 2.5; 2.0 with BCM).")] = 2.5,
-    batch_size: Annotated[int, typer.Option(help="Pairs per batch.")] = 4,
+    steps: InferenceStepsOption = 100,
+    guidance: GuidanceScaleOption = 2.5,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Pairs per batch.")] = 4,
     targets: TargetsOption = None,
     target_origin: TargetOriginOption = None,
     target_split: TargetSplitOption = "train",
@@ -140,15 +149,14 @@ def sample(
     evaluation: Annotated[
         str | None, typer.Option("--eval", help="Evaluation dataset (default: the checkpoint's few-shot split, or none).")
     ] = None,
-    seed: Annotated[int, typer.Option()] = 0,
-    base_model: BaseModelOption = None,
+    seed: SeedOption = 0,
+    base_model: Annotated[str | None, typer.Option("--base-model", help="The base model, if not where training found it.")] = None,
     foreground: ForegroundOption = "auto",
     rembg_model: RembgOption = None,
     device: DeviceOption = None,
     precision: PrecisionOption = "auto",
     manifests: ManifestsOption = None,
     root: RootOption = None,
-    quiet: QuietOption = False,
 ) -> None:
     """Sample pairs; with --targets/--target-origin their backgrounds condition BCM."""
     from daad.synthesis.diffusion import SAMPLING_PRECISION
@@ -178,7 +186,9 @@ def sample(
         evaluation=evaluation or (info.split or {}).get("evaluation", "none"),
         device=device,
         precision=precision,
-        progress=not quiet,
+        progress=output.progress,
     )
     summary, skipped = run_sampling(config, chosen)
     console.print(f"wrote {summary.rows} pairs to {out} ({skipped} skipped for an empty mask)")
+    if output.json:
+        print_json({"generator": "dualanodiff", "rows": summary.rows, "skipped": skipped, "out": str(out)})

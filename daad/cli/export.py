@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from daad.cli.app import app, console
+from daad.cli.app import app, console, output, print_json
 
 
 @app.command("export")
@@ -20,7 +20,9 @@ def export(
     category: Annotated[str, typer.Option("--category", help="Category folder name of the mvtec layout.")] = "daad",
 ) -> None:
     """Export a generated dataset as MVTec AD's tree, anomalib's Folder layout or an image folder."""
-    from daad.export import export_generated
+    from daad.dataset.export import export_generated
 
     rows = export_generated(generated, out, fmt, targets=targets, category=category)
     console.print(f"exported {rows} pseudo-anomalies as {fmt} -> {out} (provenance.csv names every file's origin)")
+    if output.json:
+        print_json({"rows": rows, "format": fmt, "out": str(out)})

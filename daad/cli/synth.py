@@ -7,47 +7,21 @@ target, evaluation, output, seed and preview options. With ``--mode both`` (or
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from daad.cli.app import ManifestsOption, QuietOption, RootOption, console, open_registry, synth_app
+from daad.cli.app import console, open_registry, output, print_json, synth_app
+from daad.cli.options import (
+    ClassesOption, EvalOption, ForegroundOption, ManifestsOption, OutOption, PerTargetOption, RembgOption, RootOption,
+    SeedOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, WorkersOption, checked_classes,
+)
 
-OutOption = Annotated[Path, typer.Option("--out", help="Output dataset folder.")]
-TargetsOption = Annotated[Path | None, typer.Option("--targets", help="Folder of target normal images.")]
-TargetOriginOption = Annotated[
-    str | None, typer.Option("--target-origin", help="Use this origin's normal images (its root from --root).")
-]
-TargetSplitOption = Annotated[
-    str,
-    typer.Option(
-        "--target-split",
-        help="With --target-origin naming an evaluation dataset: 'train' (its training normals; its test "
-        "normals never become targets) or 'all'.",
-    ),
-]
-EvalOption = Annotated[
-    str, typer.Option("--eval", help="Evaluation dataset to guard against leakage ('none' to state there is none).")
-]
-PerTargetOption = Annotated[int, typer.Option("--per-target", help="Pseudo-anomalies per target image.")]
-SeedOption = Annotated[int, typer.Option("--seed")]
-SizeOption = Annotated[int, typer.Option("--size", help="Working resolution (square); 0 keeps native size.")]
-ClassesOption = Annotated[
-    list[str] | None, typer.Option("--classes", help="Only these anomaly classes (comma-separated or repeated).")
-]
 PreviewOption = Annotated[Path | None, typer.Option(
     "--preview", help="Write a labelled contact sheet PNG of rows sampled across targets and classes.")]
-ForegroundOption = Annotated[str, typer.Option("--foreground", help="auto, rembg, classical or full.")]
-WorkersOption = Annotated[
-    int, typer.Option("--workers", help="Worker processes (0: one per CPU); the output is the same for any number.")
-]
 SolverOption = Annotated[
     str, typer.Option("--solver", help="Poisson solver: dst (fast) or opencv (cv2.seamlessClone); within one grey level.")
-]
-RembgOption = Annotated[
-    Path | None, typer.Option("--rembg-model", help="Local U²-Net .onnx file (or DAAD_REMBG_MODEL); never downloaded.")
 ]
 PREVIEW_ROWS = 12
 
@@ -100,12 +74,8 @@ def _modes(mode: str, choices: tuple[str, ...]) -> tuple[str, ...]:
     return (mode,)
 
 
-def _classes(values: list[str] | None) -> list[str] | None:
-    return [c.strip() for v in values or () for c in v.split(",") if c.strip()] or None
-
-
 def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, evaluation: str,
-           licences: dict[str, str], preview: Path | None, quiet: bool, params: dict) -> None:
+           licences: dict[str, str], preview: Path | None, params: dict) -> None:
     """Generate (in ``workers`` processes), stream the rows into ``dest`` (keeping the first few
     for the preview) and print a summary."""
     from daad.synthesis.output import write_generated
@@ -125,13 +95,17 @@ def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, eva
     summary = write_generated(
         dest, tee(), generator=generator.name, params=generator.params() | params, seed=seed,
         evaluation=evaluation, input_licences=licences | {t.id: t.licence for t in targets},
-        progress=not quiet, total=total,
+        progress=output.progress, total=total,
     )
+    sheet = contact_sheet(sampler.kept, {t.id: t for t in targets}, preview) if preview is not None else None
     console.print(f"{generator.name}: {summary.rows} rows from {len(targets)} targets -> {dest}")
     for line in generator.report.lines(getattr(generator.config, "max_tries", 0)):
         console.print(f"[yellow]{generator.name}: {line}[/]")
-    if preview is not None:
-        console.print(f"preview: {contact_sheet(sampler.kept, {t.id: t for t in targets}, preview)}")
+    if sheet is not None:
+        console.print(f"preview: {sheet}")
+    if output.json:
+        print_json({"generator": generator.name, "rows": summary.rows, "targets": len(targets), "out": str(dest),
+                    "preview": str(sheet) if sheet else None})
 
 
 def _check_solver(solver: str) -> None:
@@ -172,7 +146,6 @@ def cai(
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
-    quiet: QuietOption = False,
 ) -> None:
     """CAI: inject real anomalies from other domains with Poisson editing (CAI-N / CAI-M)."""
     from daad.synthesis.cai import CAI, CAIConfig, PatternBank
@@ -189,7 +162,7 @@ def cai(
         raise typer.BadParameter(f"expected one of {', '.join(MASK_RULES)}, got {mask_rule!r}", param_hint="--mask-rule")
     _check_solver(solver)
     registry = open_registry(manifests, root)
-    view = source_view(registry, eval_, _classes(classes))
+    view = source_view(registry, eval_, checked_classes(classes))
     target_list = resolve_targets(registry, targets, target_origin, size, target_split)
     bank = PatternBank.from_view(view)
     licences = {p.id: p.licence for p in bank.patterns}
@@ -199,7 +172,7 @@ def cai(
         generator = CAI(CAIConfig(mode=m, per_target=per_target, ratios=ratio, solver=solver, mask_rule=mask_rule), fg, bank)
         dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
         _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
-               licences=licences, preview=sheet, quiet=quiet,
+               licences=licences, preview=sheet,
                params={"view": view.describe(), "size": size, "per_target": per_target, "sources": len(bank)})
 
 
@@ -218,7 +191,6 @@ def cutpaste(
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
-    quiet: QuietOption = False,
 ) -> None:
     """CutPaste (and CutPaste-scar): patches of the target image itself; uses no registry record."""
     from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
@@ -229,7 +201,7 @@ def cutpaste(
         generator = CutPaste(CutPasteConfig(scar=v == "scar", per_target=per_target))
         dest, sheet = _dest(out, preview, generator.name, len(variants) > 1)
         _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
-               licences={}, preview=sheet, quiet=quiet,
+               licences={}, preview=sheet,
                params={"size": size, "per_target": per_target})
 
 
@@ -251,7 +223,6 @@ def nsa(
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
-    quiet: QuietOption = False,
 ) -> None:
     """NSA: Poisson-blended patches of other normal images of the target domain."""
     from daad.synthesis.baselines.nsa import NSA, NSAConfig
@@ -265,7 +236,7 @@ def nsa(
         generator = NSA(NSAConfig(mode=m, per_target=per_target, solver=solver), fg)
         dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
         _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
-               licences={}, preview=sheet, quiet=quiet,
+               licences={}, preview=sheet,
                params={"size": size, "per_target": per_target})
 
 
@@ -287,17 +258,16 @@ def draem(
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
-    quiet: QuietOption = False,
 ) -> None:
     """DRAEM-style: Perlin-noise masks filled with a blended texture image."""
     from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, folder_textures
 
     registry = open_registry(manifests, root)
     target_list = resolve_targets(registry, targets, target_origin, size, target_split)
-    view = source_view(registry, eval_, _classes(classes))
+    view = source_view(registry, eval_, checked_classes(classes))
     generator = DRAEM(DRAEMConfig(per_target=per_target), folder_textures(textures) if textures else None)
     generator.prepare(view)
     licences = {} if textures else {r.id: r.licence for r in view}
     _write(generator, out, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
-           licences=licences, preview=preview, quiet=quiet,
+           licences=licences, preview=preview,
            params={"size": size, "per_target": per_target, "view": view.describe()})

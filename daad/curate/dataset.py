@@ -23,20 +23,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-
+from daad.curate.edits import unsynced
+from daad.curate.fields import CLASS_FIELD, MASK_FIELD
 from daad.curate.session import CurationEnvError, CurationSession
 from daad.errors import DaadError
-from daad.manifest import dumps
+from daad.registry.manifest import dumps
 from daad.masks import encode_png
 from daad.record import Record
 from daad.registry import Registry
-from daad.roots import cache_dir
+from daad.registry.roots import cache_dir
 from daad.synthesis.output import encode_image_png, generator_info, read_generated
 
 DEFAULT_NAME = "daad"
-MASK_FIELD = "ground_truth"
-CLASS_FIELD = "anomaly_class"
 MASK_TARGETS = {255: "anomaly"}
 MASK_COLOUR = "#ff3030"
 STATUS_TAG = "status:"
@@ -156,8 +154,6 @@ def open_records(
 
 def _refuse_unsynced(dataset, ids: list[str]) -> None:
     """Raise :class:`UnsyncedEditsError` if any sample of ``ids`` holds unsynced edits."""
-    from daad.curate.edits import unsynced  # edits reads this module's fields
-
     edits = {}
     for sample in dataset.select_by("record_id", ids).iter_samples(progress=False):
         if fields := unsynced(sample):
@@ -247,11 +243,3 @@ def _record_sample(fo, registry: Registry, record: Record, line: str, masks_dir:
         sample[MASK_FIELD] = fo.Segmentation(mask_path=str(path))
         sample["opened_mask_path"] = str(path)
     return sample
-
-
-def read_mask_file(path: Path | str):
-    """A mask file (any greyscale/colour image; non-zero is anomaly) as a 0/1 array."""
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise FileNotFoundError(f"cannot read mask file {path}")
-    return (mask != 0).astype("uint8")

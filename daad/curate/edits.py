@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from daad.curate.dataset import CLASS_FIELD, MASK_FIELD, read_mask_file
+from daad.curate.fields import CLASS_FIELD, MASK_FIELD, read_mask_file
 from daad.masks import RLE
 from daad.record import Record
 from daad.taxonomy import Status, check_class

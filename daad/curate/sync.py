@@ -6,7 +6,7 @@ only applied when the record's manifest line is still the one opened (its
 fingerprint); otherwise it is reported as a conflict, nothing is overwritten and the
 edit stays in the dataset (``--discard-unsynced`` drops it).
 
-Applied changes go first into the curation journal (:mod:`daad.curation_log`), then into
+Applied changes go first into the curation journal (:mod:`daad.curate.journal`), then into
 the manifests, then the samples are re-pinned to the new lines, so a second sync changes
 nothing. A sync killed at any point is finished by the next one: a change already in its
 manifest is recognised (the line is the one the edit makes) and only journalled and
@@ -27,8 +27,8 @@ from typing import Any
 from daad.curate.dataset import KIND_REGISTRY, STATUS_TAG, fingerprint
 from daad.curate.edits import edited, opened_record
 from daad.curate.session import CurationEnvError, CurationSession
-from daad.curation_log import append_entries, curated_values
-from daad.manifest import dumps, read_manifest, write_manifest
+from daad.curate.journal import append_entries, curated_values
+from daad.registry.manifest import dumps, read_manifest, write_manifest
 from daad.record import Record
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daad.catalogue import CatalogueError, SourceEntry
+from daad.registry.catalogue import CatalogueError, SourceEntry
 from daad.licences import LicenceCatalogue
 
 if TYPE_CHECKING:
-    from daad.build import BuildSummary
-    from daad.registry import Registry
+    from daad.dataset.build import BuildSummary
+    from daad.registry.registry import Registry
 
 
 def how_obtained(entry: SourceEntry, committed: bool) -> str:

@@ -3,7 +3,8 @@ and the normal-image reference loaders yield for the generators' target domains.
 
 A loader module is small: a docstring with the dataset, its licence and reference;
 constants describing the published layout; and two pure functions,
-``iter_records(root) -> Iterator[Record]`` and ``iter_normals(root) -> Iterator[NormalImage]``.
+``iter_records(root, entry=None) -> Iterator[Record | Skipped]`` (``entry``: the origin's
+catalogue entry, looked up when not given) and ``iter_normals(root) -> Iterator[NormalImage]``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.errors import MaskMismatchError, RecordFileError
 from daad.images import decode_image, perceptual_hash, read_verified, sha256_bytes
 from daad.masks import RLE

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from functools import cache
 
-from daad.catalogue import Catalogue, SourceEntry
-from daad.manifest import default_manifests_dir
+from daad.registry.catalogue import Catalogue, SourceEntry
+from daad.registry.manifest import default_manifests_dir
 
 
 @cache

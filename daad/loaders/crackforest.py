@@ -26,7 +26,7 @@ import numpy as np
 import scipy.io
 
 from daad.annotations.berkeley_seg import SegFormatError, foreground
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record

@@ -43,13 +43,13 @@ from pathlib import Path
 
 import openpyxl
 
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.errors import RecordFileError
 from daad.images import decode_image, perceptual_hash, sha256_bytes
 from daad.loaders.base import NormalImage, Skipped
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import ImageRef, Record
-from daad.roots import fetched_image_path
+from daad.registry.roots import fetched_image_path
 from daad.taxonomy import ANOMALY_CLASSES, Source, Status
 
 ORIGIN = "daad_online_sources"

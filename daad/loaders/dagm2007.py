@@ -23,13 +23,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from daad.annotations.bitmap import read_mask
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
 
 ORIGIN = "dagm2007"
-CLASSES = tuple(f"Class{k}" for k in range(1, 11))
 SPLITS = ("Train", "Test")
 WEAK_NOTE = "weak label: an ellipse around the defect, not its outline"
 

@@ -17,8 +17,8 @@ re-ingest); a bitmap mask that is not two-valued or covers most of its image bec
 path leaves the folder, its image or mask is missing, corrupt or a decompression bomb, its
 metadata is wrong) is skipped, named with its file and reason, and the rest goes on.
 Ids ``<origin>/<image path without suffix>``, where the origin is the collection's own
-name (``daad ingest my_photos --loader folder --root PATH``; its catalogue entry:
-:mod:`daad.collection`); ``folder`` is the template entry used when none is given.
+name (``daad ingest my_photos --loader folder --root my_photos=PATH``; its catalogue entry:
+:mod:`daad.registry.collection`); ``folder`` is the template entry used when none is given.
 
 License:
     Per row (``licence`` column, SPDX or LicenseRef), else the catalogue entry's.
@@ -41,21 +41,20 @@ from daad.annotations.bitmap import read_bitmap
 from daad.annotations.coco import CocoImage, read_coco
 from daad.annotations.eiseg import read_eiseg
 from daad.annotations.labelme import read_labelme
-from daad.catalogue import CatalogueError, SourceEntry
+from daad.registry.catalogue import CatalogueError, SourceEntry
 from daad.errors import DaadError, PathEscapeError, RecordFileError
 from daad.images import decode_image, perceptual_hash, read_verified, sha256_bytes
 from daad.licences import check_licence
 from daad.loaders.base import NormalImage, Skipped, record_or_skip, relative_to_root
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import ImageRef, Record
-from daad.roots import resolve_in_root
+from daad.registry.roots import resolve_in_root
 from daad.taxonomy import Source, Status
 
 ORIGIN = "folder"
 METADATA = "metadata.csv"
 COCO_FILE = "annotations.json"
 MASK_DIR = "masks"
-MASK_FORMATS = ("png", "coco", "labelme", "eiseg")
 
 
 class FolderFormatError(DaadError, ValueError):

@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from daad.annotations.yolo_seg import YoloFormatError, rasterise, read_polygons
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from daad.annotations.bitmap import read_mask
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record

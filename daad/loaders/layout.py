@@ -3,7 +3,7 @@
 A layout names the images (a glob and a regular expression over their root-relative
 paths), where each image's mask is (a path template filled from the expression's
 groups), and how to read it: a bitmap binarised at a threshold (image beside its mask,
-or image folder + mask folder) or a LabelMe JSON. See :class:`daad.catalogue.Layout`.
+or image folder + mask folder) or a LabelMe JSON. See :class:`daad.registry.catalogue.Layout`.
 Sources read this way: Magnetic Tile Defect, DeepCrack, BSData. Their licences and
 references are in ``manifests/sources.toml``.
 """
@@ -19,7 +19,7 @@ import numpy as np
 
 from daad.annotations.bitmap import read_mask
 from daad.annotations.labelme import LabelMeFormatError, read_labelme
-from daad.catalogue import Layout, SourceEntry
+from daad.registry.catalogue import Layout, SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record

@@ -1,4 +1,6 @@
-"""The MVTec AD folder layout, shared by every dataset published in it (MVTec AD, MPDD, BTAD).
+"""The MVTec AD folder layout, shared by every dataset published in it (MVTec AD, MPDD, BTAD):
+those sources have no module of their own; :class:`MvtecLoader` reads each from its catalogue entry
+(licence, reference and notes are there too).
 
 ``<category>/train/<normal>/<stem>.<ext>`` (defect-free), ``<category>/test/<type>/<stem>.<ext>``
 (``<normal>`` or a defect type) and ``<category>/ground_truth/<type>/<stem><mask suffix>.<mask ext>``
@@ -16,12 +18,13 @@ Records: one per defective test image, id ``<origin>/<category>/<type>/<stem>``,
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from daad.annotations.bitmap import read_mask
-from daad.catalogue import CatalogueError, SourceEntry
+from daad.registry.catalogue import CatalogueError, SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
+from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
 
 READER = "mvtec"
@@ -94,3 +97,21 @@ def iter_normals(root: Path, entry: SourceEntry) -> Iterator[NormalImage]:
         for split in ("train", "test"):
             for image_path in _images(category / split / layout.normal):
                 yield NormalImage(f"{entry.id}/{category.name}/{split}/{image_path.stem}", image_path, split)
+
+
+@dataclass(frozen=True, slots=True)
+class MvtecLoader:
+    """The loader of one origin published in the MVTec layout (same two functions as a module).
+
+    A user's collection read in this layout (``daad ingest NAME --loader mvtec_ad``) passes its
+    own entry, which takes this origin's layout when it names none."""
+
+    origin: str
+
+    def iter_records(self, root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:
+        own = catalogue_entry(self.origin)
+        entry = entry or own
+        return iter_records(root, entry if entry.layout else replace(entry, layout=own.layout))
+
+    def iter_normals(self, root: Path) -> Iterator[NormalImage]:
+        return iter_normals(root, catalogue_entry(self.origin))

@@ -24,13 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from daad.annotations.bitmap import union
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
 
 ORIGIN = "mvtec_loco"
-CATEGORIES = ("breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors")
 ANOMALY_TYPES = ("logical_anomalies", "structural_anomalies")
 
 

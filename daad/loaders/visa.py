@@ -39,11 +39,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from PIL import Image
 
-from daad.catalogue import SourceEntry
+from daad.registry.catalogue import SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
 from daad.loaders.catalogue_entry import catalogue_entry
 from daad.record import Record
-from daad.roots import resolve_in_root
+from daad.registry.roots import resolve_in_root
 from daad.taxonomy import UNMAPPED
 
 ORIGIN = "visa"

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from daad.counts import Counts
+
 if TYPE_CHECKING:
     from daad.registry import RegistryView
 
@@ -82,23 +84,44 @@ def per_target_rows(generator: PerTargetGenerator, targets: Sequence[Target], se
         yield from generator.rows_for(targets, index, seed)
 
 
-@dataclass
-class GenerationReport:
-    """What happened beyond the rows: retried draws (by reason), give-ups, quota moved to smaller scales."""
+GAVE_UP = "gave_up"
+"""The skipped reason of an output given up after its tries."""
 
-    rows: int = 0
+
+@dataclass
+class GenerationReport(Counts):
+    """A generator's counts: rows written (accepted), draws retried by reason (rejected), outputs
+    given up (skipped as ``gave_up``), and quota moved to smaller scales. ``rows``, ``failures``
+    and ``gave_up`` are the generators' names for the shared counts."""
+
     retries: int = 0
-    gave_up: int = 0
     quota_shifted: int = 0
-    failures: Counter = field(default_factory=Counter)
+
+    @property
+    def rows(self) -> int:
+        return self.accepted
+
+    @rows.setter
+    def rows(self, value: int) -> None:
+        self.accepted = value
+
+    @property
+    def failures(self) -> Counter:
+        return self.rejected
+
+    @property
+    def gave_up(self) -> int:
+        return self.skipped[GAVE_UP]
+
+    @gave_up.setter
+    def gave_up(self, value: int) -> None:
+        self.skipped[GAVE_UP] = value
 
     def add(self, other: GenerationReport) -> None:
         """Add the counts of ``other`` (e.g. a worker process's) to these."""
-        self.rows += other.rows
+        super().add(other)
         self.retries += other.retries
-        self.gave_up += other.gave_up
         self.quota_shifted += other.quota_shifted
-        self.failures.update(other.failures)
 
     def lines(self, max_tries: int) -> list[str]:
         """Human-readable lines for what did not go to plan."""

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 
 from daad.errors import DaadError
-from daad.exclusion import require_view
+from daad.registry.registry import require_view
 from daad.synthesis.base import GenerationReport, Synthesis, Target, per_target_rows
 from daad.synthesis.foreground import ForegroundExtractor
 from daad.synthesis.injection import (

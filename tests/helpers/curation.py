@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from daad.curate.session import CurationSession
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.record import Record
 
 PER_CLASS = 10

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from daad.exclusion import require_view
+from daad.registry.registry import require_view
 from daad.synthesis.base import GenerationReport, Synthesis, Target, per_target_rows
 from daad.synthesis.baselines import BaselineError
 from daad.synthesis.baselines.perlin import perlin_noise

@@ -10,9 +10,9 @@
 3. the data: I, I_a = I × M_a and I_b = (1 − M_f) × I, resized once;
 4. the loop: both branches of a pair share a timestep and get independent noise, the
    background (BCM) gets fresh noise of the same timestep every step and is run first, the
-   loss is the ε-MSE of both branches (Eq. 4/6); checkpoints every ``checkpointing_steps``,
+   loss is the ε-MSE of both branches (Eq. 4/6); checkpoints every ``checkpoint_every``,
    resumable;
-5. the final weights and their fingerprint saved in ``output_dir``.
+5. the final weights and their fingerprint saved in ``output``.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ SCALER_FILE = "grad_scaler.pt"
 @dataclass
 class TrainConfig:
     base_model: str
-    output_dir: Path
+    output: Path
     resolution: int = 512
-    max_train_steps: int = 5000
-    train_batch_size: int = 4
+    steps: int = 5000
+    batch_size: int = 4
     learning_rate: float = 2e-5
     rank: int = 32
     saim: bool = True
@@ -75,7 +75,7 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     """Clip the trainables' gradient norm (the authors' 1.0); None or 0: no clipping."""
     seed: int = 0
-    checkpointing_steps: int = 500
+    checkpoint_every: int = 500
     resume: bool = False
     foreground: str = "auto"
     rembg_model: Path | None = None
@@ -100,7 +100,7 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 def train(
     config: TrainConfig, pairs: Sequence[TrainingPair], split: FewShotSplit | None = None, base: BaseModel | None = None
 ) -> TrainResult:
-    """Train on ``pairs`` and save to ``config.output_dir``; ``base``: an already loaded base model to reuse."""
+    """Train on ``pairs`` and save to ``config.output``; ``base``: an already loaded base model to reuse."""
     # 1. models: frozen base (half precision under mixed precision), float32 trainables
     device = pick_device(config.device) if base is None else base.unet.device
     precision = TrainingPrecision(mixed_precision_dtype(config.mixed_precision, device), device, config.max_grad_norm)
@@ -136,11 +136,11 @@ def train(
     # 2. data
     data = prepare(pairs, config.resolution, ForegroundExtractor(config.foreground, config.rembg_model))
     with torch.no_grad(), precision.autocast():
-        fixed_embeddings = pair_embeddings(base, config.prompts, config.train_batch_size)
+        fixed_embeddings = pair_embeddings(base, config.prompts, config.batch_size)
 
     # 3. resume
     step = 0
-    resume_from = latest_checkpoint(config.output_dir) if config.resume else None
+    resume_from = latest_checkpoint(config.output) if config.resume else None
     if resume_from is not None:
         load_weights(resume_from, layers, text_encoder)
         optimizer.load_state_dict(torch.load(resume_from / OPTIMIZER_FILE, weights_only=True))
@@ -151,10 +151,10 @@ def train(
 
     # 4. loop
     losses: list[float] = []
-    bar = tqdm(total=config.max_train_steps, initial=step, desc="dualanodiff train", disable=not config.progress)
+    bar = tqdm(total=config.steps, initial=step, desc="dualanodiff train", disable=not config.progress)
     scheduler = base.noise_scheduler
-    while step < config.max_train_steps:
-        index = torch.randint(len(pairs), (config.train_batch_size,), generator=generator)
+    while step < config.steps:
+        index = torch.randint(len(pairs), (config.batch_size,), generator=generator)
         whole, part, background = data.whole[index], data.part[index], data.background[index]
         if config.flip:
             whole, part, background = random_flips([whole, part, background], generator)
@@ -187,8 +187,8 @@ def train(
         losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        if config.checkpointing_steps and step % config.checkpointing_steps == 0 and step < config.max_train_steps:
-            folder = Path(config.output_dir) / f"checkpoint-{step}"
+        if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
+            folder = Path(config.output) / f"checkpoint-{step}"
             info.step = step
             save_checkpoint(folder, layers, info, text_encoder)
             torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
@@ -199,5 +199,5 @@ def train(
 
     # 5. save
     info.step = step
-    fingerprint = save_checkpoint(Path(config.output_dir), layers, info, text_encoder)
-    return TrainResult(Path(config.output_dir), fingerprint, step, losses)
+    fingerprint = save_checkpoint(Path(config.output), layers, info, text_encoder)
+    return TrainResult(Path(config.output), fingerprint, step, losses)

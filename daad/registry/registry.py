@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from daad.catalogue import Catalogue
-from daad.errors import PathEscapeError, RecordFileError, RootNotFoundError
-from daad.exclusion import NO_EVALUATION, ExclusionRules
+from daad.registry.catalogue import Catalogue
+from daad.errors import LeakageError, PathEscapeError, RecordFileError, RootNotFoundError
+from daad.registry.exclusion import NO_EVALUATION, ExclusionRules
 from daad.images import decode_image, read_verified, to_rgb_array, verified
 from daad.licences import LicenceCatalogue
-from daad.manifest import default_manifests_dir, downloaded_manifests_dir, manifest_paths, read_manifest
+from daad.registry.manifest import default_manifests_dir, downloaded_manifests_dir, manifest_paths, read_manifest
 from daad.record import ImageRef, Record
-from daad.neardup import query_signature
-from daad.roots import Roots, fetched_image_path, read_in_root, resolve_in_root
+from daad.registry.neardup import query_signature
+from daad.registry.roots import Roots, fetched_image_path, read_in_root, resolve_in_root
 from daad.taxonomy import Status, check_class
 
 
@@ -97,7 +97,7 @@ class Registry:
         return path, verified(data, image.sha256, record_id, path)
 
     def query_signature(self, record: Record) -> np.ndarray | None:
-        """The :func:`daad.neardup.query_signature` of ``record``'s image, or ``None`` where its
+        """The :func:`daad.registry.neardup.query_signature` of ``record``'s image, or ``None`` where its
         image cannot be read here (no root, not fetched, changed bytes)."""
         try:
             path, data = self.read_image(record)
@@ -199,3 +199,16 @@ class RegistryView:
 
 
 __all__ = ["NO_EVALUATION", "Registry", "RegistryView"]
+
+
+def require_view(view: object, generator: str = "generators") -> RegistryView:
+    """``view`` if it is a :class:`RegistryView` (which states its evaluation
+    target); :class:`LeakageError` otherwise."""
+    if not isinstance(view, RegistryView):
+        raise LeakageError(
+            f"{generator} needs a leak-free registry view (a RegistryView), not {type(view).__name__}: use "
+            "Registry(...).view(evaluation=<evaluation dataset>), a leak-free view without that dataset's "
+            "images and their near copies, or view(evaluation='none') to state that no evaluation "
+            "dataset needs guarding"
+        )
+    return view

@@ -147,7 +147,7 @@ def count_lines(path: Path) -> int:
 
 def downloaded_manifests_dir(data: Path) -> Path:
     """The manifests written at download time under the data dir ``data``, one per origin
-    pinned by its archive's sha256 (see :mod:`daad.prepare`)."""
+    pinned by its archive's sha256 (see :mod:`daad.sources.archive_sources`)."""
     return Path(data) / "manifests"
 
 
@@ -157,4 +157,4 @@ def default_manifests_dir() -> Path:
     env = os.environ.get("DAAD_MANIFESTS")
     if env:
         return Path(env).expanduser()
-    return (Path(__file__).parent / "manifests").resolve()
+    return (Path(__file__).parents[1] / "manifests").resolve()

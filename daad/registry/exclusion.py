@@ -1,12 +1,13 @@
 """Leakage rules: what a generator preparing data for an evaluation dataset must not see.
 
-Rules are data (``manifests/exclusions.toml``): each evaluation dataset names the
-origins it excludes (its own and any derived from it) and whether near copies of its
-images in other origins are excluded too. The evaluation images' perceptual hashes are
-data as well (``manifests/eval_hashes/<dataset>.txt``, written by ``daad exclusions
+Rules are data: every evaluation dataset of the catalogue (``evaluation = true`` in
+``manifests/sources.toml``) excludes its own origin and every origin that shares its images
+through ``derived_from``, and near copies of its images in other origins;
+``manifests/exclusions.toml`` replaces that default where a dataset needs another rule. The
+evaluation images' perceptual hashes are data as well (``manifests/eval_hashes/<dataset>.txt``, written by ``daad exclusions
 hash``), so views and builds stay offline and deterministic: per image its sixteen
-dihedral and crop variant hashes and its fine signature (:mod:`daad.neardup`). A record
-is a near copy when its ``phash`` is within :data:`daad.neardup.THRESHOLD` bits of one of
+dihedral and crop variant hashes and its fine signature (:mod:`daad.registry.neardup`). A record
+is a near copy when its ``phash`` is within :data:`daad.registry.neardup.THRESHOLD` bits of one of
 the variant hashes and the fine signature of its image confirms it under that variant;
 where the record's image cannot be read the hash match alone excludes it (said in the reason).
 """
@@ -18,29 +19,26 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from daad.atomic import write_atomically
-from daad.errors import DaadError, LeakageError
-from daad.neardup import (
+from daad.errors import DaadError
+from daad.registry.catalogue import Catalogue, CatalogueError
+from daad.registry.neardup import (
     FINE_SIZE, FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, pack_fine, parse_hash, unpack_fine,
     variant_hashes,
 )
 from daad.record import Record
-
-if TYPE_CHECKING:
-    from daad.registry import RegistryView
 
 FILENAME = "exclusions.toml"
 HASHES_DIR = "eval_hashes"
 NO_EVALUATION = "none"
 """The explicit choice of a view guarded against no evaluation dataset."""
 FineOf = Callable[[Record], "np.ndarray | None"]
-"""The :func:`daad.neardup.query_signature` of a record's image, or ``None`` where it cannot be read."""
+"""The :func:`daad.registry.neardup.query_signature` of a record's image, or ``None`` where it cannot be read."""
 
 
 class ExclusionError(DaadError):
@@ -56,7 +54,7 @@ class ExclusionRule:
 
 @dataclass(frozen=True)
 class EvaluationHashes:
-    """Per image of one evaluation dataset: its id, its :data:`~daad.neardup.VARIANTS`
+    """Per image of one evaluation dataset: its id, its :data:`~daad.registry.neardup.VARIANTS`
     variant hashes (``n x 16`` ``uint64``) and its fine signature (``n x 2 x 24 x 24`` bool)."""
 
     image_ids: tuple[str, ...]
@@ -85,7 +83,7 @@ class EvaluationHashes:
             except ValueError as exc:
                 raise ExclusionError(
                     f"{path}:{number}: expected '<{VARIANTS} comma-separated 16-hex-digit hashes> <fine signature> "
-                    f"<image id>': {exc}; rewrite it with `daad exclusions hash {path.stem} --root PATH`"
+                    f"<image id>': {exc}; rewrite it with `daad exclusions hash {path.stem} --root {path.stem}=PATH`"
                 ) from None
             variants.append(values)
             ids.append(image_id)
@@ -119,8 +117,8 @@ class EvaluationHashes:
     ) -> list[NearCopy | None]:
         """Per query pHash, the stored image it is a near copy of (``None``: none).
 
-        ``index`` is the :class:`~daad.neardup.HashIndex` of :attr:`hashes`; ``fine_of(i)`` the
-        :func:`~daad.neardup.query_signature` of query ``i``, asked only for queries with a hash match. The
+        ``index`` is the :class:`~daad.registry.neardup.HashIndex` of :attr:`hashes`; ``fine_of(i)`` the
+        :func:`~daad.registry.neardup.query_signature` of query ``i``, asked only for queries with a hash match. The
         best confirmed variant wins; without a signature the nearest hash match is kept, unconfirmed."""
         pairs = index.pairs(phashes)
         found: list[NearCopy | None] = [None] * len(phashes)
@@ -161,16 +159,26 @@ class ExclusionRules:
 
     @classmethod
     def load(cls, manifests_dir: Path) -> ExclusionRules:
+        """The default rule of every evaluation dataset in the catalogue (``evaluation = true``: its
+        origin and every origin of its ``derived_from`` family, near copies too), then the tables of
+        ``exclusions.toml``, each replacing a dataset's rule or adding one."""
         path = Path(manifests_dir) / FILENAME
+        try:
+            catalogue = Catalogue.load(manifests_dir)
+        except CatalogueError:
+            catalogue = None  # a bare folder of manifests: the rules file alone
         try:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ExclusionError(f"no exclusion rules at {path}") from None
+            if catalogue is None:
+                raise ExclusionError(f"no exclusion rules at {path} and no source catalogue beside it") from None
+            raw = {}
         except tomllib.TOMLDecodeError as exc:
             raise ExclusionError(f"{path}: {exc}") from None
-        rules = {}
+        rules = {e.id: ExclusionRule(e.id, catalogue.family(e.id)) for e in catalogue or () if e.evaluation}
         for name, value in raw.items():
-            origins = tuple(value.get("origins", (name,)))
+            default = catalogue.family(name) if catalogue is not None else (name,)
+            origins = tuple(value.get("origins", default))
             if name not in origins:
                 raise ExclusionError(f"{path}: [{name}] must exclude its own origin {name!r}")
             rules[name] = ExclusionRule(name, origins, bool(value.get("near_duplicates", True)))
@@ -266,18 +274,3 @@ def _load(path: Path, mtime_ns: int) -> tuple[EvaluationHashes, HashIndex]:
     """The hashes file at ``path`` (as of ``mtime_ns``) and its index, read once per process."""
     stored = EvaluationHashes.read(path)
     return stored, HashIndex(stored.hashes)
-
-
-def require_view(view: object, generator: str = "generators") -> RegistryView:
-    """``view`` if it is a :class:`~daad.registry.RegistryView` (which states its evaluation
-    target); :class:`LeakageError` otherwise."""
-    from daad.registry import RegistryView
-
-    if not isinstance(view, RegistryView):
-        raise LeakageError(
-            f"{generator} needs a leak-free registry view (a RegistryView), not {type(view).__name__}: use "
-            "Registry(...).view(evaluation=<evaluation dataset>), a leak-free view without that dataset's "
-            "images and their near copies, or view(evaluation='none') to state that no evaluation "
-            "dataset needs guarding"
-        )
-    return view

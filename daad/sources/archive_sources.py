@@ -2,9 +2,9 @@
 
 Like TensorFlow Datasets' ``download_and_prepare``: for each origin without a root, the
 archive named in ``manifests/downloads.toml`` (pinned to an immutable revision) is
-downloaded with :mod:`daad.download`, its ``subpath`` is unpacked safely
-(:mod:`daad.archives`) into a temp folder and checked, and only then is the folder renamed
-to ``<data dir>/<origin>``, where :class:`daad.roots.Roots` finds it. A source is therefore
+downloaded with :mod:`daad.sources.http`, its ``subpath`` is unpacked safely
+(:mod:`daad.sources.archives`) into a temp folder and checked, and only then is the folder renamed
+to ``<data dir>/<origin>``, where :class:`daad.registry.roots.Roots` finds it. A source is therefore
 either absent or complete, never half unpacked. A source is pinned one of two ways:
 
 - **a committed manifest** (GitHub archives, which are not byte-stable): every image the
@@ -13,7 +13,7 @@ either absent or complete, never half unpacked. A source is pinned one of two wa
   BTAD, KolektorSDD, MVTec AD; ``md5`` where only that is published, MVTec 3D-AD): the
   download is refused unless its bytes match, and the
   manifest is written here, from the verified archive, by the origin's loader, into
-  ``<data dir>/manifests/<origin>.jsonl``, where :class:`daad.registry.Registry` finds it beside
+  ``<data dir>/manifests/<origin>.jsonl``, where :class:`daad.registry.registry.Registry` finds it beside
   the committed ones. Same archive, same manifest bytes. It is written (atomically) before
   the folder is renamed into place, so a crash between the two leaves a manifest whose root
   is missing (``daad build`` downloads it again), never data without a manifest.
@@ -54,19 +54,19 @@ from urllib.parse import urlsplit
 from tqdm.auto import tqdm
 
 from daad.atomic import write_atomically
-from daad.archives import ArchiveError, CorruptArchiveError, unpack
-from daad.catalogue import SourceEntry
-from daad.dedup import dedup
-from daad.download import download
+from daad.sources.archives import ArchiveError, CorruptArchiveError, unpack
+from daad.registry.catalogue import SourceEntry
+from daad.registry.dedup import dedup
+from daad.sources.http import download
 from daad.errors import DaadError, PathEscapeError, RecordFileError
-from daad.fetch import failure_reason
+from daad.sources.url_images import failure_reason
 from daad.images import read_verified, sha256_bytes, sha256_file
-from daad.ingest import IngestReport, ingest
+from daad.sources.ingest import IngestReport, ingest
 from daad.licences import UNKNOWN, LicencePolicy
 from daad.loaders import get_loader
 from daad.record import Record
-from daad.registry import Registry
-from daad.roots import resolve_in_root
+from daad.registry.registry import Registry
+from daad.registry.roots import resolve_in_root
 
 ACCEPT_ENV = "DAAD_ACCEPT_LICENCES"
 BASE_URL_ENV = "DAAD_DOWNLOAD_BASE_URL"

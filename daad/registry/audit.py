@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from daad.errors import DaadError
-from daad.registry import Registry
+from daad.registry.registry import Registry
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +50,7 @@ def audit(generated: Path, evaluation: str, registry: Registry) -> AuditReport:
     if rule is not None and rule.near_duplicates and registry.rules.hashes(evaluation) is None:
         report.warnings.append(
             f"no evaluation hashes at {registry.rules.hashes_path(evaluation)}: near copies were not checked; "
-            f"run `daad exclusions hash {evaluation} --root PATH`"
+            f"run `daad exclusions hash {evaluation} --root {evaluation}=PATH`"
         )
     uses: list[tuple[str, str]] = []
     for path in files:

@@ -1,7 +1,7 @@
 """``daad fetch``: download the images of URL records into the local cache.
 
 Each record whose ``image.url`` is set and whose image is not in the cache yet is
-downloaded (through :mod:`daad.download`), checked to be a decodable image, stored at
+downloaded (through :mod:`daad.sources.http`), checked to be a decodable image, stored at
 ``roots.fetched_image_path(sha256)`` and pinned: the first success writes the sha256
 (and phash, size) into the manifest and moves the record from ``needs_image`` to
 ``needs_mask``. A pinned record is verified instead: a cached file with the pinned hash is
@@ -31,12 +31,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from daad.download import DownloadResult, download
+from daad.sources.http import DownloadResult, download
 from daad.errors import RecordFileError
 from daad.images import decode_image, perceptual_hash, read_verified
-from daad.manifest import manifest_paths, read_manifest, write_manifest
+from daad.registry.manifest import manifest_paths, read_manifest, write_manifest
 from daad.record import Record
-from daad.roots import cache_dir, fetched_image_path
+from daad.registry.roots import cache_dir, fetched_image_path
 from daad.taxonomy import Status
 
 MAX_BYTES = 20 * 1024 * 1024
@@ -50,13 +50,13 @@ DEAD_LINK, NETWORK_ERROR = "dead_link", "network_error"
 GONE = (404, 410)
 """The answers that make a link dead."""
 NO_ANSWER = frozenset({"dead_link", "timeout", "too_slow", "network_error", "resume_mismatch", "server_error"})
-"""Reasons of :mod:`daad.download` that, without a 404/410, mean the server gave no usable answer."""
+"""Reasons of :mod:`daad.sources.http` that, without a 404/410, mean the server gave no usable answer."""
 
 
 def failure_reason(result: DownloadResult) -> str:
     """The label of a failed download: ``dead_link`` only for an answered 404/410;
     ``network_error`` (retryable, not a verdict) for no answer (offline, DNS, refused, reset,
-    timeout) or a server error (5xx, 429); else :mod:`daad.download`'s own reason."""
+    timeout) or a server error (5xx, 429); else :mod:`daad.sources.http`'s own reason."""
     status = result.http_status
     if status in GONE:
         return DEAD_LINK

@@ -2,7 +2,7 @@
 
 - ``mvtec``: ``<category>/train/good/`` (the target normals, when given),
   ``<category>/test/<class>/<stem>.png`` and ``<category>/ground_truth/<class>/<stem>_mask.png``:
-  MVTec AD's tree, read by anomalib's ``MVTecAD`` and by ``daad eval --eval-dataset mvtec-layout``.
+  MVTec AD's tree, read by anomalib's ``MVTecAD`` and by ``daad eval --eval mvtec-layout``.
 - ``anomalib-folder``: ``normal/``, ``abnormal/<stem>.png`` and ``mask/<stem>.png`` (the same
   stems): anomalib's ``Folder`` datamodule with ``normal_dir="normal"``,
   ``abnormal_dir="abnormal"``, ``mask_dir="mask"``.
@@ -113,7 +113,7 @@ def _readme(generated: Path, fmt: str, category: str, rows: int, targets: Path |
         "",
         f"Exported by `daad export` from the generated dataset `{generated}`: {rows} pseudo-anomalies "
         "(PNG, masks 0/255)" + (f" and the target normals of `{targets}`" if targets else "") + ".",
-        f"Layout: see daad's `daad/export.py` (`{fmt}`" + (f", category `{category}`" if fmt == "mvtec" else "") + ").",
+        f"Layout: see daad's `daad/dataset/export.py` (`{fmt}`" + (f", category `{category}`" if fmt == "mvtec" else "") + ").",
         "`provenance.csv` names, for every file, its row, generator, target image and the real anomalies it used.",
         "",
         "Generator, parameters, seed, and the evaluation dataset it is leak-free for:",

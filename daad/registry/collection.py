@@ -1,4 +1,4 @@
-"""A user's own named collection: ``daad ingest my_photos --loader folder --root PATH``.
+"""A user's own named collection: ``daad ingest my_photos --loader folder --root my_photos=PATH``.
 
 The origin id is the user's; the loader is one of the layouts that take their origin from
 the catalogue entry (``LAYOUT_LOADERS``). The entry (name, licence, citation, source
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from daad.atomic import write_atomically
-from daad.catalogue import COLLECTIONS, CatalogueError, SourceEntry, load_collections, parse_entry
+from daad.registry.catalogue import COLLECTIONS, CatalogueError, SourceEntry, load_collections, parse_entry
 from daad.errors import DaadError
 from daad.taxonomy import ANOMALY_CLASSES, Source
 
@@ -57,10 +57,10 @@ def collection_entry(
     if not ORIGIN_ID.match(origin):
         raise CollectionError(
             f"collection name {origin!r} must be lowercase letters, digits and '_': "
-            f"run e.g. `daad ingest my_photos --loader {loader} --root PATH`")
+            f"run e.g. `daad ingest my_photos --loader {loader} --root my_photos=PATH`")
     if loader not in LAYOUT_LOADERS:
         raise CollectionError(
-            f"unknown layout loader {loader!r}; run `daad ingest {origin} --loader LOADER --root PATH` "
+            f"unknown layout loader {loader!r}; run `daad ingest {origin} --loader LOADER --root {origin}=PATH` "
             f"with one of {', '.join(LAYOUT_LOADERS)}")
     value: dict[str, Any] = (
         _as_table(previous) if previous is not None else
@@ -81,7 +81,7 @@ def collection_entry(
     except (KeyError, TypeError, ValueError) as exc:
         where = beside if beside.is_file() else "the command line"
         raise CollectionError(f"collection {origin!r} ({where}): {exc}; fix it there and run "
-                              f"`daad ingest {origin} --loader {loader} --root PATH` again") from None
+                              f"`daad ingest {origin} --loader {loader} --root {origin}=PATH` again") from None
 
 
 def _update(value: dict[str, Any], table: dict[str, Any], where: str) -> None:
@@ -97,7 +97,7 @@ def _update(value: dict[str, Any], table: dict[str, Any], where: str) -> None:
 
 
 def _as_table(entry: SourceEntry) -> dict[str, Any]:
-    """The TOML table of an entry (what :func:`daad.catalogue.parse_entry` reads back)."""
+    """The TOML table of an entry (what :func:`daad.registry.catalogue.parse_entry` reads back)."""
     table = {k: v for k, v in asdict(entry).items() if k not in ("id", "download", "derived_from", "in_daad_paper")}
     table["source"] = str(entry.source)
     return {k: v for k, v in table.items() if v is not None}

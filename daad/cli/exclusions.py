@@ -1,60 +1,36 @@
-"""Leakage commands: ``daad audit`` and ``daad exclusions hash``."""
+"""``daad exclusions hash``: the perceptual hashes of an evaluation dataset's images, the leakage guard's data."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from daad.cli.app import ManifestsOption, QuietOption, RootOption, app, console, err_console, open_registry
+from daad.cli.app import app, console, open_registry, output, print_json
+from daad.cli.options import ManifestsOption, RootOption
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff")
 exclusions_app = typer.Typer(help="Exclusion (leakage) rules and evaluation-set hashes.", no_args_is_help=True)
 app.add_typer(exclusions_app, name="exclusions")
 
 
-@app.command()
-def audit(
-    generated: Annotated[Path, typer.Argument(help="A generated dataset folder (written by a generator).")],
-    eval_: Annotated[str, typer.Option("--eval", help="Evaluation dataset to check against, e.g. kolektorsdd.")],
-    manifests: ManifestsOption = None,
-    root: RootOption = None,
-) -> None:
-    """Re-check every real anomaly a generated dataset used; exit 1 naming each violation."""
-    from daad.audit import audit as run_audit
-
-    report = run_audit(generated, eval_, open_registry(manifests, root))
-    for warning in report.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    for violation in report.violations:
-        console.print(f"[red]violation:[/] {violation}", highlight=False)
-    console.print(
-        f"{report.rows} rows, {report.sources_checked} real anomalies checked against {eval_}: "
-        f"{len(report.violations)} violation(s)",
-        highlight=False,
-    )
-    raise typer.Exit(0 if report.ok else 1)
-
-
 @exclusions_app.command("hash")
 def hash_images(
     dataset: Annotated[str, typer.Argument(help="Evaluation dataset with a loader, e.g. kolektorsdd.")],
-    root: Annotated[Path, typer.Option("--root", help="The dataset's folder as its authors publish it.")],
     manifests: ManifestsOption = None,
-    quiet: QuietOption = False,
+    root: RootOption = None,
 ) -> None:
     """Hash the dataset's anomalous AND normal images into manifests/eval_hashes/<dataset>.txt."""
-    from daad.catalogue import Catalogue
-    from daad.exclusion import EvaluationHashes
+    from daad.registry.catalogue import Catalogue
+    from daad.registry.exclusion import EvaluationHashes
     from daad.loaders import get_loader
     from daad.loaders.base import Skipped
     from daad.record import Record
 
-    registry = open_registry(manifests, None)
+    registry = open_registry(manifests, root)
     registry.rules.rule(dataset)  # only datasets with a rule
     loader = get_loader(dataset)
-    root = Path(root).resolve()
+    root = registry.roots[dataset].resolve()
     images = []
     for item in loader.iter_records(root, Catalogue.load(registry.manifests_dir)[dataset]):
         if isinstance(item, Record) and item.image.path is not None:
@@ -62,9 +38,11 @@ def hash_images(
         elif isinstance(item, Skipped) and item.path is not None and item.path.suffix.lower() in IMAGE_SUFFIXES:
             images.append((item.id, item.path))  # an evaluation image even without a usable mask
     images += [(normal.id, normal.path) for normal in loader.iter_normals(root)]
-    stored = EvaluationHashes.of_images(images, progress=not quiet)
+    stored = EvaluationHashes.of_images(images, progress=output.progress)
     path = registry.rules.hashes_path(dataset)
     stored.write(path, f"Perceptual hashes of {dataset} ({len(images)} images, anomalous and normal):\n"
                        f"written by `daad exclusions hash {dataset}`; lines: <16 variant pHashes: 8 dihedral "
                        f"transforms, whole then cropped> <fine signature> <image id>.")
     console.print(f"{len(stored.hashes)} hashes of {len(images)} images -> {path}")
+    if output.json:
+        print_json({"dataset": dataset, "images": len(images), "hashes": len(stored.hashes), "path": str(path)})

@@ -16,7 +16,7 @@ read again; ``daad validate`` (or a build without reuse, the default) checks the
 
 Manifest lines are parsed, checked and turned into rows (all but the image: its mask
 encoded as PNG, its near copies looked up) in worker processes (:mod:`daad.processes`), a chunk of
-``daad.manifest.CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
+``daad.registry.manifest.CHUNK`` lines at a time; the parent gets the chunks back in line order, checks the ids'
 order, reads each image and checks its sha256 (the bytes it stores are the bytes it
 checked, and they never cross a pipe) and its header against the mask
 (:func:`daad.images.image_size`), and writes the shards, so the bytes do not depend on the
@@ -29,30 +29,29 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from daad.build_rows import Pending, Prepared, prepare_chunk
-from daad.card import registry_card
+from daad.dataset.build_rows import Pending, Prepared, prepare_chunk
+from daad.dataset.card import registry_card
 from daad.dataset.sheets import SAMPLES_PATH, build_samples
 from daad.errors import DaadError, MaskMismatchError, PathEscapeError, RecordFileError, RootNotFoundError
-from daad.exclusion import FILENAME as RULES_FILE
-from daad.exclusion import HASHES_DIR
-from daad.features import REGISTRY_FEATURES
+from daad.registry.exclusion import FILENAME as RULES_FILE
+from daad.registry.exclusion import HASHES_DIR
+from daad.dataset.features import REGISTRY_FEATURES
 from daad.images import image_cell, image_size, sha256_file
 from daad.licences import LicencePolicy
-from daad.manifest import IdOrder, count_lines, line_chunks
+from daad.registry.manifest import IdOrder, count_lines, line_chunks
 from daad.processes import default_workers, process_map, start_server
-from daad.registry import Registry
-from daad.shards import DatasetFolderWriter
+from daad.registry.registry import Registry
+from daad.dataset.shards import DatasetFolderWriter
+from daad.dataset.summary import BuildSummary
 from daad.taxonomy import Status
-from daad.validate import check_size
+from daad.registry.validate import check_size
 
 BUILD_FORMAT = 4
 """Bump when what a manifest line becomes changes, so that older shards are not reused."""
@@ -83,61 +82,6 @@ class EmptyBuildError(DaadError):
             f"See what there is with `daad stats --status all`; build with another policy, "
             f"e.g. `daad build --licence-policy all`"
         )
-
-
-@dataclass
-class BuildSummary:
-    """Counts of one build: rows written, records rejected (with reasons) and skipped."""
-
-    accepted: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
-    """(anomaly_class, source, licence) -> rows."""
-    origins: Counter = field(default_factory=Counter)
-    image_bytes: int = 0
-    licence_policy: str = "all"
-    reused: list[str] = field(default_factory=list)
-    """Origins whose shards were kept from the previous build (inputs unchanged)."""
-
-    def add(self, other: BuildSummary) -> None:
-        self.accepted += other.accepted
-        self.rejected.update(other.rejected)
-        self.skipped.update(other.skipped)
-        self.errors += other.errors
-        self.counts.update(other.counts)
-        self.origins.update(other.origins)
-        self.image_bytes += other.image_bytes
-
-    @classmethod
-    def from_json(cls, value: dict) -> BuildSummary:
-        return cls(
-            accepted=value["accepted"],
-            rejected=Counter(value["rejected"]),
-            skipped=Counter(value["skipped"]),
-            counts=Counter({(c["anomaly_class"], c["source"], c["licence"]): c["rows"] for c in value["counts"]}),
-            origins=Counter(value["origins"]),
-            image_bytes=value["image_bytes"],
-        )
-
-    def line(self) -> str:
-        rej = sum(self.rejected.values())
-        skip = ", ".join(f"{k} {v}" for k, v in sorted(self.skipped.items())) or "none"
-        return f"built {self.accepted} rows from {len(self.origins)} origin(s); rejected {rej}; skipped: {skip}"
-
-    def to_json(self) -> dict:
-        return {
-            "accepted": self.accepted,
-            "rejected": dict(sorted(self.rejected.items())),
-            "skipped": dict(sorted(self.skipped.items())),
-            "origins": dict(sorted(self.origins.items())),
-            "image_bytes": self.image_bytes,
-            "counts": [
-                {"anomaly_class": c, "source": s, "licence": lic, "rows": n}
-                for (c, s, lic), n in sorted(self.counts.items())
-            ],
-        }
 
 
 def build(
@@ -215,8 +159,11 @@ def build(
 
 
 def _rules_digest(registry: Registry) -> str:
-    """sha256 of the exclusion rules and every evaluation hashes file (they decide the dup shards)."""
+    """sha256 of the exclusion rules (as resolved from the catalogue, and their file) and every
+    evaluation hashes file (they decide the dup shards)."""
     digest = hashlib.sha256()
+    for name, rule in registry.rules.rules.items():
+        digest.update(f"{name}\0{','.join(rule.origins)}\0{rule.near_duplicates}\0".encode())
     rules_dir = registry.manifests_dir
     for path in [rules_dir / RULES_FILE, *sorted((rules_dir / HASHES_DIR).glob("*"))]:
         if path.is_file():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from daad.archives import MAX_MEMBERS, MAX_RATIO
+from daad.sources.archives import MAX_MEMBERS, MAX_RATIO
 from daad.errors import DaadError
 from daad.licences import check_licence
 from daad.taxonomy import UNMAPPED, Source, check_class
@@ -134,7 +134,10 @@ class SourceEntry:
     manual_download: str | None = None
     """How to get the data where the authors require accepting terms on a website."""
     derived_from: tuple[str, ...] = ()
-    """Origins this one re-publishes (for leakage rules)."""
+    """Origins this one re-publishes (for leakage rules and duplicates)."""
+    evaluation: bool = False
+    """An evaluation dataset: generators are guarded against it (its origin, every origin derived
+    from it or it from, and near copies of its images), and builds get a leak-free config for it."""
     in_daad_paper: bool = False
     """Listed in the DAAD authors' ``Existing_datasets`` sheet."""
     commercial_use: bool | None = None
@@ -191,6 +194,22 @@ class Catalogue:
         except KeyError:
             raise CatalogueError(f"origin {origin!r} is not in the source catalogue ({FILENAME})") from None
 
+    def family(self, origin: str) -> tuple[str, ...]:
+        """``origin``, then every origin that shares its images through ``derived_from`` (what it
+        re-publishes, what re-publishes it, and so on), sorted."""
+        links: dict[str, set[str]] = {}
+        for entry in self.entries.values():
+            for parent in entry.derived_from:
+                links.setdefault(entry.id, set()).add(parent)
+                links.setdefault(parent, set()).add(entry.id)
+        found, todo = {origin}, [origin]
+        while todo:
+            for other in links.get(todo.pop(), ()):
+                if other not in found:
+                    found.add(other)
+                    todo.append(other)
+        return (origin, *sorted(found - {origin}))
+
     def __contains__(self, origin: str) -> bool:
         return origin in self.entries
 
@@ -244,6 +263,7 @@ def parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
         layout=layout,
         manual_download=value.get("manual_download"),
         derived_from=tuple(value.get("derived_from", ())),
+        evaluation=bool(value.get("evaluation", False)),
         in_daad_paper=bool(value.get("in_daad_paper", False)),
         commercial_use=value.get("commercial_use"),
         notes=value.get("notes", "").strip(),

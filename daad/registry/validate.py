@@ -11,7 +11,7 @@ there are.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,13 +19,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from daad.counts import Counts
 from daad.errors import DaadError, MaskMismatchError, RecordFileError
 from daad.images import MAX_PIXELS, decode_image
 from daad.licences import FILENAME as LICENCES_FILE
 from daad.licences import LicenceCatalogue
-from daad.manifest import count_lines
+from daad.registry.manifest import count_lines
 from daad.record import Record
-from daad.registry import Registry
+from daad.registry.registry import Registry
 from daad.taxonomy import Status
 
 IN_FLIGHT_PER_WORKER = 4
@@ -45,17 +46,10 @@ class UnknownLicenceError(DaadError):
 
 
 @dataclass
-class ValidationReport:
+class ValidationReport(Counts):
     """Accepted / rejected / skipped counts, rejections by reason, and each error message."""
 
-    accepted: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    skipped: Counter = field(default_factory=Counter)
     errors: list[dict] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.rejected
 
     def to_json(self) -> dict:
         return {

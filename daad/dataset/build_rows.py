@@ -1,6 +1,6 @@
 """What a build's workers do to manifest lines: parse them, select the records that go in,
 and turn each into its row but for the image bytes (the parent reads those, see
-:mod:`daad.build`). Free of ``datasets`` and ``pyarrow``, so that a worker process starts in
+:mod:`daad.dataset.build`). Free of ``datasets`` and ``pyarrow``, so that a worker process starts in
 a fraction of a second (:mod:`daad.processes`)."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import NamedTuple
 from daad.errors import DaadError, ManifestError
 from daad.images import image_cell
 from daad.licences import LicencePolicy
-from daad.manifest import parse_lines
+from daad.registry.manifest import parse_lines
 from daad.record import ImageRef, Record
-from daad.registry import Registry
+from daad.registry.registry import Registry
 from daad.taxonomy import ANOMALY_CLASSES, UNMAPPED, Status
-from daad.validate import check_entry
+from daad.registry.validate import check_entry
 
 DUP_MARK = "-dup-"
 """Shard name mark of near copies of evaluation images (see :func:`shard_of`)."""
@@ -85,7 +85,7 @@ def skip_reason(record: Record, policy: LicencePolicy, statuses: tuple[Status, .
 
 def pending_row(record: Record, near_copy_of: list[str] | None, registry: Registry) -> Pending | DaadError:
     """``record``'s row but for the image bytes, or the error (the checks of
-    :func:`daad.validate.check_entry`, made before the mask is drawn)."""
+    :func:`daad.registry.validate.check_entry`, made before the mask is drawn)."""
     assert record.anomaly_class in ANOMALY_CLASSES
     try:
         check_entry(record, registry.licences)

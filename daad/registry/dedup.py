@@ -3,8 +3,8 @@ with an anomaly of the same class.
 
 ``daad dedup`` marks such a record ``duplicate_of: <id of the kept record>`` in its
 manifest; builds and views leave it out and the card counts it (``duplicate:<origin>``).
-Near copies are found as for the leakage guard (:mod:`daad.neardup`): the record's pHash
-within :data:`~daad.neardup.THRESHOLD` bits of one of the sixteen dihedral and crop
+Near copies are found as for the leakage guard (:mod:`daad.registry.neardup`): the record's pHash
+within :data:`~daad.registry.neardup.THRESHOLD` bits of one of the sixteen dihedral and crop
 variant hashes of a kept record, confirmed by the fine signatures under that variant.
 
 Which record is kept is decided by the catalogue (:func:`origin_priority`): an origin is
@@ -41,16 +41,16 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from daad.catalogue import Catalogue, CatalogueError
+from daad.registry.catalogue import Catalogue, CatalogueError
 from daad.errors import DaadError, PathEscapeError, RecordFileError, RootNotFoundError
 from daad.images import decode_image
-from daad.manifest import read_manifest, write_manifest
-from daad.exclusion import EvaluationHashes
-from daad.neardup import (
+from daad.registry.manifest import read_manifest, write_manifest
+from daad.registry.exclusion import EvaluationHashes
+from daad.registry.neardup import (
     FINE_THRESHOLD, VARIANTS, HashIndex, fine_distance, fine_signature, parse_hash, query_signature, variant_hashes,
 )
 from daad.record import Record
-from daad.registry import Registry
+from daad.registry.registry import Registry
 from daad.taxonomy import Source, Status
 
 SOURCE_ORDER = (Source.EXISTING_DATASET, Source.REALITY_PHOTO, Source.ONLINE_SEARCH)
@@ -127,7 +127,7 @@ class _Images:
         return self._cache[key]
 
     def query(self, record: Record) -> np.ndarray:
-        """The :func:`~daad.neardup.query_signature` of a record whose image :meth:`get` read."""
+        """The :func:`~daad.registry.neardup.query_signature` of a record whose image :meth:`get` read."""
         key = record.image.sha256 or record.id
         if key not in self._queries:
             self._queries[key] = query_signature(self._read(record))

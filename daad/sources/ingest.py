@@ -4,7 +4,7 @@ Re-ingesting unchanged data rewrites nothing. For ids already in the manifest, t
 fields a curator set (listed in ``Record.curated``: status/reason, anomaly_class,
 mask) are kept from the manifest; everything else comes from the source. A record that
 left the manifest and comes back gets its latest decisions from the curation journal
-(:mod:`daad.curation_log`), so curation survives any remove/re-add cycle.
+(:mod:`daad.curate.journal`), so curation survives any remove/re-add cycle.
 
 Ingest refuses rather than destroys: a missing or empty root, a loader that finds no
 record, or a run that would remove more than ``REMOVE_SHARE`` of an origin's records
@@ -14,15 +14,16 @@ record, or a run that would remove more than ``REMOVE_SHARE`` of an origin's rec
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from daad.curation_log import decisions, read_log, replay
+from daad.curate.journal import decisions, read_log, replay
 from daad.errors import DaadError
 from daad.loaders.base import Skipped
-from daad.manifest import dumps, read_manifest, write_manifest
+from daad.registry.manifest import dumps, read_manifest, write_manifest
 from daad.record import Record
+from daad.registry.roots import Roots
 
 REMOVE_SHARE = 0.05
 """The share of an origin's records an ingest may remove without ``--allow-remove``."""
@@ -45,8 +46,9 @@ class RootError(IngestError):
     def __init__(self, origin: str, root: str, problem: str) -> None:
         self.origin, self.root = origin, root
         super().__init__(
-            f"root {root!r} of {origin} {problem}: nothing ingested, manifests/{origin}.jsonl left as it is. "
-            f"Run `daad ingest {origin} --root PATH` (or `--root {origin}=PATH`) with the folder as its authors publish it"
+            f"{f'root {root!r} of {origin}' if root else f'a root of {origin}'} {problem}: nothing ingested, "
+            f"manifests/{origin}.jsonl left as it is. "
+            f"Run `daad ingest {origin} --root {origin}=PATH` with the folder as its authors publish it"
         )
 
 
@@ -58,7 +60,7 @@ class NoRecordsError(IngestError):
         skipped = ", ".join(f"{reason} {n}" for reason, n in sorted(plan.report.skipped.items())) or "none"
         super().__init__(
             f"{manifest.stem}: the loader found no records (skipped: {skipped}); {manifest} left as it is. "
-            f"Check that --root is the origin's folder as its authors publish it and run `daad ingest {manifest.stem} --root PATH`"
+            f"Check that --root is the origin's folder as its authors publish it and run `daad ingest {manifest.stem} --root {manifest.stem}=PATH`"
         )
 
 
@@ -71,7 +73,7 @@ class RemovalRefusedError(IngestError):
         shown = ", ".join(plan.removed_ids[:5]) + (f" and {n - 5} more" if n > 5 else "")
         super().__init__(
             f"{manifest.stem}: this ingest would remove {n} of its {before} records ({shown}); nothing written. "
-            f"Check --root; if they are really gone, run `daad ingest {manifest.stem} --root PATH --allow-remove` "
+            f"Check --root; if they are really gone, run `daad ingest {manifest.stem} --root {manifest.stem}=PATH --allow-remove` "
             f"(curators' decisions stay in the curation journal and come back with the records)"
         )
 
@@ -195,18 +197,19 @@ def ingest(items: Iterable[Record | Skipped], manifest: Path, *, allow_remove: b
     return plan_ingest(items, manifest, allow_remove=allow_remove).write(manifest)
 
 
-def ingest_root(origin: str, root: str | Path) -> Path:
-    """The folder to ingest ``origin`` from: ``root`` as given, or ``ORIGIN=PATH`` as every
-    other command takes it. Raises :class:`RootError` when it is missing or empty."""
-    text = str(root)
-    prefix, sep, rest = text.partition("=")
-    if sep and not Path(text).exists():
-        if prefix != origin:
-            raise RootError(origin, text, f"names origin {prefix!r}, not {origin!r}")
-        text = rest
-    path = Path(text).expanduser()
+def ingest_root(origin: str, roots: Roots, given: Mapping[str, Path] | None = None) -> Path:
+    """The folder to ingest ``origin`` from, as every command finds an origin's root (``--root
+    ORIGIN=PATH``, ``$DAAD_ROOT_<ORIGIN>``, the data dir). Raises :class:`RootError` when it
+    is not given, missing or empty, or when the roots given name only other origins."""
+    if given and origin not in given:
+        text = ", ".join(f"{o}={p}" for o, p in given.items())
+        raise RootError(origin, text, f"names origin {', '.join(map(repr, given))}, not {origin!r}")
+    path = roots.get(origin)
+    if path is None:
+        raise RootError(origin, "", f"is not given (--root {origin}=PATH, or $DAAD_ROOT_{origin.upper()})")
+    text = f"{origin}={path}"
     if not path.is_dir():
-        raise RootError(origin, str(root), "does not exist" if not path.exists() else "is not a folder")
+        raise RootError(origin, text, "does not exist" if not path.exists() else "is not a folder")
     if next(path.iterdir(), None) is None:
-        raise RootError(origin, str(root), "is empty")
+        raise RootError(origin, text, "is empty")
     return path

@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING
 
 from datasets import Value
 
-from daad.build_rows import DUP_MARK
-from daad.catalogue import CatalogueError
+from daad.dataset.build_rows import DUP_MARK
+from daad.registry.catalogue import CatalogueError
 from daad.dataset.sources_table import sources_section
-from daad.features import REGISTRY_FEATURES
+from daad.dataset.features import REGISTRY_FEATURES
 from daad.licences import LicenceCatalogue
-from daad.shards import card_text, features_yaml
+from daad.dataset.shards import card_text, features_yaml
 from daad.taxonomy import ANOMALY_CLASSES, CLASS_DEFINITIONS
 
 if TYPE_CHECKING:
-    from daad.build import BuildSummary
+    from daad.dataset.summary import BuildSummary
     from daad.registry import Registry
 
 LEAK_FREE_PREFIX = "no-"
