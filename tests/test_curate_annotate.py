@@ -213,3 +213,29 @@ def test_wrong_token_and_missing_server_are_refused(world, tmp_path):
         mp.setenv("PATH", str(tmp_path))
         mp.setattr(labelstudio, "REPO", tmp_path)
         labelstudio.find_executable(tmp_path / "no-such-label-studio")
+
+
+def test_cli_sends_to_an_existing_server_by_upload(world):
+    """``daad curate annotate`` against a server given by URL + token: images are uploaded."""
+    session, registry, server, need, _ = world
+    record = need[4]
+    result = CliRunner().invoke(cli, [
+        "curate", "annotate", "--id", record.id, "--name", "annotate-cli", "--database-dir", str(session.database_dir),
+        "--label-studio-url", server.url, "--label-studio-token", server.token,
+        "--manifests", str(registry.manifests_dir), "--root", f"daad_online_sources={ONLINE}", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["samples"] == 1 and [p["tasks"] for p in out["projects"]] == [1]
+    tasks = _api(server, "GET", "/api/tasks", params={"project": out["projects"][0]["project_id"], "fields": "all"})
+    (task,) = tasks["tasks"]
+    assert task["data"]["image"].startswith("/data/upload/")
+    image = requests.get(f"{server.url}{task['data']['image']}", headers={"Authorization": f"Token {server.token}"},
+                         timeout=60)
+    assert image.status_code == 200 and image.content == registry.image_path(record).read_bytes()
+    # nothing drawn yet: --load applies nothing and reports the task as waiting
+    result = CliRunner().invoke(cli, [
+        "curate", "annotate", "--load", "--name", "annotate-cli", "--database-dir", str(session.database_dir),
+        "--label-studio-url", server.url, "--label-studio-token", server.token,
+        "--manifests", str(registry.manifests_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["waiting"] == 1 and json.loads(result.output)["sync"]["changes"] == []

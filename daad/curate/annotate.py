@@ -125,19 +125,19 @@ def send(
                               POLYGONS: {"type": "polylines", "classes": [anomaly_class]}},
             )
         by_sample = {sample_id: task_id for task_id, sample_id in results.uploaded_tasks.items()}
-        proposals = 0
+        proposals = []
         for sample in view.select(list(by_sample)).iter_samples(autosave=True, progress=False):
             task_id = by_sample[sample.id]
             sample[TASK_FIELD] = task_id
             tasks[str(task_id)] = {"record_id": sample["record_id"], "fingerprint": sample["fingerprint"]}
             if sample[MASK_FIELD] is not None:
-                _propose(server, task_id, anomaly_class, sample[MASK_FIELD].get_mask())
-                proposals += 1
+                proposals.append(proposal(task_id, anomaly_class, sample[MASK_FIELD].get_mask()))
         if proposals:
+            _request(server, "POST", f"/api/projects/{results.project_id}/import/predictions", json=proposals)
             _request(server, "PATCH", f"/api/projects/{results.project_id}",
                      json={"model_version": PROPOSAL_VERSION, "show_collab_predictions": True})
-        summary.projects.append(Project(anomaly_class, results.project_id,
-                                        f"{server.url}/projects/{results.project_id}/data", len(by_sample), proposals))
+        summary.projects.append(Project(anomaly_class, results.project_id, f"{server.url}/projects/"
+                                        f"{results.project_id}/data", len(by_sample), len(proposals)))
         dataset.info[TASKS_INFO] = tasks
         dataset.save()
     return summary
@@ -229,18 +229,16 @@ def _tasks(server: LabelStudio, project_id: int) -> list[dict]:
     """Every task of a project with its annotations (Label Studio's data manager API, paged)."""
     tasks, page = [], 1
     while True:
-        response = _request(server, "GET", "/api/tasks", params={"project": project_id, "fields": "all",
-                                                                 "page": page, "page_size": 100})
-        body = response.json()
-        batch = body.get("tasks", body) if isinstance(body, dict) else body
-        tasks.extend(batch)
-        if len(batch) < 100:
+        body = _request(server, "GET", "/api/tasks", params={"project": project_id, "fields": "all", "page": page,
+                                                             "page_size": 100}).json()
+        tasks.extend(body["tasks"])
+        if not body["tasks"] or len(tasks) >= body["total"]:
             return tasks
         page += 1
 
 
-def _propose(server: LabelStudio, task_id: int, anomaly_class: str, mask: np.ndarray) -> None:
-    """Attach ``mask`` to a task as a prediction (a proposal the annotator edits)."""
+def proposal(task_id: int, anomaly_class: str, mask: np.ndarray) -> dict:
+    """A Label Studio prediction holding ``mask`` as a brush result: a proposal the annotator edits."""
     from label_studio_sdk.converter.brush import mask2rle
 
     height, width = mask.shape
@@ -248,8 +246,7 @@ def _propose(server: LabelStudio, task_id: int, anomaly_class: str, mask: np.nda
               "original_height": height, "image_rotation": 0,
               "value": {"format": "rle", "rle": mask2rle(((mask != 0) * 255).astype(np.uint8)),
                         "brushlabels": [anomaly_class]}}
-    _request(server, "POST", "/api/predictions",
-             json={"task": task_id, "result": [result], "model_version": PROPOSAL_VERSION})
+    return {"task": task_id, "result": [result], "model_version": PROPOSAL_VERSION}
 
 
 def _request(server: LabelStudio, method: str, path: str, **kwargs) -> requests.Response:

@@ -118,8 +118,10 @@ def open_records(
     fo = session.fiftyone()
     masks_dir = (masks_dir or mask_cache_dir()) / name
     dataset = _dataset(fo, name, KIND_REGISTRY)
-    if not dataset.has_sample_field("reason"):  # typed now: a sync may set it where every record had none
+    if not dataset.has_sample_field("reason"):  # declared: a sync or an annotation may set what no record had
         dataset.add_sample_field("reason", fo.StringField)
+    if not dataset.has_sample_field(MASK_FIELD):
+        dataset.add_sample_field(MASK_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Segmentation)
     existing = (
         dict(zip(dataset.values("record_id"), dataset.values("manifest_line")))
         if dataset.has_sample_field("record_id")
