@@ -239,3 +239,17 @@ def test_cli_sends_to_an_existing_server_by_upload(world):
         "--manifests", str(registry.manifests_dir), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["waiting"] == 1 and json.loads(result.output)["sync"]["changes"] == []
+
+
+def test_a_server_that_never_listens_is_stopped_at_its_deadline(tmp_path):
+    """A ``label-studio`` that never opens its port: refused after the start deadline, and
+    the process (and its child) stopped by PID, not left behind."""
+    fake = tmp_path / "label-studio"
+    fake.write_text("#!/bin/sh\nsleep 612345 &\nwait\n")  # a child with a name to look for
+    fake.chmod(0o755)
+    session = shared_session()
+    before = set(session.pids())
+    with pytest.raises(labelstudio.CurationEnvError, match="did not listen on port .* within 3s"):
+        labelstudio.start(session, tmp_path / "data", executable=fake, timeout=3)
+    started = [p for p in psutil.process_iter(["cmdline"]) if {str(fake), "612345"} & set(p.info["cmdline"] or [])]
+    assert started == [] and set(session.pids()) == before

@@ -9,7 +9,7 @@ in daad's environment).
 
 A daad-started server keeps everything in one data folder (``$DAAD_LABEL_STUDIO_DIR``, else
 ``<daad cache>/label-studio``): its embedded SQLite database, the images it serves
-(``media/``, its local-files document root), its log, and ``daad-label-studio.json``
+(``daad-images/``, its local-files document root), its log, and ``daad-label-studio.json``
 (mode 0600) holding the generated user, password and API token, and the running server's
 PID and port. A second daad process (``daad curate annotate --load`` while annotators
 work) joins the running server instead of starting another; a server whose starting
@@ -39,6 +39,8 @@ STATE_FILE = "daad-label-studio.json"
 START_TIMEOUT_S = 240.0
 """A first start runs Label Studio's database migrations (about 30 s on a quiet machine)."""
 USERNAME = "daad@localhost"
+IMAGES_DIR = "daad-images"
+"""The folder (in the data folder) whose images the server serves: its local-files document root."""
 REPO = Path(__file__).resolve().parents[2]
 QUIET_ENV = {  # no telemetry, no version check: the server may have no network at all
     "COLLECT_ANALYTICS": "false",
@@ -118,7 +120,7 @@ def start(
     """Start Label Studio on 127.0.0.1 with its data in ``data_dir`` (or join the one already
     serving it), owned by ``session``; returns how to reach it."""
     data_dir = Path(data_dir or default_data_dir()).resolve()
-    (data_dir / "media").mkdir(parents=True, exist_ok=True)
+    (data_dir / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     state = _read_state(data_dir)
     if "token" not in state:
         state.update(username=USERNAME, password=secrets.token_urlsafe(12), token=secrets.token_hex(20))
@@ -130,7 +132,7 @@ def start(
         if port_in_use(port):
             raise CurationEnvError(f"port {port} on 127.0.0.1 is in use; pass --port with a free one")
         env = {**QUIET_ENV, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-               "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(data_dir / "media")}
+               "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(data_dir / IMAGES_DIR)}
         with open(data_dir / "label-studio.log", "ab") as log:
             proc = session.spawn(
                 [str(exe), "start", "--no-browser", "--data-dir", str(data_dir), "--internal-host", "127.0.0.1",
@@ -140,10 +142,14 @@ def start(
             )
         _write_state(data_dir, {**state, "pid": proc.pid, "port": port, "owner": os.getpid()})
         started = time.monotonic()
-        wait_for_port(port, proc, f"Label Studio ({exe}; log {data_dir / 'label-studio.log'})", timeout)
         server = LabelStudio(f"http://127.0.0.1:{port}", state["token"], state["username"], state["password"],
-                             data_dir / "media", proc)
-        _wait_ready(server, proc, timeout - (time.monotonic() - started))
+                             data_dir / IMAGES_DIR, proc)
+        try:
+            wait_for_port(port, proc, f"Label Studio ({exe}; log {data_dir / 'label-studio.log'})", timeout)
+            _wait_ready(server, proc, timeout - (time.monotonic() - started))
+        except CurationEnvError:
+            session.stop(proc)  # past its deadline or dead: nothing of it is left running
+            raise
         return server
     proc, port = running
     owned = not _alive(state.get("owner"))
@@ -151,7 +157,7 @@ def start(
         session._own(proc)
         _write_state(data_dir, {**state, "owner": os.getpid()})
     server = LabelStudio(f"http://127.0.0.1:{port}", state["token"], state["username"], state["password"],
-                         data_dir / "media", proc if owned else None)
+                         data_dir / IMAGES_DIR, proc if owned else None)
     check(server)
     return server
 
