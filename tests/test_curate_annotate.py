@@ -24,6 +24,7 @@ from conftest import SD_ROOT, SHARED_DATA, copy_manifests, split_items
 from daad.cli.app import app as cli
 from daad.curate import labelstudio
 from daad.curate.annotate import BRUSH, POLYGONS, TASKS_INFO, load, send
+from daad.curate.dataset import UnsyncedEditsError
 from daad.curation_log import read_log
 from daad.ingest import ingest
 from daad.loaders.daad_online_sources import iter_records
@@ -194,6 +195,24 @@ def test_round_trip_through_label_studio(world):
     record = {r.id: r for r in read_manifest(online)}[a.id]
     assert record.mask.counts == RLE.encode(ellipse).counts and record.note == "edited elsewhere"
 
+    # sending again sends nothing twice; the conflicting edits kept in the dataset block a refresh
+    # of their records until discarded; then the changed records get new tasks (the old
+    # records' mask as the proposal) and the old tasks' annotations stay conflicts
+    ids = {r.id for r in records}
+    current = [r for r in registry.records() if r.id in ids]
+    with pytest.raises(UnsyncedEditsError):
+        send(session, registry, current, server, NAME)
+    resent = send(session, registry, current, server, NAME, discard_unsynced=True)
+    assert resent.pending == 5 and sum(p.tasks for p in resent.projects) == 2
+    assert sum(p.proposals for p in resent.projects) == 1  # a has its mask now; d has none
+    new_task = max(int(t) for t, info in fo.load_dataset(NAME).info[TASKS_INFO].items() if info["record_id"] == a.id)
+    assert new_task != tasks[a.id]
+    _annotate(server, new_task, [_brush(bigger, a.anomaly_class)])  # drawn again on the new task: applied
+    after_resend = load(session, server, NAME, who="tester")
+    assert sorted(c.record_id for c in after_resend.all_conflicts()) == sorted([a.id, d.id])  # the old tasks
+    assert after_resend.waiting == 3 and [c.record_id for c in after_resend.sync.changes] == [a.id]
+    assert {r.id: r for r in read_manifest(online)}[a.id].mask.counts == RLE.encode(bigger).counts
+
     # the command line: --load against the running server, JSON out, exit 1 on conflicts
     result = CliRunner().invoke(cli, [
         "curate", "annotate", "--load", "--name", NAME, "--database-dir", str(session.database_dir),
@@ -201,7 +220,7 @@ def test_round_trip_through_label_studio(world):
         "--manifests", str(registry.manifests_dir), "--json", "--dry-run"])
     assert result.exit_code == 1, result.output
     out = json.loads(result.output)
-    assert sorted(c["id"] for c in out["conflicts"]) == sorted([a.id, d.id]) and out["waiting"] == 2
+    assert sorted(c["id"] for c in out["conflicts"]) == sorted([a.id, d.id]) and out["waiting"] == 3
 
 
 def test_wrong_token_and_missing_server_are_refused(world, tmp_path):

@@ -159,7 +159,8 @@ def load(
     dataset = fo.load_dataset(name)
     sent = dataset.info.get(TASKS_INFO, {})
     report = LoadReport()
-    drawn: dict[str, tuple[np.ndarray, int, str]] = {}
+    drawn: list[tuple[str, int, str, np.ndarray]] = []
+    """(record id, task id, fingerprint sent, mask) of every task with a mask drawn."""
     for key in dataset.list_annotation_runs():
         if not key.startswith(RUN_PREFIX):
             continue
@@ -176,14 +177,15 @@ def load(
             if mask is None:
                 report.empty.append(info["record_id"])
                 continue
-            drawn[info["record_id"]] = (mask, task["id"], info["fingerprint"])
-    samples = {s["record_id"]: s for s in dataset.select_by("record_id", sorted(drawn)).iter_samples(progress=False)}
-    for record_id, (mask, task_id, sent_print) in sorted(drawn.items()):
+            drawn.append((info["record_id"], task["id"], info["fingerprint"], mask))
+    ids = sorted({record_id for record_id, *_ in drawn})
+    samples = {s["record_id"]: s for s in dataset.select_by("record_id", ids).iter_samples(progress=False)}
+    for record_id, task_id, sent_print, mask in sorted(drawn, key=lambda d: d[:2]):
         sample = samples.get(record_id)
         if sample is None or sample["fingerprint"] != sent_print:
             report.conflicts.append(Conflict(
-                record_id, f"manifest record changed after it was sent to Label Studio (task {task_id}); "
-                           "the mask drawn on the old record is not applied"))
+                record_id, f"manifest record changed after it was sent to Label Studio (task {task_id}); the mask "
+                           "drawn on the old record is not applied (delete the task in Label Studio to drop it)"))
             continue
         if sample[MASK_FIELD] is not None and sample[MASK_FIELD].mask is not None \
                 and np.array_equal(sample[MASK_FIELD].mask != 0, mask != 0):
