@@ -165,12 +165,12 @@ def load(
         if not key.startswith(RUN_PREFIX):
             continue
         for task in _tasks(server, dataset.load_annotation_results(key, cache=False).project_id):
+            info = sent.get(str(task["id"]))
+            if info is None:  # a task added in Label Studio by hand (or by a send killed half way): not daad's
+                continue
             annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
             if not annotations:
                 report.waiting += 1
-                continue
-            info = sent.get(str(task["id"]))
-            if info is None:  # a task added in Label Studio by hand: not daad's
                 continue
             latest = max(annotations, key=lambda a: a.get("updated_at") or "")
             mask = drawn_mask(latest.get("result", []))
@@ -264,11 +264,12 @@ def _request(server: LabelStudio, method: str, path: str, **kwargs) -> requests.
 
 
 def _stage_media(view, folder: Path) -> None:
-    """Hard-link (else copy) each sample's image under the server's media folder."""
+    """Hard-link (else copy) each sample's image under the server's image folder (named by its
+    manifest line too, so a record whose image changed is not shown its old one)."""
     folder.mkdir(parents=True, exist_ok=True)
     for sample in view.iter_samples(autosave=True, progress=False):
         source = Path(sample.filepath)
-        dest = folder / f"{file_stem(sample['record_id'])}{source.suffix.lower()}"
+        dest = folder / f"{file_stem(sample['record_id'])}-{sample['fingerprint'][:8]}{source.suffix.lower()}"
         if not dest.exists():
             try:
                 os.link(source, dest)
