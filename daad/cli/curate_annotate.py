@@ -16,7 +16,7 @@ from daad.cli.curate import DatabaseOption, DiscardOption, _interrupt, curate_ap
 
 @curate_app.command("annotate")
 def annotate(
-    status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses (default: needs_mask).")] = None,
+    status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses (default: needs_mask; with --id: all).")] = None,
     record_id: Annotated[list[str] | None, typer.Option("--id", help="Only these record ids (e.g. masks to fix).")] = None,
     origin: Annotated[list[str] | None, typer.Option("--origin", help="Only these origins.")] = None,
     classes: Annotated[list[str] | None, typer.Option("--classes", "--class", help="Only these anomaly classes.")] = None,
@@ -46,6 +46,7 @@ def annotate(
     from daad.curate import labelstudio
     from daad.curate.annotate import DEFAULT_NAME
     from daad.curate.session import CurationSession
+    from daad.taxonomy import Status
 
     if url is not None and not token:
         raise typer.BadParameter("--label-studio-url needs --label-studio-token (or $DAAD_LABEL_STUDIO_TOKEN)")
@@ -62,7 +63,7 @@ def annotate(
         else:
             _send(session, server, name, manifests, root, discard_unsynced, as_json, serve and url is None, dict(
                 evaluation=evaluation, classes=classes, licences=licence, origins=origin, sources=source,
-                statuses=status or ["needs_mask"]), record_id)
+                statuses=status or (tuple(Status) if record_id else [Status.NEEDS_MASK])), record_id)
 
 
 def _send(session, server, name, manifests, root, discard_unsynced, as_json, serve, filters, record_ids) -> None:
