@@ -5,7 +5,10 @@ boto3, ... of daad's lock), so its server runs from its own virtual environment:
 ``--label-studio-bin`` / ``$DAAD_LABEL_STUDIO``, else ``.venv-label-studio/bin/label-studio``
 beside the checkout (``scripts/setup.sh`` makes it from ``requirements/label-studio.txt``),
 else ``label-studio`` on ``PATH``. daad talks to it over HTTP only (``label-studio-sdk``,
-in daad's environment).
+in daad's environment). FiftyOne 1.22's backend uses the SDK's legacy ``Client`` (still in
+SDK 2.x), which sends ``Authorization: Token <key>``: Label Studio 1.23 accepts that only
+where legacy tokens are enabled, so daad starts its server with ``--enable-legacy-api-token``
+and an existing server needs an account's legacy token.
 
 A daad-started server keeps everything in one data folder (``$DAAD_LABEL_STUDIO_DIR``, else
 ``<daad cache>/label-studio``): its embedded SQLite database, the images it serves
@@ -104,7 +107,9 @@ def check(server: LabelStudio, timeout: float = 30.0) -> str:
         raise CurationEnvError(f"Label Studio at {server.url} does not answer: {exc}") from None
     if response.status_code in (401, 403):
         raise CurationEnvError(f"Label Studio at {server.url} refuses the API token (HTTP {response.status_code}); "
-                               "pass the token of your account (Account & Settings > Access Token)")
+                               "pass your account's legacy token (Account & Settings > Legacy Token; an admin enables legacy "
+                               "tokens under Organization > API Tokens): FiftyOne's Label Studio client sends "
+                               "'Authorization: Token ...', which a personal access token does not pass")
     response.raise_for_status()
     return str(version)
 
@@ -132,12 +137,14 @@ def start(
         if port_in_use(port):
             raise CurationEnvError(f"port {port} on 127.0.0.1 is in use; pass --port with a free one")
         env = {**QUIET_ENV, "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED": "true",
-               "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(data_dir / IMAGES_DIR)}
+               "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(data_dir / IMAGES_DIR),
+               # the login and token go by environment, not on a command line any local user can read
+               "LABEL_STUDIO_USERNAME": state["username"], "LABEL_STUDIO_PASSWORD": state["password"],
+               "LABEL_STUDIO_USER_TOKEN": state["token"]}
         with open(data_dir / "label-studio.log", "ab") as log:
             proc = session.spawn(
                 [str(exe), "start", "--no-browser", "--data-dir", str(data_dir), "--internal-host", "127.0.0.1",
-                 "--port", str(port), "--username", state["username"], "--password", state["password"],
-                 "--user-token", state["token"], "--enable-legacy-api-token", "--log-level", "WARNING"],
+                 "--port", str(port), "--enable-legacy-api-token", "--log-level", "WARNING"],
                 "label studio", env=env, stdout=log, stderr=log, cwd=str(data_dir),
             )
         _write_state(data_dir, {**state, "pid": proc.pid, "port": port, "owner": os.getpid()})
