@@ -10,6 +10,9 @@ The server runs from its own environment: ``$DAAD_LABEL_STUDIO`` or the checkout
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import cv2
@@ -20,7 +23,7 @@ import requests
 from label_studio_sdk.converter.brush import mask2rle
 from typer.testing import CliRunner
 
-from conftest import SD_ROOT, SHARED_DATA, copy_manifests, split_items
+from conftest import REPO, SD_ROOT, SHARED_DATA, copy_manifests, split_items
 from daad.cli.app import app as cli
 from daad.curate import labelstudio
 from daad.curate.annotate import BRUSH, POLYGONS, TASKS_INFO, load, send
@@ -272,3 +275,33 @@ def test_a_server_that_never_listens_is_stopped_at_its_deadline(tmp_path):
         labelstudio.start(session, tmp_path / "data", executable=fake, timeout=3)
     started = [p for p in psutil.process_iter(["cmdline"]) if {str(fake), "612345"} & set(p.info["cmdline"] or [])]
     assert started == [] and set(session.pids()) == before
+
+
+def test_a_killed_commands_label_studio_is_stopped_by_the_next(tmp_path):
+    """``daad curate annotate`` killed with -9 while serving leaves Label Studio running; the
+    next ``daad curate annotate --load`` on its data folder joins it, then stops it by PID."""
+    manifests = copy_manifests(tmp_path / "manifests", "sd_saliency_900")
+    record = next(iter(read_manifest(manifests / "sd_saliency_900.jsonl")))
+    data = tmp_path / "label-studio"
+    common = ["--name", "annotate-killed", "--database-dir", str(tmp_path / "fiftyone"), "--label-studio-dir", str(data),
+              "--manifests", str(manifests), "--root", f"sd_saliency_900={SD_ROOT}"]
+    command = [sys.executable, "-m", "daad", "curate", "annotate", *common]
+    killed = subprocess.Popen([*command, "--id", record.id], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    deadline, output = time.monotonic() + labelstudio.START_TIMEOUT_S, []
+    while "Ctrl-C stops Label Studio" not in "".join(output):  # sent, and serving
+        assert killed.poll() is None and time.monotonic() < deadline, "".join(output)
+        output.append(killed.stdout.readline())
+    state = json.loads((data / labelstudio.STATE_FILE).read_text())
+    orphan = psutil.Process(state["pid"])
+    family = [orphan, *orphan.children(recursive=True)]
+    killed.kill()
+    killed.wait(timeout=10)
+    killed.stdout.close()
+    assert orphan.is_running() and state["owner"] == killed.pid
+
+    result = subprocess.run([*command, "--load", "--json"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["waiting"] == 1  # the task the killed command sent, found on the joined server
+    gone, alive = psutil.wait_procs(family, timeout=30)
+    assert alive == [], alive
