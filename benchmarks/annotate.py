@@ -27,9 +27,9 @@ from daad.curate.annotate import BRUSH, TASKS_INFO, load, send  # noqa: E402
 from daad.curate.dataset import MASK_FIELD, open_records  # noqa: E402
 from daad.curate.session import CurationSession  # noqa: E402
 from daad.curate.sync import sync  # noqa: E402
-from daad.manifest import read_manifest, write_manifest  # noqa: E402
-from daad.registry import Registry  # noqa: E402
-from daad.roots import Roots  # noqa: E402
+from daad.registry.manifest import read_manifest, write_manifest  # noqa: E402
+from daad.registry.registry import Registry  # noqa: E402
+from daad.registry.roots import Roots  # noqa: E402
 
 
 def main(n: int = 100) -> None:

@@ -28,13 +28,13 @@ from daad.cli.app import app as cli
 from daad.curate import labelstudio
 from daad.curate.annotate import BRUSH, POLYGONS, TASKS_INFO, load, send
 from daad.curate.dataset import UnsyncedEditsError
-from daad.curation_log import read_log
-from daad.ingest import ingest
+from daad.curate.journal import read_log
+from daad.sources.ingest import ingest
 from daad.loaders.daad_online_sources import iter_records
-from daad.manifest import read_manifest, write_manifest
+from daad.registry.manifest import read_manifest, write_manifest
 from daad.masks import RLE
-from daad.registry import Registry
-from daad.roots import Roots
+from daad.registry.registry import Registry
+from daad.registry.roots import Roots
 from daad.taxonomy import Status
 from helpers.curation import shared_session
 

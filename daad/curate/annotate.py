@@ -42,9 +42,9 @@ from daad.curate.dataset import CLASS_FIELD, MASK_FIELD, OpenSummary, file_stem,
 from daad.curate.labelstudio import LabelStudio
 from daad.curate.session import CurationEnvError, CurationSession
 from daad.curate.sync import Conflict, SyncReport, sync
-from daad.manifest import dumps
+from daad.registry.manifest import dumps
 from daad.record import Record
-from daad.registry import Registry
+from daad.registry.registry import Registry
 from daad.taxonomy import Status
 
 DEFAULT_NAME = "daad-annotate"

@@ -30,11 +30,11 @@ from PIL import Image
 
 from daad.curate.session import CurationEnvError, CurationSession
 from daad.errors import DaadError, RecordFileError
-from daad.manifest import dumps
+from daad.registry.manifest import dumps
 from daad.masks import encode_png
 from daad.record import Record
-from daad.registry import Registry
-from daad.roots import cache_dir
+from daad.registry.registry import Registry
+from daad.registry.roots import cache_dir
 from daad.synthesis.output import encode_image_png, generator_info, read_generated
 
 DEFAULT_NAME = "daad"

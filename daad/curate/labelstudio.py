@@ -36,7 +36,7 @@ import requests
 
 from daad.atomic import write_atomically
 from daad.curate.session import CurationEnvError, CurationSession, free_port, port_in_use, wait_for_port
-from daad.roots import cache_dir
+from daad.registry.roots import cache_dir
 
 STATE_FILE = "daad-label-studio.json"
 START_TIMEOUT_S = 240.0

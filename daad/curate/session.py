@@ -30,7 +30,7 @@ import psutil
 
 from daad.atomic import write_atomically
 from daad.errors import DaadError
-from daad.roots import cache_dir
+from daad.registry.roots import cache_dir
 
 STATE_FILE = "daad-mongod.json"
 STARTUP_TIMEOUT_S = 60.0
