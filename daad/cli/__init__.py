@@ -14,6 +14,7 @@ from daad.cli import stats as _stats  # noqa: F401  (stats)
 from daad.cli import sources as _sources  # noqa: F401  (sources)
 from daad.cli import dedup as _dedup  # noqa: F401  (dedup)
 from daad.cli import curate as _curate  # noqa: F401  (curate open, curate sync)
+from daad.cli import curate_annotate as _curate_annotate  # noqa: F401  (curate annotate)
 from daad.cli import fetch as _fetch  # noqa: F401  (fetch)
 from daad.cli import synth as _synth  # noqa: F401  (synth cai, baselines)
 from daad.cli import cdm as _cdm  # noqa: F401  (synth cdm train|sample)
@@ -28,7 +29,7 @@ from daad.errors import DaadError
 
 
 EXTRAS = {
-    "fiftyone": "curate", "psutil": "curate", "rembg": "foreground", "onnxruntime": "foreground",
+    "fiftyone": "curate", "psutil": "curate", "label_studio_sdk": "curate", "rembg": "foreground", "onnxruntime": "foreground",
     "torch": "eval", "sklearn": "eval", "matplotlib": "eval",
     "diffusers": "diffusion", "transformers": "diffusion", "peft": "diffusion", "accelerate": "diffusion",
 }

@@ -18,15 +18,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
+from PIL import Image
+
 from daad.curate.edits import unsynced
 from daad.curate.fields import CLASS_FIELD, MASK_FIELD
 from daad.curate.session import CurationEnvError, CurationSession
-from daad.errors import DaadError
+from daad.errors import DaadError, RecordFileError
 from daad.registry.manifest import dumps
 from daad.masks import encode_png
 from daad.record import Record
@@ -113,6 +118,10 @@ def open_records(
     fo = session.fiftyone()
     masks_dir = (masks_dir or mask_cache_dir()) / name
     dataset = _dataset(fo, name, KIND_REGISTRY)
+    if not dataset.has_sample_field("reason"):  # declared: a sync or an annotation may set what no record had
+        dataset.add_sample_field("reason", fo.StringField)
+    if not dataset.has_sample_field(MASK_FIELD):
+        dataset.add_sample_field(MASK_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Segmentation)
     existing = (
         dict(zip(dataset.values("record_id"), dataset.values("manifest_line")))
         if dataset.has_sample_field("record_id")
@@ -221,9 +230,31 @@ def _dataset(fo, name: str, kind: str):
     return dataset
 
 
+def viewable_image(path: Path, record_id: str) -> Path:
+    """``path``; for a fetched image (kept by hash, without a suffix) a hard link (else a copy)
+    named with its format's suffix, from which FiftyOne and browsers tell it is an image."""
+    if path.suffix:
+        return path
+    if not path.is_file():
+        raise RecordFileError(record_id, path, "missing", "run `daad fetch` first")
+    try:
+        with Image.open(path) as image:
+            suffix = "." + (image.format or "img").lower()
+    except OSError as exc:
+        raise RecordFileError(record_id, path, "corrupt_image", f"cannot read the image: {exc}") from None
+    dest = cache_dir() / "curate" / "images" / f"{path.name}{suffix}"
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(path, dest)
+        except OSError:
+            shutil.copyfile(path, dest)
+    return dest
+
+
 def _record_sample(fo, registry: Registry, record: Record, line: str, masks_dir: Path):
     sample = fo.Sample(
-        filepath=str(registry.image_path(record)),
+        filepath=str(viewable_image(registry.image_path(record), record.id)),
         tags=[f"{STATUS_TAG}{record.status}"],
         record_id=record.id,
         source=str(record.source),

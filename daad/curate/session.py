@@ -131,10 +131,10 @@ class CurationSession:
         return self._fo
 
     def spawn(self, command: list[str], what: str, **popen) -> psutil.Process:
-        """Start ``command`` with this session's environment and record it for :meth:`close`."""
+        """Start ``command`` with this session's environment (plus ``env``) and record it for :meth:`close`."""
         proc = psutil.Popen(
             command,
-            env={**os.environ, **self.env},
+            env={**os.environ, **self.env, **popen.pop("env", {})},
             stdin=subprocess.DEVNULL,
             stdout=popen.pop("stdout", subprocess.DEVNULL),
             stderr=popen.pop("stderr", subprocess.DEVNULL),

@@ -1,0 +1,124 @@
+"""``daad curate annotate``: masks drawn in Label Studio for records that need one (extra ``curate``)."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daad.cli.app import console, open_registry, output, print_json
+from daad.cli.options import (
+    ClassesOption, EvalOption, ManifestsOption, OriginsOption, RootOption, check_values, checked_classes, checked_origins,
+    checked_statuses,
+)
+from daad.cli.curate import DatabaseOption, DiscardOption, _interrupt, curate_app
+
+
+@curate_app.command("annotate")
+def annotate(
+    status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses (default: needs_mask; with --id: all).")] = None,
+    record_id: Annotated[list[str] | None, typer.Option("--id", help="Only these record ids (e.g. masks to fix).")] = None,
+    origin: OriginsOption = None,
+    classes: ClassesOption = None,
+    source: Annotated[list[str] | None, typer.Option("--source", help="Only these sources.")] = None,
+    licence: Annotated[list[str] | None, typer.Option("--licence", help="Only these licences.")] = None,
+    evaluation: EvalOption = "none",
+    load: Annotated[bool, typer.Option("--load", help="Bring finished masks back into the manifests.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --load: print the changes without writing.")] = False,
+    who: Annotated[str | None, typer.Option("--who", help="Curator name for the log (default: $DAAD_CURATOR or the user).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="FiftyOne dataset name (default: daad-annotate).")] = None,
+    url: Annotated[str | None, typer.Option("--label-studio-url", help="An existing Label Studio server (images are uploaded).")] = None,
+    token: Annotated[str | None, typer.Option(
+        "--label-studio-token", envvar="DAAD_LABEL_STUDIO_TOKEN", help="Its API token ($DAAD_LABEL_STUDIO_TOKEN).")] = None,
+    executable: Annotated[Path | None, typer.Option(
+        "--label-studio-bin", help="label-studio executable (default: $DAAD_LABEL_STUDIO, .venv-label-studio, PATH).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--label-studio-dir", help="Data folder of the server daad starts (default: $DAAD_LABEL_STUDIO_DIR or ~/.cache/daad/label-studio).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port of the server daad starts on 127.0.0.1 (default: a free one).")] = None,
+    serve: Annotated[bool, typer.Option("--serve/--no-serve", help="After sending, keep the server daad started until Ctrl-C.")] = True,
+    database_dir: DatabaseOption = None,
+    manifests: ManifestsOption = None,
+    root: RootOption = None,
+    discard_unsynced: DiscardOption = False,
+) -> None:
+    """Send records to Label Studio for segmentation masks, or (--load) write the finished masks back."""
+    from daad.curate import labelstudio
+    from daad.curate.annotate import DEFAULT_NAME
+    from daad.curate.session import CurationSession
+    from daad.taxonomy import Status
+
+    if url is not None and not token:
+        raise typer.BadParameter("--label-studio-url needs --label-studio-token (or $DAAD_LABEL_STUDIO_TOKEN)")
+    name = name or DEFAULT_NAME
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # every way out stops Label Studio and mongod
+        signal.signal(sig, _interrupt)
+    with CurationSession(database_dir) as session:
+        if url is not None:
+            server = labelstudio.existing(url, token)
+        else:
+            server = labelstudio.start(session, data_dir, executable=executable, port=port)
+        if load:
+            _load(session, server, name, manifests, dry_run, who)
+        else:
+            _send(session, server, name, manifests, root, discard_unsynced, serve and url is None, dict(
+                evaluation=evaluation, classes=classes, licences=licence, origins=origin, sources=source,
+                statuses=status or (tuple(Status) if record_id else [Status.NEEDS_MASK])), record_id)
+
+
+def _send(session, server, name, manifests, root, discard_unsynced, serve, filters, record_ids) -> None:
+    from daad.curate.annotate import send
+    from daad.taxonomy import Source
+
+    registry = open_registry(manifests, root)
+    checked_statuses(filters["statuses"])
+    check_values(filters["sources"], [str(s) for s in Source], "--source")
+    filters |= {"classes": checked_classes(filters["classes"]), "origins": checked_origins(registry, filters["origins"])}
+    records = [r for r in registry.view(**filters) if not record_ids or r.id in record_ids]
+    summary = send(session, registry, records, server, name, discard_unsynced=discard_unsynced)
+    if output.json:
+        print_json({
+            "dataset": name, "samples": summary.opened.samples, "pending": summary.pending,
+            "skipped": summary.opened.skipped, "url": server.url,
+            "projects": [vars(p) for p in summary.projects]})
+    else:
+        for reason in summary.opened.skipped[:20]:
+            console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+        for p in summary.projects:
+            console.print(f"{p.anomaly_class}: {p.tasks} task(s) ({p.proposals} with the existing mask as a proposal): "
+                          f"{p.url}", soft_wrap=True, highlight=False)
+        console.print(f"sent {sum(p.tasks for p in summary.projects)} record(s); {summary.pending} sent earlier "
+                      f"still in {name!r}", soft_wrap=True)
+        if server.username:
+            console.print(f"Label Studio: {server.url}  user {server.username}  password {server.password}",
+                          soft_wrap=True, highlight=False)
+    if serve and server.process is not None:
+        console.print("annotate, then run `daad curate annotate --load` (Ctrl-C stops Label Studio)", soft_wrap=True)
+        try:
+            while server.process.is_running():
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+
+
+def _load(session, server, name, manifests, dry_run, who) -> None:
+    from daad.curate.annotate import load
+
+    report = load(session, server, name, manifests_dir=manifests, dry_run=dry_run, who=who)
+    conflicts = report.all_conflicts()
+    if output.json:
+        print_json({
+            "loaded": report.loaded, "waiting": report.waiting, "empty": report.empty,
+            "conflicts": [{"id": c.record_id, "reason": c.reason} for c in conflicts],
+            "sync": report.sync.to_json()})
+    else:
+        for line in report.sync.lines() + [c.describe() for c in report.conflicts]:
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        for record_id in report.empty:
+            console.print(f"{record_id}: annotation holds no mask (reject it in `daad curate open`?)", soft_wrap=True)
+        verb = "would apply" if dry_run else "applied"
+        console.print(f"{len(report.loaded)} mask(s) loaded; {verb} {len(report.sync.changes)} change(s); "
+                      f"{len(conflicts)} conflict(s); {report.waiting} task(s) not annotated yet", soft_wrap=True)
+    raise typer.Exit(1 if conflicts else 0)

@@ -1,0 +1,302 @@
+"""``daad curate annotate``: records that need a mask -> Label Studio tasks, finished masks -> manifests.
+
+Sending opens the records in a FiftyOne dataset (``daad-annotate`` by default, through
+:func:`daad.curate.dataset.open_records`, so each sample pins its manifest line) and
+creates, with FiftyOne's annotation API (``backend="labelstudio"``), one Label Studio
+project per anomaly class whose labelling config has a brush (``drawn_mask``) and a
+polygon (``drawn_polygons``) tool for that class. A daad-started server serves the images
+itself (hard links or copies under its media folder); an existing server gets them
+uploaded. A record that already has a mask (fixing a bad mask) gets it as a Label Studio
+*prediction* (model version ``daad-existing-mask``): shown to the annotator as a proposal
+to edit, never read back as an annotation. FiftyOne 1.22's backend cannot pre-fill it
+(its ``_to_segmentation`` reads ``Segmentation.label``, which does not exist), so daad posts
+it through Label Studio's REST API.
+
+Loading reads each task's latest submitted annotation (predictions and skipped tasks are
+not annotations) through Label Studio's REST API and decodes its results with FiftyOne's
+``import_label_studio_annotation``; the union of its brush strokes and polygons is the
+mask. FiftyOne's own ``load_annotations`` is not used: it reads an unannotated task's
+predictions as if they were annotations and keeps one brush stroke of several. The mask
+goes into the sample's ``ground_truth`` and then through :func:`daad.curate.sync.sync`, the
+same path as the App's edits: journalled in the curation log, written to the manifest,
+kept by re-ingest, and a conflict (not applied) when the manifest line is not the one
+sent. A record whose sample was refreshed or dropped after its task was sent (its manifest
+changed, and ``annotate`` ran again) is a conflict too. A record that was ``needs_mask``
+becomes ``needs_review``: a curator accepts the drawn mask in ``daad curate open``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import requests
+
+from daad.curate.dataset import CLASS_FIELD, MASK_FIELD, OpenSummary, file_stem, fingerprint, open_records
+from daad.curate.labelstudio import LabelStudio
+from daad.curate.session import CurationEnvError, CurationSession
+from daad.curate.sync import Conflict, SyncReport, sync
+from daad.registry.manifest import dumps
+from daad.record import Record
+from daad.registry.registry import Registry
+from daad.taxonomy import Status
+
+DEFAULT_NAME = "daad-annotate"
+BRUSH, POLYGONS = "drawn_mask", "drawn_polygons"
+MEDIA_FIELD = "annotation_image"
+TASK_FIELD = "label_studio_task"
+RUN_PREFIX = "daad_"
+PROPOSAL_VERSION = "daad-existing-mask"
+TASKS_INFO = "label_studio_tasks"
+"""``dataset.info`` key: task id -> the record id and manifest-line fingerprint it was sent with."""
+HTTP_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Project:
+    anomaly_class: str
+    project_id: int
+    url: str
+    tasks: int
+    proposals: int
+
+
+@dataclass
+class SendSummary:
+    opened: OpenSummary
+    projects: list[Project] = field(default_factory=list)
+    pending: int = 0
+    """Samples whose task was sent by an earlier run (not sent again)."""
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    """Records given a drawn mask by this load (before the sync)."""
+    waiting: int = 0
+    """Tasks without a submitted annotation yet."""
+    empty: list[str] = field(default_factory=list)
+    """Records whose annotation holds no mask (an annotator found no anomaly?)."""
+    conflicts: list[Conflict] = field(default_factory=list)
+    sync: SyncReport | None = None
+
+    def all_conflicts(self) -> list[Conflict]:
+        return self.conflicts + (self.sync.conflicts if self.sync else [])
+
+
+def send(
+    session: CurationSession,
+    registry: Registry,
+    records: Iterable[Record],
+    server: LabelStudio,
+    name: str = DEFAULT_NAME,
+    *,
+    discard_unsynced: bool = False,
+) -> SendSummary:
+    """Send ``records`` (and keep the ones an earlier run sent) to Label Studio for masks."""
+    fo = session.fiftyone()
+    selected = {r.id: r for r in records}
+    if fo.dataset_exists(name):  # records sent earlier stay in the dataset, at their current manifest line
+        sent = set(fo.load_dataset(name).distinct("record_id"))
+        selected.update({r.id: r for r in registry.records() if r.id in sent and r.id not in selected})
+    dataset, opened = open_records(session, registry, selected.values(), name, discard_unsynced=discard_unsynced)
+    summary = SendSummary(opened)
+    new = dataset.exists(TASK_FIELD, False) if dataset.has_sample_field(TASK_FIELD) else dataset.view()
+    summary.pending = len(dataset) - len(new)
+    if server.media_root is not None:
+        _stage_media(new, server.media_root / _safe(name))
+    runs = len(dataset.list_annotation_runs())
+    tasks = dict(dataset.info.get(TASKS_INFO, {}))
+    for anomaly_class in sorted(new.distinct(f"{CLASS_FIELD}.label")):
+        view = new.match(fo.ViewField(f"{CLASS_FIELD}.label") == anomaly_class)
+        runs += 1
+        with _local_files(server):
+            results = view.annotate(
+                f"{RUN_PREFIX}{runs}_{_safe(anomaly_class)}", backend="labelstudio", url=server.url,
+                api_key=server.token, media_field=MEDIA_FIELD if server.media_root else "filepath",
+                project_name=f"daad {name} {anomaly_class} {runs}",
+                label_schema={BRUSH: {"type": "segmentation", "mask_targets": {255: anomaly_class}},
+                              POLYGONS: {"type": "polylines", "classes": [anomaly_class]}},
+            )
+        by_sample = {sample_id: task_id for task_id, sample_id in results.uploaded_tasks.items()}
+        proposals = []
+        for sample in view.select(list(by_sample)).iter_samples(autosave=True, progress=False):
+            task_id = by_sample[sample.id]
+            sample[TASK_FIELD] = task_id
+            tasks[str(task_id)] = {"record_id": sample["record_id"], "fingerprint": sample["fingerprint"]}
+            if sample[MASK_FIELD] is not None:
+                proposals.append(proposal(task_id, anomaly_class, sample[MASK_FIELD].get_mask()))
+        if proposals:
+            _request(server, "POST", f"/api/projects/{results.project_id}/import/predictions", json=proposals)
+            _request(server, "PATCH", f"/api/projects/{results.project_id}",
+                     json={"model_version": PROPOSAL_VERSION, "show_collab_predictions": True})
+        summary.projects.append(Project(anomaly_class, results.project_id, f"{server.url}/projects/"
+                                        f"{results.project_id}/data", len(by_sample), len(proposals)))
+        dataset.info[TASKS_INFO] = tasks
+        dataset.save()
+    return summary
+
+
+def load(
+    session: CurationSession,
+    server: LabelStudio,
+    name: str = DEFAULT_NAME,
+    *,
+    manifests_dir: Path | None = None,
+    dry_run: bool = False,
+    who: str | None = None,
+) -> LoadReport:
+    """Bring the finished masks of dataset ``name``'s Label Studio tasks into the manifests."""
+    fo = session.fiftyone()
+    if not fo.dataset_exists(name):
+        raise CurationEnvError(f"no FiftyOne dataset {name!r}: run `daad curate annotate` (without --load) first")
+    dataset = fo.load_dataset(name)
+    sent = dataset.info.get(TASKS_INFO, {})
+    report = LoadReport()
+    drawn: list[tuple[str, int, str, np.ndarray]] = []
+    """(record id, task id, fingerprint sent, mask) of every task with a mask drawn."""
+    for key in dataset.list_annotation_runs():
+        if not key.startswith(RUN_PREFIX):
+            continue
+        for task in _tasks(server, dataset.load_annotation_results(key, cache=False).project_id):
+            info = sent.get(str(task["id"]))
+            if info is None:  # a task added in Label Studio by hand (or by a send killed half way): not daad's
+                continue
+            annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
+            if not annotations:
+                report.waiting += 1
+                continue
+            latest = max(annotations, key=lambda a: a.get("updated_at") or "")
+            mask = drawn_mask(latest.get("result", []))
+            if mask is None:
+                report.empty.append(info["record_id"])
+                continue
+            drawn.append((info["record_id"], task["id"], info["fingerprint"], mask))
+    ids = sorted({record_id for record_id, *_ in drawn})
+    samples = {s["record_id"]: s for s in dataset.select_by("record_id", ids).iter_samples(progress=False)}
+    for record_id, task_id, sent_print, mask in sorted(drawn, key=lambda d: d[:2]):
+        sample = samples.get(record_id)
+        if sample is None or sample["fingerprint"] != sent_print:
+            report.conflicts.append(Conflict(
+                record_id, f"manifest record changed after it was sent to Label Studio (task {task_id}); the mask "
+                           "drawn on the old record is not applied (delete the task in Label Studio to drop it)"))
+            continue
+        if sample[MASK_FIELD] is not None and sample[MASK_FIELD].mask is not None \
+                and np.array_equal(sample[MASK_FIELD].mask != 0, mask != 0):
+            continue  # loaded before
+        sample[MASK_FIELD] = fo.Segmentation(mask=mask * np.uint8(255))
+        if sample["status"] == Status.NEEDS_MASK and "needs_review" not in sample.tags:
+            sample.tags.append("needs_review")
+        sample.save()
+        report.loaded.append(record_id)
+    report.sync = sync(session, name, manifests_dir=manifests_dir, dry_run=dry_run, who=who)
+    if report.sync.applied:  # the records now carry the drawn masks: later loads compare against these lines
+        done = {c.record_id: (fingerprint(dumps(c.before)), fingerprint(dumps(c.after)))
+                for c in report.sync.changes + report.sync.recovered}
+        for task_id, info in sent.items():
+            if done.get(info["record_id"], (None,))[0] == info["fingerprint"]:
+                sent[task_id] = {**info, "fingerprint": done[info["record_id"]][1]}
+        dataset.info[TASKS_INFO] = sent
+        dataset.save()
+    return report
+
+
+def drawn_mask(results: list[dict]) -> np.ndarray | None:
+    """The union (0/1 ``uint8``) of an annotation's brush strokes and polygons; ``None`` when it has none."""
+    from fiftyone.utils.labelstudio import import_label_studio_annotation
+
+    mask = None
+    for result in results:
+        if result.get("type") not in ("brushlabels", "polygonlabels") or result.get("from_name") not in (BRUSH, POLYGONS):
+            continue
+        height, width = int(result["original_height"]), int(result["original_width"])
+        mask = np.zeros((height, width), np.uint8) if mask is None else mask
+        _, label = import_label_studio_annotation(result)
+        if result["type"] == "brushlabels":
+            mask |= (label.mask != 0).astype(np.uint8)
+        else:
+            for points in label.points:
+                corners = np.round(np.asarray(points) * [width, height]).astype(np.int32)
+                cv2.fillPoly(mask, [corners], 1)
+    return mask if mask is not None and mask.any() else None
+
+
+def _tasks(server: LabelStudio, project_id: int) -> list[dict]:
+    """Every task of a project with its annotations (Label Studio's data manager API, paged)."""
+    tasks, page = [], 1
+    while True:
+        body = _request(server, "GET", "/api/tasks", params={"project": project_id, "fields": "all", "page": page,
+                                                             "page_size": 100}).json()
+        tasks.extend(body["tasks"])
+        if not body["tasks"] or len(tasks) >= body["total"]:
+            return tasks
+        page += 1
+
+
+def proposal(task_id: int, anomaly_class: str, mask: np.ndarray) -> dict:
+    """A Label Studio prediction holding ``mask`` as a brush result: a proposal the annotator edits."""
+    from label_studio_sdk.converter.brush import mask2rle
+
+    height, width = mask.shape
+    result = {"from_name": BRUSH, "to_name": "image", "type": "brushlabels", "original_width": width,
+              "original_height": height, "image_rotation": 0,
+              "value": {"format": "rle", "rle": mask2rle(((mask != 0) * 255).astype(np.uint8)),
+                        "brushlabels": [anomaly_class]}}
+    return {"task": task_id, "result": [result], "model_version": PROPOSAL_VERSION}
+
+
+def _request(server: LabelStudio, method: str, path: str, **kwargs) -> requests.Response:
+    try:
+        response = requests.request(method, f"{server.url}{path}", headers={"Authorization": f"Token {server.token}"},
+                                    timeout=HTTP_TIMEOUT_S, **kwargs)
+    except requests.RequestException as exc:
+        raise CurationEnvError(f"Label Studio at {server.url}: {method} {path} failed: {exc}") from None
+    if response.status_code >= 400:
+        raise CurationEnvError(f"Label Studio at {server.url}: {method} {path}: HTTP {response.status_code} "
+                               f"{response.text[:300]}")
+    return response
+
+
+def _stage_media(view, folder: Path) -> None:
+    """Hard-link (else copy) each sample's image under the server's image folder (named by its
+    manifest line too, so a record whose image changed is not shown its old one)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for sample in view.iter_samples(autosave=True, progress=False):
+        source = Path(sample.filepath)
+        dest = folder / f"{file_stem(sample['record_id'])}-{sample['fingerprint'][:8]}{source.suffix.lower()}"
+        if not dest.exists():
+            try:
+                os.link(source, dest)
+            except OSError:
+                shutil.copyfile(source, dest)
+        sample[MEDIA_FIELD] = str(dest)
+
+
+class _local_files:
+    """FiftyOne's backend reads Label Studio's local-files settings from this process's
+    environment: set them to the server's for a daad-started server, clear them otherwise."""
+
+    KEYS = ("LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED", "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+
+    def __init__(self, server: LabelStudio) -> None:
+        self.values = dict(zip(self.KEYS, ("true", str(server.media_root)))) if server.media_root else {}
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.pop(k, None) for k in self.KEYS}
+        os.environ.update(self.values)
+
+    def __exit__(self, *exc) -> None:
+        for key, value in self.saved.items():
+            os.environ.pop(key, None)
+            if value is not None:
+                os.environ[key] = value
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", text)
