@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install daad for use and for its tests: Debian's Chromium and fonts (the App tests drive
-# them), then .venv with daad and every extra at the versions of requirements/lock.txt.
+# them), then .venv with daad and every extra at the versions of requirements/lock.txt, and
+# .venv-label-studio (the Label Studio server of `daad curate annotate`) from requirements/label-studio.txt.
 #   scripts/setup.sh            the locked versions (what CI tests)
 #   scripts/setup.sh --latest   the newest releases pyproject.toml allows (to try them, then scripts/lock.sh)
 set -euo pipefail
@@ -25,3 +26,6 @@ constraints=(-c requirements/lock.txt)
 .venv/bin/pip install -q --upgrade pip
 # torch is pinned so that pip never pulls a multi-GB CUDA build: 2.13.0 is the CPU wheel.
 .venv/bin/pip install -q "${constraints[@]}" "torch==2.13.0" -e ".[all]"
+# The Label Studio server (`daad curate annotate`) runs from its own venv: its pins conflict with the lock.
+[ -x .venv-label-studio/bin/python ] || "$python" -m venv .venv-label-studio
+.venv-label-studio/bin/pip install -q -r requirements/label-studio.txt
