@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from daad.cli.app import ManifestsOption, QuietOption, RootOption, console, open_registry, synth_app
-from daad.cli.synth import RembgOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, resolve_targets
+from daad.cli.synth import RayOption, RembgOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, resolve_targets
 
 cdm_app = typer.Typer(help="CDM: learn anomaly classes from CAI output, then sample new ones.", no_args_is_help=True)
 synth_app.add_typer(cdm_app, name="cdm")
@@ -89,6 +89,7 @@ def sample(
     manifests: ManifestsOption = None,
     root: RootOption = None,
     quiet: QuietOption = False,
+    ray: RayOption = None,
 ) -> None:
     """A new mask inside each target's foreground, the class's anomaly generated inside it."""
     from daad.synthesis.cdm.sample import CDM, MASK_GENERATORS, SampleConfig, input_licences
@@ -102,7 +103,15 @@ def sample(
         foreground=foreground, rembg_model=rembg_model, precision=precision, device=device,
     ))
     registry = open_registry(manifests, root) if target_origin else None
-    target_list = resolve_targets(registry, targets, target_origin, size, target_split)
+    target_list = resolve_targets(registry, targets, target_origin, size, target_split, lazy=ray is not None)
+    if ray is not None:
+        from daad.distributed.cluster import connected
+        from daad.distributed.sampling import sample_cdm_on_ray
+
+        with connected(ray) as session:
+            done = sample_cdm_on_ray(session, generator.config, target_list, out, seed=seed, size=size, progress=not quiet)
+        console.print(f"cdm: {done.summary.rows} rows from {len(target_list)} targets -> {out} (Ray, {done.blocks} blocks)")
+        return
     summary = write_generated(
         out, generator.generate(target_list, None, seed), generator=generator.name,
         params=generator.params() | {"size": size}, seed=seed,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from daad.cli.app import ManifestsOption, QuietOption, RootOption, console, open_registry, synth_app
-from daad.cli.synth import ForegroundOption, RembgOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, resolve_targets
+from daad.cli.synth import ForegroundOption, RayOption, RembgOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, resolve_targets
 
 dualanodiff_app = typer.Typer(
     help="DualAnoDiff: train on anomaly image-mask pairs, then sample aligned image-mask pairs.", no_args_is_help=True
@@ -149,6 +149,7 @@ def sample(
     manifests: ManifestsOption = None,
     root: RootOption = None,
     quiet: QuietOption = False,
+    ray: RayOption = None,
 ) -> None:
     """Sample pairs; with --targets/--target-origin their backgrounds condition BCM."""
     from daad.synthesis.diffusion import SAMPLING_PRECISION
@@ -161,7 +162,9 @@ def sample(
     info = read_info(checkpoint)
     chosen = []
     if targets is not None or target_origin is not None:
-        chosen = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split)
+        chosen = resolve_targets(
+            open_registry(manifests, root), targets, target_origin, size, target_split, lazy=ray is not None
+        )
     config = SampleConfig(
         checkpoint=checkpoint,
         output_dir=out,
@@ -180,5 +183,13 @@ def sample(
         precision=precision,
         progress=not quiet,
     )
-    summary, skipped = run_sampling(config, chosen)
+    if ray is not None:
+        from daad.distributed.cluster import connected
+        from daad.distributed.sampling import sample_dualanodiff_on_ray
+
+        with connected(ray) as session:
+            done, skipped = sample_dualanodiff_on_ray(session, config, chosen or None)
+        summary = done.summary
+    else:
+        summary, skipped = run_sampling(config, chosen)
     console.print(f"wrote {summary.rows} pairs to {out} ({skipped} skipped for an empty mask)")
