@@ -173,6 +173,7 @@ def test_a_lost_driver_leaves_its_shards_and_a_rerun_makes_only_the_rest(cluster
     assert not staging.exists()
 
 
+@pytest.mark.usefixtures("one_torch_thread")  # as a Ray CPU task runs torch (OMP_NUM_THREADS=1)
 def test_cdm_sampling_split_across_workers_gives_the_rows_of_one_process(cluster, cdm_checkpoint, tmp_path):
     import ray
 
@@ -194,6 +195,7 @@ def test_cdm_sampling_split_across_workers_gives_the_rows_of_one_process(cluster
     assert files(tmp_path / "ray") == files(tmp_path / "local")
 
 
+@pytest.mark.usefixtures("one_torch_thread")
 def test_dualanodiff_sampling_split_across_workers_gives_the_rows_of_one_process(cluster, dualanodiff_checkpoint, tmp_path):
     import ray
 
@@ -208,7 +210,7 @@ def test_dualanodiff_sampling_split_across_workers_gives_the_rows_of_one_process
     summary, skipped = sample(config, targets[:])
     config.output_dir = tmp_path / "ray"
     done, skipped_ray = sample_dualanodiff_on_ray(ray, config, targets, block=2)
-    assert done.blocks == 3 and (done.summary.rows, skipped_ray) == (summary.rows, skipped)
+    assert done.blocks == 3 and summary.rows > 0 and (done.summary.rows, skipped_ray) == (summary.rows, skipped)
     assert files(tmp_path / "ray") == files(tmp_path / "local")
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from daad.distributed.cluster import task_resources
+from daad.distributed.cluster import STALL_S, task_resources
 from daad.distributed.synthesis import RayWrite, blocks_of, write_on_ray
 from daad.synthesis.base import GenerationReport
 from daad.synthesis.output import EncodedRow, encode_row
@@ -49,7 +49,7 @@ def sample_cdm_on_ray(
 
     cdm = CDM(config)  # the checkpoint's facts; the model itself is loaded on the workers
     resources = task_resources(ray)
-    params = ray.get(ray.remote(_params).options(**resources).remote(CDM, config)) | {"size": size}
+    params = ray.get(ray.remote(_params).options(**resources).remote(CDM, config), timeout=STALL_S) | {"size": size}
     return write_on_ray(
         ray, out, cdm_rows, (config, targets, seed),
         blocks_of(len(targets), block or cdm_block(config.batch_size, config.per_target)),
@@ -70,7 +70,7 @@ def sample_dualanodiff_on_ray(
 
     targets = targets if targets is not None else TargetFiles([])
     resources = task_resources(ray)
-    params = ray.get(ray.remote(_params).options(**resources).remote(DualAnoDiffGenerator, config))
+    params = ray.get(ray.remote(_params).options(**resources).remote(DualAnoDiffGenerator, config), timeout=STALL_S)
     pairs = block or config.batch_size * max(1, round(BLOCK_PAIRS / config.batch_size))
     done = write_on_ray(
         ray, Path(config.output_dir), dualanodiff_rows, (config, targets), blocks_of(config.num_pairs, pairs),
