@@ -102,8 +102,8 @@ def on_ray(items, bank, out: Path, nodes: int, cpus: int) -> tuple[float, float]
     return seconds, per_block
 
 
-def one_core_figures(items, bank, work: Path) -> tuple[float, float, float]:
-    """(ms per image generating, targets read per s, MB/s writing shards), each on one core."""
+def one_core_figures(items, bank, work: Path) -> tuple[float, float, float, float]:
+    """(ms per image generating, targets read per s, MB/s writing shards, MB per image), each on one core."""
     start = time.perf_counter()
     targets = list(load_targets(items, 256))
     reads = len(targets) / (time.perf_counter() - start)
@@ -114,12 +114,12 @@ def one_core_figures(items, bank, work: Path) -> tuple[float, float, float]:
     size = sum(len(r.image_png) + len(r.mask_png) for r in rows) / 1e6
     start = time.perf_counter()
     write_generated(work / "write", rows, generator="cai-normal", params={}, seed=SEED, evaluation="none", progress=False)
-    return ms, reads, size / (time.perf_counter() - start)
+    return ms, reads, size / (time.perf_counter() - start), size / len(rows)
 
 
 def main() -> None:
     cpus = max(2, default_workers() // 2 * 2)
-    view = Registry(REPO / "manifests", Roots(SOURCE_ROOTS)).view(evaluation="kolektorsdd")
+    view = Registry(REPO / "manifests", Roots(SOURCE_ROOTS)).view(evaluation="kolektorsdd", origins=list(SOURCE_ROOTS))
     from daad.synthesis.cai import PatternBank
 
     bank = PatternBank.from_view(view)
@@ -138,8 +138,9 @@ def main() -> None:
             print(f"Ray, {nodes} node(s) x {cpus // nodes} CPU:    {seconds:6.1f} s  {rows / seconds:6.1f} img/s  "
                   f"({local / seconds:.2f} of the local pool)  overhead {per_block:.1f} ms/block  "
                   f"bytes {'identical' if same else 'DIFFERENT'}")
-        ms, reads, write = one_core_figures(items[: min(len(items), 24)], bank, work)
-        print(f"one core: {ms:.1f} ms/image generating, {reads:.1f} targets/s reading, {write:.1f} MB/s writing shards")
+        ms, reads, write, mb = one_core_figures(items[: min(len(items), 24)], bank, work)
+        print(f"one core: {ms:.1f} ms/image generating, {reads:.1f} targets/s reading, {write:.1f} MB/s writing shards "
+              f"({mb:.3f} MB/image)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
