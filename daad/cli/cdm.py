@@ -110,7 +110,8 @@ def sample(
 
         with connected(ray) as session:
             done = sample_cdm_on_ray(session, generator.config, target_list, out, seed=seed, size=size, progress=not quiet)
-        console.print(f"cdm: {done.summary.rows} rows from {len(target_list)} targets -> {out} (Ray, {done.blocks} blocks)")
+        console.print(f"cdm: {done.summary.rows} rows from {len(target_list)} targets -> {out} "
+                      f"(Ray, {done.blocks} block{'s' * (done.blocks != 1)})")
         return
     summary = write_generated(
         out, generator.generate(target_list, None, seed), generator=generator.name,

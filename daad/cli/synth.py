@@ -131,7 +131,7 @@ def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, eva
             )
         resumed = f", {done.blocks - done.blocks_made} found made by an earlier run" if done.blocks_made < done.blocks else ""
         console.print(f"{generator.name}: {done.summary.rows} rows from {len(targets)} targets -> {dest} "
-                      f"(Ray, {done.blocks} blocks{resumed})")
+                      f"(Ray, {done.blocks} block{'s' * (done.blocks != 1)}{resumed})")
         for line in generator.report.lines(getattr(generator.config, "max_tries", 0)):
             console.print(f"[yellow]{generator.name}: {line}[/]")
         return

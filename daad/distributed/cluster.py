@@ -81,9 +81,11 @@ class StallWatch:
 
     def wait(self, ray, pending: Sequence[Any]) -> tuple[list[Any], list[Any]]:
         """``(finished, still pending)`` after at most ``POLL_S`` seconds."""
-        if not pending:
-            return [], []
-        done, left = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S, fetch_local=False)
+        if pending:
+            done, left = ray.wait(list(pending), num_returns=len(pending), timeout=POLL_S, fetch_local=False)
+        else:  # nothing running, yet the job is not done: only the deadline ends this
+            time.sleep(POLL_S)
+            done, left = [], []
         now = time.monotonic()
         if done:
             self.last = now

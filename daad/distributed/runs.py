@@ -100,7 +100,8 @@ def run_all(
                     try:
                         result, seconds = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001 - a failed run is reported, the others go on
-                        failures[key] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+                        last = str(exc).strip().splitlines()[-1:] or [""]
+                        failures[key] = f"{type(exc).__name__}: {last[0]}"
                         continue
                     row = {"run": key, "spec": _jsonable(spec), "result": result, "seconds": round(seconds, 3),
                            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -195,7 +195,8 @@ class _Job:
         pending: dict[Any, tuple[str, int]] = {}
 
         def make(index: int) -> None:
-            pending[generate.remote(job, self.blocks[index], str(self.part_path(index)), str(self.meta_path(index)))] = ("block", index)
+            ref = generate.remote(job, self.blocks[index], str(self.part_path(index)), str(self.meta_path(index)))
+            pending[ref] = ("block", index)
 
         for index in range(len(self.blocks)):
             if index not in self.metas:
@@ -214,8 +215,9 @@ class _Job:
                             make(i)
                             busy.add(("block", i))
                     if not missing:
-                        pending[write.remote(str(self.shard_folder(k)), [(str(self.part_path(i)), lo, hi) for i, lo, hi in sources],
-                                             first, name, seed, self.rows_per_shard)] = ("shard", k)
+                        parts = [(str(self.part_path(i)), lo, hi) for i, lo, hi in sources]
+                        ref = write.remote(str(self.shard_folder(k)), parts, first, name, seed, self.rows_per_shard)
+                        pending[ref] = ("shard", k)
                 if not pending and self._complete():
                     break
                 done, _ = watch.wait(ray, list(pending))
