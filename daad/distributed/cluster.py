@@ -41,7 +41,7 @@ def require_ray():
     try:
         import ray
     except ImportError:
-        raise RayUnavailableError("Ray is not installed: pip install 'daad[ray]'") from None
+        raise RayUnavailableError('Ray is not installed: pip install "daad[ray]"') from None
     return ray
 
 
