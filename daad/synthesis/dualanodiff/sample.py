@@ -4,8 +4,10 @@
    with BCM the paper uses 50 steps and guidance 2.0);
 2. the checkpoint loaded into a fresh pipeline (fp16 on CUDA unless ``precision`` says
    otherwise), its fingerprint taken;
-3. per batch of pairs: backgrounds I_b = (1 − M_f) × I from target normal images chosen by a
-   seeded generator (BCM), the pairs sampled, each mask segmented from its part image;
+3. per batch of pairs: backgrounds I_b = (1 − M_f) × I from target normal images (BCM), each
+   pair's background and noise drawn from its own generators seeded ``[seed, pair]`` (so a
+   run split across GPUs by batches gives the same rows, :mod:`daad.distributed.sampling`),
+   the pairs sampled, each mask segmented from its part image;
 4. rows written with :func:`daad.synthesis.output.write_generated` (generator ``dualanodiff``,
    prompts, checkpoint fingerprint, seed, source ids, inherited licences).
 """
