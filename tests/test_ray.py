@@ -118,12 +118,15 @@ def test_cli_cai_on_two_nodes_writes_the_bytes_of_a_local_run(cluster, manifests
         result = CliRunner().invoke(app, [
             "synth", "cai", "--targets", str(target_folder), "--eval", "kolektorsdd", "--classes", "crack,scratch",
             "--per-target", "2", "--size", "128", "--foreground", "classical", "--out", str(out), "-q",
+            "--preview", str(tmp_path / f"{mode}.png"),
             "--manifests", str(manifests), *(a for o, p in SOURCE_ROOTS.items() for a in ("--root", f"{o}={p}")), *extra,
         ])
         assert result.exit_code == 0, result.output
         outputs[mode] = files(out)
     assert "(Ray, 3 blocks)" in " ".join(result.output.split())
     assert outputs["ray"] == outputs["local"] and len(outputs["local"]) == 3
+    # the contact sheet of rows that never passed through the driver: read back, the same picture
+    assert (tmp_path / "ray.png").read_bytes() == (tmp_path / "local.png").read_bytes()
     assert not staging_folder(tmp_path / "ray").exists()
 
 

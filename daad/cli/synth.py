@@ -116,11 +116,8 @@ def _classes(values: list[str] | None) -> list[str] | None:
 def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, evaluation: str,
            licences: dict[str, str], preview: Path | None, quiet: bool, params: dict, ray: str | None = None) -> None:
     """Generate (in ``workers`` processes, or on Ray), stream the rows into ``dest`` (keeping the
-    first few for the preview) and print a summary."""
+    first few for the preview; on Ray, read back from the shards) and print a summary."""
     if ray is not None:
-        if preview is not None:
-            raise typer.BadParameter("rows made on Ray never pass through this process: make the preview with a "
-                                     "local run on a few targets", param_hint="--preview")
         from daad.distributed.cluster import connected
         from daad.distributed.synthesis import synthesise_on_ray
 
@@ -134,6 +131,10 @@ def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, eva
                       f"(Ray, {done.blocks} block{'s' * (done.blocks != 1)}{resumed})")
         for line in generator.report.lines(getattr(generator.config, "max_tries", 0)):
             console.print(f"[yellow]{generator.name}: {line}[/]")
+        if preview is not None:
+            from daad.distributed.preview import preview_written
+
+            console.print(f"preview: {preview_written(dest, targets, PREVIEW_ROWS, preview)}")
         return
     from daad.synthesis.output import write_generated
     from daad.processes import default_workers

@@ -6,6 +6,7 @@
 - :mod:`daad.distributed.synthesis`: a generated dataset written by Ray tasks, byte for
   byte the folder one process writes, resumable after a lost driver;
 - :mod:`daad.distributed.sampling`: CDM and DualAnoDiff sampling split across GPUs;
+- :mod:`daad.distributed.preview`: the contact sheet of an output written on Ray;
 - :mod:`daad.distributed.runs`: a resumable list of runs (one Ray task each) whose results
   are appended to a table, for evaluation sweeps.
 
