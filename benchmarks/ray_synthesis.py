@@ -33,8 +33,8 @@ from common import SHARED, SOURCE_ROOTS  # noqa: E402
 from daad.distributed.synthesis import blocks_of, synthesise_on_ray, write_on_ray  # noqa: E402
 from daad.loaders.kolektorsdd import iter_normals  # noqa: E402
 from daad.processes import default_workers  # noqa: E402
-from daad.registry import Registry  # noqa: E402
-from daad.roots import Roots  # noqa: E402
+from daad.registry.registry import Registry  # noqa: E402
+from daad.registry.roots import Roots  # noqa: E402
 from daad.synthesis.base import GenerationReport  # noqa: E402
 from daad.synthesis.cai import CAI, CAIConfig  # noqa: E402
 from daad.synthesis.foreground import ForegroundExtractor  # noqa: E402

@@ -27,8 +27,8 @@ from daad.cli import app  # noqa: E402
 from daad.distributed.runs import RunsFailedError, read_results, run_all, run_key  # noqa: E402
 from daad.distributed.synthesis import StagingMismatchError, blocks_of, staging_folder, write_on_ray  # noqa: E402
 from daad.loaders.kolektorsdd import iter_normals  # noqa: E402
-from daad.registry import Registry  # noqa: E402
-from daad.roots import Roots  # noqa: E402
+from daad.registry.registry import Registry  # noqa: E402
+from daad.registry.roots import Roots  # noqa: E402
 from daad.synthesis.cai import CAI, CAIConfig  # noqa: E402
 from daad.synthesis.foreground import ForegroundExtractor  # noqa: E402
 from daad.synthesis.output import write_generated  # noqa: E402

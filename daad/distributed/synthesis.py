@@ -15,7 +15,7 @@ target indices, chosen before anything runs, give what the output needs:
    staging folder and returns only their classes, ids and report (no pixels reach the driver).
 2. **Write shards** (one task per shard): as soon as the row counts before a shard are
    known, a worker reads the parts it needs and writes the shard through the same
-   :class:`~daad.shards.DatasetFolderWriter` and the same cells
+   :class:`~daad.dataset.shards.DatasetFolderWriter` and the same cells
    (:func:`daad.synthesis.output.write_row`) as a local run, so the same bytes; a part is
    deleted once every shard that needs it is written.
 3. **Commit**: the driver hard-links the shards into the new output folder, writes the
@@ -27,7 +27,7 @@ is lost leaves them, and the same command run again makes only what is missing; 
 different command refuses to touch them (:class:`StagingMismatchError`). A worker killed
 mid-task is rerun by Ray (``MAX_RETRIES``); parts and shards are written atomically, so
 a rerun task overwrites nothing half-made. The output folder is locked for the whole job
-(one writer at a time, :mod:`daad.shards`). The output, the staging folder and the
+(one writer at a time, :mod:`daad.dataset.shards`). The output, the staging folder and the
 targets must be on a file system every node sees at the same path.
 """
 
@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from daad.atomic import write_atomically
 from daad.distributed.cluster import MAX_RETRIES, STALL_S, StallWatch, task_resources
 from daad.errors import DaadError
-from daad.shards import DatasetFolderWriter
+from daad.dataset.shards import DatasetFolderWriter
 from daad.synthesis.base import GenerationReport, PerTargetGenerator
 from daad.synthesis.output import (
     GENERATED_FEATURES,

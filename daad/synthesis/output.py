@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from daad.licences import UNKNOWN
 from daad.masks import encode_png
 from daad.images import image_cell
-from daad.shards import DatasetFolderWriter, card_text, features_yaml
+from daad.dataset.shards import DatasetFolderWriter, card_text, features_yaml
 from daad.synthesis.base import Synthesis
 from daad.taxonomy import ANOMALY_CLASSES
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from daad.errors import LeakageError
-from daad.exclusion import NO_EVALUATION
+from daad.registry.exclusion import NO_EVALUATION
 from daad.synthesis.base import Synthesis, Target
 from daad.synthesis.diffusion import pick_device, sampling_dtype, torch_generator
 from daad.synthesis.dualanodiff.checkpoint import checkpoint_fingerprint, read_info
