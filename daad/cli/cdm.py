@@ -13,7 +13,7 @@ from daad.cli.options import (
     DeviceOption, ForegroundOption, GradientCheckpointingOption, GuidanceScaleOption, InferenceStepsOption,
     LearningRateOption, ManifestsOption, MixedPrecisionOption, OutOption, PerTargetOption, PrecisionOption,
     RembgOption, ResumeOption, RootOption, SeedOption, SizeOption, TargetOriginOption, TargetSplitOption,
-    TargetsOption, TrainStepsOption, checked_classes,
+    RayOption, TargetsOption, TrainStepsOption, checked_classes,
 )
 from daad.cli.synth import resolve_targets
 
@@ -86,6 +86,7 @@ def sample(
     device: DeviceOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
+    ray: RayOption = None,
 ) -> None:
     """A new mask inside each target's foreground, the class's anomaly generated inside it."""
     from daad.synthesis.cdm.sample import CDM, MASK_GENERATORS, SampleConfig, input_licences
@@ -99,7 +100,16 @@ def sample(
         foreground=foreground, rembg_model=rembg_model, precision=precision, device=device,
     ))
     registry = open_registry(manifests, root) if target_origin else None
-    target_list = resolve_targets(registry, targets, target_origin, size, target_split)
+    target_list = resolve_targets(registry, targets, target_origin, size, target_split, lazy=ray is not None)
+    if ray is not None:
+        from daad.distributed.cluster import connected
+        from daad.distributed.sampling import sample_cdm_on_ray
+
+        with connected(ray) as session:
+            done = sample_cdm_on_ray(session, generator.config, target_list, out, seed=seed, size=size, progress=output.progress)
+        console.print(f"cdm: {done.summary.rows} rows from {len(target_list)} targets -> {out} "
+                      f"(Ray, {done.blocks} block{'s' * (done.blocks != 1)})")
+        return
     summary = write_generated(
         out, generator.generate(target_list, None, seed), generator=generator.name,
         params=generator.params() | {"size": size}, seed=seed,

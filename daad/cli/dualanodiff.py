@@ -13,7 +13,7 @@ from daad.cli.options import (
     DeviceOption, EvalOption, ForegroundOption, GradientCheckpointingOption, GuidanceScaleOption,
     InferenceStepsOption, LearningRateOption, ManifestsOption, MixedPrecisionOption, OutOption, PrecisionOption,
     RembgOption, ResumeOption, RootOption, SeedOption, SizeOption, TargetOriginOption, TargetSplitOption,
-    TargetsOption, TrainStepsOption, checked_classes,
+    RayOption, TargetsOption, TrainStepsOption, checked_classes,
 )
 from daad.cli.synth import resolve_targets
 
@@ -157,6 +157,7 @@ def sample(
     precision: PrecisionOption = "auto",
     manifests: ManifestsOption = None,
     root: RootOption = None,
+    ray: RayOption = None,
 ) -> None:
     """Sample pairs; with --targets/--target-origin their backgrounds condition BCM."""
     from daad.synthesis.diffusion import SAMPLING_PRECISION
@@ -169,7 +170,9 @@ def sample(
     info = read_info(checkpoint)
     chosen = []
     if targets is not None or target_origin is not None:
-        chosen = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split)
+        chosen = resolve_targets(
+            open_registry(manifests, root), targets, target_origin, size, target_split, lazy=ray is not None
+        )
     config = SampleConfig(
         checkpoint=checkpoint,
         output_dir=out,
@@ -188,7 +191,15 @@ def sample(
         precision=precision,
         progress=output.progress,
     )
-    summary, skipped = run_sampling(config, chosen)
+    if ray is not None:
+        from daad.distributed.cluster import connected
+        from daad.distributed.sampling import sample_dualanodiff_on_ray
+
+        with connected(ray) as session:
+            done, skipped = sample_dualanodiff_on_ray(session, config, chosen or None)
+        summary = done.summary
+    else:
+        summary, skipped = run_sampling(config, chosen)
     console.print(f"wrote {summary.rows} pairs to {out} ({skipped} skipped for an empty mask)")
     if output.json:
         print_json({"generator": "dualanodiff", "rows": summary.rows, "skipped": skipped, "out": str(out)})

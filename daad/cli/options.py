@@ -27,6 +27,10 @@ EvalOption = Annotated[
     str, typer.Option("--eval", help="The evaluation dataset the output must not leak into, e.g. kolektorsdd "
                       "('none' to state there is none).")
 ]
+RayOption = Annotated[str | None, typer.Option(
+    "--ray", metavar="ADDRESS",
+    help="Run on Ray: 'local' (start or attach to Ray on this machine) or a cluster's HOST:PORT; the output is "
+    "the same bytes, and a rerun after a lost driver makes only what is missing.")]
 ClassesOption = Annotated[
     list[str] | None, typer.Option("--classes", help="Only these anomaly classes (comma-separated or repeated).")
 ]

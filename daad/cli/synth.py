@@ -14,7 +14,7 @@ import typer
 
 from daad.cli.app import console, open_registry, output, print_json, synth_app
 from daad.cli.options import (
-    ClassesOption, EvalOption, ForegroundOption, ManifestsOption, OutOption, PerTargetOption, RembgOption, RootOption,
+    ClassesOption, EvalOption, ForegroundOption, ManifestsOption, OutOption, PerTargetOption, RayOption, RembgOption, RootOption,
     SeedOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, WorkersOption, checked_classes,
 )
 
@@ -26,11 +26,14 @@ SolverOption = Annotated[
 PREVIEW_ROWS = 12
 
 
-def resolve_targets(registry, targets: Path | None, target_origin: str | None, size: int, split: str = "train") -> list:
+def resolve_targets(
+    registry, targets: Path | None, target_origin: str | None, size: int, split: str = "train", lazy: bool = False
+) -> list:
     """The target normals: a folder's images, or an origin's normals (only its training
-    normals when the origin is an evaluation dataset and ``split`` is ``train``)."""
+    normals when the origin is an evaluation dataset and ``split`` is ``train``); with
+    ``lazy``, their files (:class:`~daad.synthesis.targets.TargetFiles`), read where they are used."""
     from daad.evaluation.data import EVALUATION_SETS, normal_split
-    from daad.synthesis.targets import folder_items, load_targets, origin_items
+    from daad.synthesis.targets import TargetFiles, folder_items, load_targets, origin_items
 
     if (targets is None) == (target_origin is None):
         raise typer.BadParameter("give exactly one of --targets FOLDER or --target-origin ORIGIN")
@@ -47,6 +50,8 @@ def resolve_targets(registry, targets: Path | None, target_origin: str | None, s
         licence = registry.catalogue[target_origin].licence if target_origin in registry.catalogue else "unknown"
     if not items:
         raise typer.BadParameter("no target images found")
+    if lazy:
+        return TargetFiles(items, size or None, licence)
     return list(load_targets(items, size or None, licence))
 
 
@@ -75,9 +80,28 @@ def _modes(mode: str, choices: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def _write(generator, dest: Path, *, targets: list, seed: int, workers: int, evaluation: str,
-           licences: dict[str, str], preview: Path | None, params: dict) -> None:
-    """Generate (in ``workers`` processes), stream the rows into ``dest`` (keeping the first few
-    for the preview) and print a summary."""
+           licences: dict[str, str], preview: Path | None, params: dict, ray: str | None = None) -> None:
+    """Generate (in ``workers`` processes, or on Ray), stream the rows into ``dest`` (keeping the
+    first few for the preview; on Ray, read back from the shards) and print a summary."""
+    if ray is not None:
+        from daad.distributed.cluster import connected
+        from daad.distributed.synthesis import synthesise_on_ray
+
+        with connected(ray) as session:
+            done = synthesise_on_ray(
+                session, generator, targets, dest, seed=seed, params=generator.params() | params,
+                evaluation=evaluation, input_licences=licences, progress=output.progress,
+            )
+        resumed = f", {done.blocks - done.blocks_made} found made by an earlier run" if done.blocks_made < done.blocks else ""
+        console.print(f"{generator.name}: {done.summary.rows} rows from {len(targets)} targets -> {dest} "
+                      f"(Ray, {done.blocks} block{'s' * (done.blocks != 1)}{resumed})")
+        for line in generator.report.lines(getattr(generator.config, "max_tries", 0)):
+            console.print(f"[yellow]{generator.name}: {line}[/]")
+        if preview is not None:
+            from daad.distributed.preview import preview_written
+
+            console.print(f"preview: {preview_written(dest, targets, PREVIEW_ROWS, preview)}")
+        return
     from daad.synthesis.output import write_generated
     from daad.processes import default_workers
     from daad.synthesis.parallel import generate_encoded
@@ -146,6 +170,7 @@ def cai(
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
+    ray: RayOption = None,
 ) -> None:
     """CAI: inject real anomalies from other domains with Poisson editing (CAI-N / CAI-M)."""
     from daad.synthesis.cai import CAI, CAIConfig, PatternBank
@@ -163,7 +188,7 @@ def cai(
     _check_solver(solver)
     registry = open_registry(manifests, root)
     view = source_view(registry, eval_, checked_classes(classes))
-    target_list = resolve_targets(registry, targets, target_origin, size, target_split)
+    target_list = resolve_targets(registry, targets, target_origin, size, target_split, lazy=ray is not None)
     bank = PatternBank.from_view(view)
     licences = {p.id: p.licence for p in bank.patterns}
     fg = ForegroundExtractor(foreground, rembg_model)
@@ -172,7 +197,7 @@ def cai(
         generator = CAI(CAIConfig(mode=m, per_target=per_target, ratios=ratio, solver=solver, mask_rule=mask_rule), fg, bank)
         dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
         _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
-               licences=licences, preview=sheet,
+               licences=licences, preview=sheet, ray=ray,
                params={"view": view.describe(), "size": size, "per_target": per_target, "sources": len(bank)})
 
 
@@ -191,17 +216,18 @@ def cutpaste(
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
+    ray: RayOption = None,
 ) -> None:
     """CutPaste (and CutPaste-scar): patches of the target image itself; uses no registry record."""
     from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
 
-    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split)
+    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split, lazy=ray is not None)
     variants = _modes(variant, ("normal", "scar"))
     for v in variants:
         generator = CutPaste(CutPasteConfig(scar=v == "scar", per_target=per_target))
         dest, sheet = _dest(out, preview, generator.name, len(variants) > 1)
         _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
-               licences={}, preview=sheet,
+               licences={}, preview=sheet, ray=ray,
                params={"size": size, "per_target": per_target})
 
 
@@ -223,20 +249,21 @@ def nsa(
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
+    ray: RayOption = None,
 ) -> None:
     """NSA: Poisson-blended patches of other normal images of the target domain."""
     from daad.synthesis.baselines.nsa import NSA, NSAConfig
     from daad.synthesis.foreground import ForegroundExtractor
 
     _check_solver(solver)
-    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split)
+    target_list = resolve_targets(open_registry(manifests, root), targets, target_origin, size, target_split, lazy=ray is not None)
     fg = ForegroundExtractor(foreground, rembg_model)
     modes = _modes(mode, ("normal", "mixed"))
     for m in modes:
         generator = NSA(NSAConfig(mode=m, per_target=per_target, solver=solver), fg)
         dest, sheet = _dest(out, preview, generator.name, len(modes) > 1)
         _write(generator, dest, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
-               licences={}, preview=sheet,
+               licences={}, preview=sheet, ray=ray,
                params={"size": size, "per_target": per_target})
 
 
@@ -258,16 +285,17 @@ def draem(
     preview: PreviewOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
+    ray: RayOption = None,
 ) -> None:
     """DRAEM-style: Perlin-noise masks filled with a blended texture image."""
     from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig, folder_textures
 
     registry = open_registry(manifests, root)
-    target_list = resolve_targets(registry, targets, target_origin, size, target_split)
+    target_list = resolve_targets(registry, targets, target_origin, size, target_split, lazy=ray is not None)
     view = source_view(registry, eval_, checked_classes(classes))
     generator = DRAEM(DRAEMConfig(per_target=per_target), folder_textures(textures) if textures else None)
     generator.prepare(view)
     licences = {} if textures else {r.id: r.licence for r in view}
     _write(generator, out, targets=target_list, seed=seed, workers=workers, evaluation=eval_,
-           licences=licences, preview=preview,
+           licences=licences, preview=preview, ray=ray,
            params={"size": size, "per_target": per_target, "view": view.describe()})

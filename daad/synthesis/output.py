@@ -54,6 +54,14 @@ class GeneratedSummary:
     """Licence -> rows whose inputs carry it."""
     sources_used: set[str] = field(default_factory=set)
 
+    def count(self, anomaly_class: str | None, target_id: str, source_ids: Iterable[str], licences: Mapping[str, str]) -> None:
+        """Count one row (``licences``: licence by input id; unknown ids count as ``unknown``)."""
+        self.rows += 1
+        self.classes[anomaly_class or "none"] += 1
+        self.sources_used.update(source_ids)
+        for lic in sorted({licences.get(i, UNKNOWN) for i in (target_id, *source_ids)}):
+            self.licences[lic] += 1
+
 
 @dataclass(frozen=True, slots=True)
 class EncodedRow:
@@ -102,6 +110,7 @@ def write_generated(
     input_licences: Mapping[str, str] | None = None,
     progress: bool = True,
     total: int | None = None,
+    rows_per_shard: int = ROWS_PER_SHARD,
 ) -> GeneratedSummary:
     """Write ``rows`` as a dataset folder at ``out`` (atomically) and return its summary.
 
@@ -113,44 +122,58 @@ def write_generated(
     with DatasetFolderWriter(out, GENERATED_FEATURES) as writer:
         for index, raw in enumerate(tqdm(rows, total=total, desc=generator, unit="img", disable=not progress)):
             row = encode_row(raw)
-            image_png, mask_png = row.image_png, row.mask_png
-            rid = f"{generator}/{index:07d}"
-            writer.write(
-                f"data/train-{index // ROWS_PER_SHARD:05d}.parquet",
-                {
-                    "id": rid,
-                    "image": image_cell(image_png, f"{index:07d}.png"),
-                    "mask": image_cell(mask_png, f"{index:07d}_mask.png"),
-                    "anomaly_class": ANOMALY_CLASSES.index(row.anomaly_class) if row.anomaly_class else None,
-                    "generator": generator,
-                    "target_id": row.target_id,
-                    "source_ids": list(row.source_ids),
-                    "seed": seed,
-                    "details": json.dumps(row.details, sort_keys=True, default=_jsonable),
-                },
-                len(image_png) + len(mask_png),
-            )
-            if (index + 1) % ROWS_PER_SHARD == 0:
-                writer.close_shard(f"data/train-{index // ROWS_PER_SHARD:05d}.parquet")
-            summary.rows += 1
-            summary.classes[row.anomaly_class or "none"] += 1
-            summary.sources_used.update(row.source_ids)
-            for lic in sorted({licences.get(i, UNKNOWN) for i in (row.target_id, *row.source_ids)}):
-                summary.licences[lic] += 1
-        files = sorted(writer.rows_written)
-        info = {
-            "generator": generator,
-            "params": dict(params),
-            "seed": seed,
-            "evaluation": evaluation,
-            "rows": summary.rows,
-            "classes": dict(sorted(summary.classes.items())),
-            "licences": dict(sorted(summary.licences.items())),
-        }
-        writer.write_file(PARAMS_FILE, json.dumps(info, indent=2, sort_keys=True, default=_jsonable) + "\n")
-        writer.write_file("README.md", _card(info, files))
-        writer.commit()
+            write_row(writer, index, row, generator=generator, seed=seed, rows_per_shard=rows_per_shard)
+            if (index + 1) % rows_per_shard == 0:
+                writer.close_shard(shard_name(index, rows_per_shard))
+            summary.count(row.anomaly_class, row.target_id, row.source_ids, licences)
+        finish_generated(writer, summary, generator=generator, params=params, seed=seed, evaluation=evaluation)
     return summary
+
+
+def shard_name(index: int, rows_per_shard: int = ROWS_PER_SHARD) -> str:
+    """The shard that row ``index`` of a generated dataset goes to."""
+    return f"data/train-{index // rows_per_shard:05d}.parquet"
+
+
+def write_row(
+    writer: DatasetFolderWriter, index: int, row: EncodedRow, *, generator: str, seed: int, rows_per_shard: int
+) -> None:
+    """Row ``index`` of a generated dataset into its shard (the same cells wherever it is written)."""
+    writer.write(
+        shard_name(index, rows_per_shard),
+        {
+            "id": f"{generator}/{index:07d}",
+            "image": image_cell(row.image_png, f"{index:07d}.png"),
+            "mask": image_cell(row.mask_png, f"{index:07d}_mask.png"),
+            "anomaly_class": ANOMALY_CLASSES.index(row.anomaly_class) if row.anomaly_class else None,
+            "generator": generator,
+            "target_id": row.target_id,
+            "source_ids": list(row.source_ids),
+            "seed": seed,
+            "details": json.dumps(row.details, sort_keys=True, default=_jsonable),
+        },
+        len(row.image_png) + len(row.mask_png),
+    )
+
+
+def finish_generated(
+    writer: DatasetFolderWriter, summary: GeneratedSummary, *, generator: str, params: Mapping[str, Any],
+    seed: int, evaluation: str,
+) -> None:
+    """Write the parameters file and the card of a generated dataset, and commit it."""
+    files = sorted(writer.rows_written)
+    info = {
+        "generator": generator,
+        "params": dict(params),
+        "seed": seed,
+        "evaluation": evaluation,
+        "rows": summary.rows,
+        "classes": dict(sorted(summary.classes.items())),
+        "licences": dict(sorted(summary.licences.items())),
+    }
+    writer.write_file(PARAMS_FILE, json.dumps(info, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    writer.write_file("README.md", _card(info, files))
+    writer.commit()
 
 
 def read_generated(path: Path) -> Iterator[dict[str, Any]]:

@@ -28,12 +28,14 @@ def generate_encoded(
         return
     start_server((__name__, type(generator).__module__))
     chunks = [range(i, min(i + CHUNK, len(targets))) for i in range(0, len(targets), CHUNK)]
-    for rows, report in process_map(_rows, (generator, targets, seed), chunks, workers):
+    for rows, report in process_map(chunk_rows, (generator, targets, seed), chunks, workers):
         generator.report.add(report)
         yield from rows
 
 
-def _rows(job: tuple[PerTargetGenerator, Sequence[Target], int], indices: range) -> tuple[list[EncodedRow], GenerationReport]:
+def chunk_rows(job: tuple[PerTargetGenerator, Sequence[Target], int], indices: range) -> tuple[list[EncodedRow], GenerationReport]:
+    """The encoded rows of ``targets[indices]`` and the report of making them (in a worker: a
+    process of the local pool, or a Ray task, :mod:`daad.distributed.synthesis`)."""
     generator, targets, seed = job
     generator.report = GenerationReport()
     rows = [encode_row(row) for index in indices for row in generator.rows_for(targets, index, seed)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -44,3 +44,37 @@ def origin_items(origin: str, root: Path) -> list[tuple[str, Path]]:
     from daad.loaders import get_loader
 
     return [(n.id, n.path) for n in get_loader(origin).iter_normals(Path(root))]
+
+
+class TargetFiles(Sequence[Target]):
+    """Target images as ``(id, path)`` pairs, each read (and resized) when first used: what a
+    worker on another machine is handed instead of the pixels (it reads the files itself)."""
+
+    CACHE = 64
+    """Targets kept decoded per process (a generator such as NSA reads other targets too)."""
+
+    def __init__(self, items: Sequence[tuple[str, Path]], size: int | None = 256, licence: str = "unknown") -> None:
+        self.items = [(str(i), Path(p)) for i, p in items]
+        self.size = size
+        self.licence = licence
+        self._cache: dict[int, Target] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]
+        if index not in self._cache:
+            if len(self._cache) >= self.CACHE:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[index] = next(load_targets([self.items[index]], self.size, self.licence))
+        return self._cache[index]
+
+    def __getstate__(self) -> dict:
+        return {"items": self.items, "size": self.size, "licence": self.licence, "_cache": {}}
+
+    @property
+    def ids(self) -> list[str]:
+        return [i for i, _ in self.items]

@@ -161,11 +161,12 @@ class CDM:
             self._model = _Model(base, tokens, spatial, DDIMScheduler.from_config(base.noise_scheduler.config))
         return self._model
 
-    def generate(self, targets: Iterable[Target], view: object | None, seed: int) -> Iterator[Synthesis]:
-        """``per_target`` rows per target, in target order; ``view`` is unused (CDM learned from CAI output)."""
+    def generate(self, targets: Iterable[Target], view: object | None, seed: int, start: int = 0) -> Iterator[Synthesis]:
+        """``per_target`` rows per target, in target order; ``view`` is unused (CDM learned from CAI output).
+        ``targets`` are targets ``start, start + 1, ...`` of a larger list (their seeds are those indices)."""
         model = self.model()
         batch: list[_Job] = []
-        for job in self._jobs(targets, seed):
+        for job in self._jobs(targets, seed, start):
             batch.append(job)
             if len(batch) == self.config.batch_size:
                 yield from self._run(model, batch, seed)
@@ -173,8 +174,8 @@ class CDM:
         if batch:
             yield from self._run(model, batch, seed)
 
-    def _jobs(self, targets: Iterable[Target], seed: int) -> Iterator[_Job]:
-        for index, target in enumerate(targets):
+    def _jobs(self, targets: Iterable[Target], seed: int, start: int = 0) -> Iterator[_Job]:
+        for index, target in enumerate(targets, start):
             rng = np.random.default_rng([seed, index])
             rgb = target.image if target.image.ndim == 3 else np.repeat(target.image[..., None], 3, axis=2)
             fg = self.foreground(target.id, rgb)

@@ -4,15 +4,17 @@
    with BCM the paper uses 50 steps and guidance 2.0);
 2. the checkpoint loaded into a fresh pipeline (fp16 on CUDA unless ``precision`` says
    otherwise), its fingerprint taken;
-3. per batch of pairs: backgrounds I_b = (1 − M_f) × I from target normal images chosen by a
-   seeded generator (BCM), the pairs sampled, each mask segmented from its part image;
+3. per batch of pairs: backgrounds I_b = (1 − M_f) × I from target normal images (BCM), each
+   pair's background and noise drawn from its own generators seeded ``[seed, pair]`` (so a
+   run split across GPUs by batches gives the same rows, :mod:`daad.distributed.sampling`),
+   the pairs sampled, each mask segmented from its part image;
 4. rows written with :func:`daad.synthesis.output.write_generated` (generator ``dualanodiff``,
    prompts, checkpoint fingerprint, seed, source ids, inherited licences).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,37 +97,43 @@ class DualAnoDiffGenerator:
             "foreground": self.foreground.method,
         }
 
-    def generate(self, targets: Iterable[Target], view: object, seed: int) -> Iterator[Synthesis]:
-        """``num_pairs`` rows; ``targets`` give BCM backgrounds (none: no background condition)."""
-        targets = list(targets)
-        use_backgrounds = bool(targets) and self.info.dual.bcm
-        rng = np.random.default_rng(seed)
-        generator = torch_generator(seed)
+    def generate(
+        self, targets: Sequence[Target], view: object, seed: int, pairs: range | None = None
+    ) -> Iterator[Synthesis]:
+        """The rows of ``pairs`` (default: all ``num_pairs``); ``targets`` give BCM backgrounds (none:
+        no background condition). Pair ``p`` draws its background and its noise from its own
+        generators, seeded ``[seed, p]``, so a range of pairs starting at a multiple of
+        ``batch_size`` gives the rows the whole run gives for them (how runs are split across GPUs)."""
+        use_backgrounds = len(targets) > 0 and self.info.dual.bcm
         c, res = self.config, self.info.resolution
-        for start in range(0, c.num_pairs, c.batch_size):
-            n = min(c.batch_size, c.num_pairs - start)
+        pairs = range(c.num_pairs) if pairs is None else pairs
+        for start in range(pairs.start, pairs.stop, c.batch_size):
+            batch = range(start, min(start + c.batch_size, pairs.stop))
+            n = len(batch)
+            streams = [np.random.default_rng([seed, p]) for p in batch]
             chosen: Sequence[Target | None] = (
-                [targets[i] for i in rng.integers(len(targets), size=n)] if use_backgrounds else [None] * n
+                [targets[int(r.integers(len(targets)))] for r in streams] if use_backgrounds else [None] * n
             )
+            generators = [torch_generator(int(r.integers(2**62))) for r in streams]
             backgrounds = (
                 torch.stack([to_tensor(background_image(t.id, t.image, self.foreground), res) for t in chosen])
                 if use_backgrounds
                 else None
             )
-            pairs = self.pipeline(
+            made = self.pipeline(
                 n,
-                generator=generator,
+                generator=generators,
                 num_inference_steps=c.num_inference_steps,
                 guidance_scale=c.guidance_scale,
                 backgrounds=backgrounds,
             )
             for i, target in enumerate(chosen):
-                mask = self.masker(pairs.part[i])
+                mask = self.masker(made.part[i])
                 if not mask.any():
                     self.skipped_empty += 1
                     continue
                 yield Synthesis(
-                    image=pairs.whole[i],
+                    image=made.whole[i],
                     mask=mask,
                     anomaly_class=self.info.anomaly_class,
                     target_id=target.id if target else "",
