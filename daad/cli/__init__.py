@@ -32,6 +32,7 @@ EXTRAS = {
     "fiftyone": "curate", "psutil": "curate", "label_studio_sdk": "curate", "rembg": "foreground", "onnxruntime": "foreground",
     "torch": "eval", "sklearn": "eval", "matplotlib": "eval",
     "diffusers": "diffusion", "transformers": "diffusion", "peft": "diffusion", "accelerate": "diffusion",
+    "ray": "ray",
 }
 """The extra that installs each optional package a command may import."""
 

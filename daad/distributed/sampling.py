@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import math
 import pickle
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from daad.distributed.cluster import STALL_S, task_resources
 from daad.distributed.synthesis import RayWrite, blocks_of, write_on_ray
-from daad.synthesis.base import GenerationReport
+from daad.synthesis.base import GAVE_UP, GenerationReport
 from daad.synthesis.output import EncodedRow, encode_row
 from daad.synthesis.targets import TargetFiles
 
@@ -89,7 +90,7 @@ def cdm_rows(state: tuple[Any, TargetFiles, int], block: range) -> tuple[list[En
 
     cdm = _loaded(CDM, config)
     rows = [encode_row(r) for r in cdm.generate(targets[block.start : block.stop], None, seed, start=block.start)]
-    return rows, GenerationReport(rows=len(rows))
+    return rows, GenerationReport(accepted=len(rows))
 
 
 def dualanodiff_rows(state: tuple[Any, TargetFiles], block: range) -> tuple[list[EncodedRow], GenerationReport]:
@@ -100,7 +101,7 @@ def dualanodiff_rows(state: tuple[Any, TargetFiles], block: range) -> tuple[list
     generator = _loaded(DualAnoDiffGenerator, config)
     before = generator.skipped_empty
     rows = [encode_row(r) for r in generator.generate(targets, None, config.seed, pairs=block)]
-    return rows, GenerationReport(rows=len(rows), gave_up=generator.skipped_empty - before)
+    return rows, GenerationReport(accepted=len(rows), skipped=Counter({GAVE_UP: generator.skipped_empty - before}))
 
 
 def _params(cls, config) -> Mapping[str, Any]:

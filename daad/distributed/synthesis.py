@@ -308,7 +308,7 @@ def _write_shard(folder: str, sources: list[tuple[str, int, int]], first: int, n
 
 
 def _report(facts: dict) -> GenerationReport:
-    return GenerationReport(**(facts | {"failures": Counter(facts["failures"])}))
+    return GenerationReport(**{k: Counter(v) if isinstance(v, dict) else v for k, v in facts.items()})
 
 
 def _claim(staging: Path, fingerprint: str, name: str) -> None:
