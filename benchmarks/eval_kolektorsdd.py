@@ -24,7 +24,7 @@ from common import REPO, SOURCE_ROOTS  # noqa: E402  (puts the checkout on sys.p
 
 import numpy as np  # noqa: E402
 
-from daad.evaluation.data import kolektorsdd_set  # noqa: E402
+from daad.evaluation.sets import kolektorsdd_set  # noqa: E402
 from daad.evaluation.harness import evaluate_generated  # noqa: E402
 from daad.evaluation.metrics import evaluate_maps  # noqa: E402
 from daad.evaluation.report import write_report  # noqa: E402

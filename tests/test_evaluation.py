@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 from conftest import SD_ROOT, copy_manifests
 from daad.cli import app
 from daad.evaluation.data import (
-    EvaluationDataError, Sample, kolektorsdd_set, load_generated, mvtec_layout_set, rows_made_from,
+    EvaluationDataError, Sample, load_generated, mvtec_layout_set, rows_made_from,
 )
+from daad.evaluation.sets import kolektorsdd_set
 from daad.evaluation.fid import NOT_COMPUTED, authenticity, frechet_distance, kernel_inception_distance, polynomial_mmd2
 from daad.evaluation.metrics import evaluate_maps
 from daad.evaluation.train import TrainConfig, full_resolution_maps, train_detector

@@ -16,8 +16,11 @@ def evaluate(
     root: Annotated[Path, typer.Option("--root", help="Where the evaluation dataset lives, as its authors publish it.")],
     out: Annotated[Path, typer.Option("--out", help="Report folder (report.json, report.md, overlays/, curves.png).")],
     eval_dataset: Annotated[str, typer.Option(
-        "--eval-dataset", help="kolektorsdd, or mvtec-layout: one category folder of your own in MVTec AD's layout "
-        "(train/good, test/<defect>, ground_truth/<defect>/<stem>_mask.png).")] = "kolektorsdd",
+        "--eval-dataset", help="A published dataset as its loader reads it (mvtec_ad, visa, ksdd2, btad, mpdd, mvtec_loco, "
+        "mtd, kolektorsdd, dagm2007, bsdata), or a folder of your own: mvtec-layout (one category: train/good, "
+        "test/<defect>, ground_truth/<defect>/<stem>_mask.png) or anomalib-folder (normal/, abnormal/, mask/).")] = "kolektorsdd",
+    category: Annotated[list[str] | None, typer.Option(
+        "--category", help="A category of the dataset (repeatable); default: every category, each scored on its own.")] = None,
     size: Annotated[int, typer.Option(help="Square resolution of the detector (multiple of 32).")] = 256,
     steps: Annotated[int, typer.Option(help="Training steps per generator.")] = 1000,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training set (overrides --steps).")] = None,
@@ -32,7 +35,7 @@ def evaluate(
     quiet: QuietOption = False,
 ) -> None:
     """Score generators by the detector they train (CAI paper §4.1, 'Utility in IAD')."""
-    from daad.evaluation.data import load_evaluation_set
+    from daad.evaluation.sets import evaluation_sets
     from daad.evaluation.fid import load_inception
     from daad.evaluation.harness import evaluate_generated
     from daad.evaluation.report import write_report
@@ -47,9 +50,10 @@ def evaluate(
         import datasets
 
         datasets.disable_progress_bars()
-    evaluation = load_evaluation_set(eval_dataset, root)
     extractor = load_inception(inception) if inception else None
-    results = evaluate_generated(evaluation, generated, config, extractor=extractor)
-    write_report(out, evaluation, config, results)
-    typer.echo((out / "report.md").read_text(encoding="utf-8"))
+    for evaluation in evaluation_sets(eval_dataset, root, category):
+        folder = out / evaluation.name.partition("/")[2] if "/" in evaluation.name else out
+        results = evaluate_generated(evaluation, generated, config, extractor=extractor)
+        write_report(folder, evaluation, config, results)
+        typer.echo((folder / "report.md").read_text(encoding="utf-8"))
     console.print(f"report: {out}")

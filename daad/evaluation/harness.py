@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from daad.evaluation.data import EvaluationDataError, EvaluationSet, Sample, load_generated, rows_made_from
+from daad.evaluation.data import EvaluationDataError, EvaluationSet, Sample, as_rgb, load_generated, rows_made_from
 from daad.evaluation.fid import authenticity
 from daad.evaluation.metrics import LocalisationMetrics, evaluate_maps
 from daad.evaluation.train import TrainConfig, full_resolution_maps, train_detector
@@ -69,7 +69,7 @@ def evaluate_generated(
                 best_step=trained.best_step,
                 history=trained.history,
                 authenticity=authenticity(
-                    extractor, [s.image for s in gen.samples], [s.image for s in evaluation.test_anomalies], config.seed
+                    extractor, [as_rgb(s.image) for s in gen.samples], [as_rgb(s.image) for s in evaluation.test_anomalies], config.seed
                 ),
                 wall_s=time.perf_counter() - start,
                 examples=[(s, by_id[s.id]) for s in examples],

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from daad.evaluation.data import EvaluationSet, Sample  # noqa: E402
+from daad.evaluation.data import EvaluationSet, Sample, as_rgb  # noqa: E402
 from daad.evaluation.harness import GeneratorResult  # noqa: E402
 from daad.evaluation.metrics import PRO_FPR_LIMIT  # noqa: E402
 from daad.evaluation.train import SELECTION_LABELS, TrainConfig  # noqa: E402
@@ -98,9 +98,9 @@ def overlay_strip(sample: Sample, amap: np.ndarray) -> np.ndarray:
     def fit(a: np.ndarray, interpolation: int) -> np.ndarray:
         return cv2.resize(a, (width, OVERLAY_HEIGHT), interpolation=interpolation)
 
-    image = fit(sample.image, cv2.INTER_AREA)
+    image = as_rgb(fit(sample.image, cv2.INTER_AREA))
     truth = image.copy()
-    contours, _ = cv2.findContours(fit(sample.mask.astype(np.uint8), cv2.INTER_NEAREST), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(fit(np.ascontiguousarray(sample.mask, np.uint8), cv2.INTER_NEAREST), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(truth, contours, -1, (255, 0, 0), 1)
     heat = cv2.cvtColor(cv2.applyColorMap((fit(amap, cv2.INTER_LINEAR).clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     blend = (0.5 * image + 0.5 * heat).astype(np.uint8)

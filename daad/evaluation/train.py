@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from daad.evaluation.data import Sample
+from daad.evaluation.data import Sample, as_rgb
 from daad.evaluation.detector import DiscriminativeUNet, focal_loss
 from daad.evaluation.metrics import evaluate_maps
 
@@ -83,8 +83,9 @@ def resolve_device(name: str) -> torch.device:
 
 def stack(samples: Sequence[Sample], size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Images ``N x 3 x size x size`` and masks ``N x size x size``, both ``uint8``."""
-    images = np.stack([cv2.resize(s.image, (size, size), interpolation=cv2.INTER_AREA) for s in samples])
-    masks = np.stack([cv2.resize(s.mask, (size, size), interpolation=cv2.INTER_NEAREST) for s in samples])
+    images = np.stack([as_rgb(cv2.resize(s.image, (size, size), interpolation=cv2.INTER_AREA)) for s in samples])
+    masks = np.stack([cv2.resize(np.ascontiguousarray(s.mask), (size, size), interpolation=cv2.INTER_NEAREST)
+                      if s.mask.any() else np.zeros((size, size), np.uint8) for s in samples])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy((masks > 0).astype(np.uint8))
 
 
