@@ -124,17 +124,47 @@ def test_anomalib_folder_layout(tmp_path):
         anomalib_folder_set(tmp_path / "normal")
 
 
-def test_daad_eval_on_one_mvtec_ad_category(trees, tmp_path):
-    """`daad eval --eval-dataset mvtec_ad --category bottle` trains on bottle's train/good only and reports there."""
+def test_daad_eval_per_category_with_the_dataset_mean(trees, tmp_path):
+    """`daad eval --eval-dataset mvtec_ad --category bottle --category cable`: one folder made from every
+    category's training normals; each category trains on its own rows, reports per defect type, and
+    summary.json holds each category and their mean."""
     from test_evaluation import write_blob_dataset
 
-    bottle = load_evaluation_set("mvtec_ad", trees["mvtec_ad"], "bottle")
-    gen = write_blob_dataset(tmp_path / "gen", bottle.train_normals, 2, seed=1, name="blobs")
+    bottle, cable = (load_evaluation_set("mvtec_ad", trees["mvtec_ad"], c) for c in ("bottle", "cable"))
+    gen = write_blob_dataset(tmp_path / "gen", bottle.train_normals + cable.train_normals, 2, seed=1, name="blobs")
     result = CliRunner().invoke(app, [
-        "eval", "--eval-dataset", "mvtec_ad", "--root", str(trees["mvtec_ad"]), "--category", "bottle",
+        "eval", "--eval-dataset", "mvtec_ad", "--root", str(trees["mvtec_ad"]), "--category", "bottle", "--category", "cable",
         "--generated", str(gen), "--size", "32", "--steps", "2", "--eval-every", "2", "--batch-size", "2",
         "--width", "4", "--device", "cpu", "--selection", "test-best", "--out", str(tmp_path / "r"), "--quiet",
     ])
     assert result.exit_code == 0, result.output
-    report = json.loads((tmp_path / "r" / "bottle" / "report.json").read_text())
-    assert report["evaluation"]["dataset"] == "mvtec_ad/bottle" and report["evaluation"]["test_anomalies"] == 3
+    reports = {c: json.loads((tmp_path / "r" / c / "report.json").read_text()) for c in ("bottle", "cable")}
+    assert reports["bottle"]["evaluation"]["dataset"] == "mvtec_ad/bottle" and reports["bottle"]["evaluation"]["test_anomalies"] == 3
+    assert [r["rows"] for c in ("bottle", "cable") for r in reports[c]["results"]] == [4, 4]  # its own targets' rows
+    assert set(reports["bottle"]["results"][0]["per_defect"]) == {"broken_large", "contamination"}
+    assert "Per defect type" in (tmp_path / "r" / "bottle" / "report.md").read_text()
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    per = summary["per_category"]["blobs"]
+    for metric in ("pixel_auroc", "pixel_ap", "pro"):
+        assert summary["mean"]["blobs"][metric] == pytest.approx((per["mvtec_ad/bottle"][metric] + per["mvtec_ad/cable"][metric]) / 2)
+    assert "| **blobs** | **mean** |" in (tmp_path / "r" / "summary.md").read_text()
+
+
+def test_evaluate_returns_maps_and_per_defect_metrics(trees, tmp_path):
+    from test_evaluation import write_blob_dataset
+
+    from daad.evaluation.harness import evaluate_generated
+    from daad.evaluation.metrics import evaluate_maps
+    from daad.evaluation.train import TrainConfig
+
+    bottle = load_evaluation_set("mvtec_ad", trees["mvtec_ad"], "bottle")
+    gen = write_blob_dataset(tmp_path / "gen", bottle.train_normals, 2, seed=1, name="blobs")
+    config = TrainConfig(size=32, steps=2, eval_every=2, batch_size=2, base_width=4, device="cpu", progress=False, selection="test-best")
+    (result,) = evaluate_generated(bottle, [gen], config, overlays=2)
+    assert [m.shape for m in result.maps] == [s.mask.shape for s in bottle.test]
+    assert evaluate_maps(result.maps, [s.mask for s in bottle.test]).as_dict() == result.metrics.as_dict()
+    chosen = [i for i, s in enumerate(bottle.test) if s.defect in ("contamination", "")]
+    expected = evaluate_maps([result.maps[i] for i in chosen], [bottle.test[i].mask for i in chosen]).pixel_ap
+    assert result.per_defect["contamination"]["pixel_ap"] == expected
+    assert sorted(s.defect for s, _ in result.examples) == ["broken_large", "contamination"]  # across types
+    assert evaluate_generated(bottle, [gen], config, keep_maps=False)[0].maps is None

@@ -38,7 +38,7 @@ def evaluate(
     from daad.evaluation.sets import evaluation_sets
     from daad.evaluation.fid import load_inception
     from daad.evaluation.harness import evaluate_generated
-    from daad.evaluation.report import write_report
+    from daad.evaluation.report import write_report, write_summary
     from daad.evaluation.train import TrainConfig
 
     try:
@@ -51,9 +51,13 @@ def evaluate(
 
         datasets.disable_progress_bars()
     extractor = load_inception(inception) if inception else None
+    contents = []
     for evaluation in evaluation_sets(eval_dataset, root, category):
         folder = out / evaluation.name.partition("/")[2] if "/" in evaluation.name else out
-        results = evaluate_generated(evaluation, generated, config, extractor=extractor)
-        write_report(folder, evaluation, config, results)
+        results = evaluate_generated(evaluation, generated, config, extractor=extractor, keep_maps=False)
+        contents.append(write_report(folder, evaluation, config, results))
         typer.echo((folder / "report.md").read_text(encoding="utf-8"))
+    if len(contents) > 1 or "/" in contents[0]["evaluation"]["dataset"]:
+        write_summary(out, eval_dataset, contents)
+        typer.echo((out / "summary.md").read_text(encoding="utf-8"))
     console.print(f"report: {out}")

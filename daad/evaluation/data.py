@@ -171,12 +171,18 @@ def anomalib_folder_set(root: Path, train_fraction: float = TRAIN_FRACTION, seed
     return EvaluationSet(root.name, [normal(p) for p in train], anomalies + [normal(p) for p in test_normals])
 
 
-def load_generated(path: Path) -> GeneratedSet:
-    """The rows of a generated dataset folder (see :mod:`daad.synthesis.output`)."""
+def load_generated(path: Path, targets: set[str] | None = None) -> GeneratedSet:
+    """The rows of a generated dataset folder (see :mod:`daad.synthesis.output`); only those made from
+    ``targets`` when any row was (one folder made for every category of a dataset serves each).
+    Images whose three channels are equal are kept grey."""
     path = Path(path)
     if not path.is_dir():
         raise EvaluationDataError(f"generated dataset {path} is not a folder")
-    samples = [Sample(row["id"], row["image"], row["mask"]) for row in read_generated(path)]
+    if targets:
+        made = {row["target_id"] for row in rows_made_from_table(path)}
+        targets = targets if made & targets else None
+    samples = [Sample(row["id"], _grey_if_equal(row["image"]), row["mask"]) for row in read_generated(path)
+               if targets is None or row["target_id"] in targets]
     if not samples:
         raise EvaluationDataError(f"generated dataset {path} has no rows")
     try:
@@ -186,11 +192,17 @@ def load_generated(path: Path) -> GeneratedSet:
     return GeneratedSet(name, path, samples)
 
 
+def _grey_if_equal(image: np.ndarray) -> np.ndarray:
+    return image[..., 0].copy() if image.ndim == 3 and (image[..., :1] == image[..., 1:]).all() else image
+
+
+def rows_made_from_table(path: Path) -> list[dict]:
+    """The provenance columns (``id``, ``target_id``, ``source_ids``) of every row of generated dataset ``path``."""
+    return [row for shard in sorted((Path(path) / "data").glob("*.parquet"))
+            for row in pq.read_table(shard, columns=["id", "target_id", "source_ids"]).to_pylist()]
+
+
 def rows_made_from(path: Path, ids: set[str]) -> list[str]:
     """The rows of generated dataset ``path`` whose target or real anomalies are among ``ids``
     (read from the provenance columns alone)."""
-    leaked = []
-    for shard in sorted((Path(path) / "data").glob("*.parquet")):
-        table = pq.read_table(shard, columns=["id", "target_id", "source_ids"]).to_pylist()
-        leaked += [row["id"] for row in table if row["target_id"] in ids or ids.intersection(row["source_ids"])]
-    return leaked
+    return [row["id"] for row in rows_made_from_table(path) if row["target_id"] in ids or ids.intersection(row["source_ids"])]

@@ -39,6 +39,7 @@ def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, resu
             "train_normals": len(evaluation.train_normals),
             "test_images": len(evaluation.test),
             "test_anomalies": len(evaluation.test_anomalies),
+            "skipped": evaluation.skipped,
         },
         "config": config.as_dict(),
         "selection": SELECTION_LABELS[config.selection],
@@ -47,7 +48,8 @@ def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, resu
                 "generator": r.generator,
                 "path": str(r.path),
                 "rows": r.rows,
-                "metrics": {k: None if math.isnan(v) else v for k, v in r.metrics.as_dict().items()},
+                "metrics": _finite(r.metrics.as_dict()),
+                "per_defect": {d: _finite(m) for d, m in r.per_defect.items()},
                 "authenticity": r.authenticity,
                 "steps": r.steps,
                 "best_step": r.best_step,
@@ -87,7 +89,44 @@ def markdown_table(content: dict) -> str:
         cells = [_fmt(r["metrics"][k]) for k in METRIC_NAMES]
         auth = [_fmt(r["authenticity"].get(k)) for k in ("fid", "kid")]
         lines.append(f"| {r['generator']} | {r['rows']} | " + " | ".join(cells + auth) + f" | {r['best_step']} | {r['wall_s']} |")
+    if any(len(r["per_defect"]) > 1 for r in content["results"]):
+        lines += ["", "Per defect type (its images + every test normal):", "",
+                  "| generator | defect type | " + " | ".join(METRIC_NAMES.values()) + " |", "|---" * (len(METRIC_NAMES) + 2) + "|"]
+        for r in content["results"]:
+            for defect, m in r["per_defect"].items():
+                lines.append(f"| {r['generator']} | {defect} | " + " | ".join(_fmt(m[k]) for k in METRIC_NAMES) + " |")
     return "\n".join(lines) + "\n"
+
+
+def write_summary(out: Path, dataset: str, contents: Sequence[dict]) -> dict:
+    """``summary.json`` and ``summary.md`` over a dataset's per-category reports: each generator's metrics
+    per category and their mean over the categories (as the papers report a dataset)."""
+    rows: dict[str, dict[str, dict]] = {}
+    for content in contents:
+        for r in content["results"]:
+            rows.setdefault(r["generator"], {})[content["evaluation"]["dataset"]] = r["metrics"]
+    mean = {g: {k: _mean([m[k] for m in per.values()]) for k in METRIC_NAMES} for g, per in rows.items()}
+    summary = {"dataset": dataset, "categories": [c["evaluation"]["dataset"] for c in contents], "per_category": rows, "mean": mean}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    lines = [f"# {dataset}: per category and mean over {len(contents)} categories", "",
+             "| generator | category | " + " | ".join(METRIC_NAMES.values()) + " |", "|---" * (len(METRIC_NAMES) + 2) + "|"]
+    for g, per in rows.items():
+        for category, m in per.items():
+            lines.append(f"| {g} | {category} | " + " | ".join(_fmt(m[k]) for k in METRIC_NAMES) + " |")
+        lines.append(f"| **{g}** | **mean** | " + " | ".join(_fmt(mean[g][k]) for k in METRIC_NAMES) + " |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: None if math.isnan(v) else v for k, v in metrics.items()}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
 
 
 def overlay_strip(sample: Sample, amap: np.ndarray) -> np.ndarray:
