@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from daad.evaluation.sets import kolektorsdd_set  # noqa: E402
 from daad.evaluation.harness import evaluate_generated  # noqa: E402
 from daad.evaluation.metrics import evaluate_maps  # noqa: E402
+from daad.evaluation.protocol import make_generator  # noqa: E402
 from daad.evaluation.report import write_report  # noqa: E402
 from daad.evaluation.train import TrainConfig, full_resolution_maps  # noqa: E402
 from daad.registry import Registry  # noqa: E402
@@ -37,20 +38,6 @@ from daad.synthesis.targets import resize  # noqa: E402
 
 ROOTS = SOURCE_ROOTS
 GENERATORS = ("cai-normal", "cai-mixed", "cutpaste", "nsa-normal", "draem")
-
-
-def make_generator(name: str, per_target: int, foreground):
-    from daad.synthesis.baselines.cutpaste import CutPaste, CutPasteConfig
-    from daad.synthesis.baselines.draem import DRAEM, DRAEMConfig
-    from daad.synthesis.baselines.nsa import NSA, NSAConfig
-    from daad.synthesis.cai import CAI, CAIConfig
-
-    if name.startswith("cai-"):
-        return CAI(CAIConfig(mode=name.removeprefix("cai-"), per_target=per_target), foreground)
-    if name.startswith("nsa-"):
-        return NSA(NSAConfig(mode=name.removeprefix("nsa-"), per_target=per_target), foreground)
-    return {"cutpaste": lambda: CutPaste(CutPasteConfig(per_target=per_target)),
-            "draem": lambda: DRAEM(DRAEMConfig(per_target=per_target))}[name]()
 
 
 def main() -> None:

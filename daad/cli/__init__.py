@@ -14,6 +14,7 @@ from daad.cli import cdm as _cdm  # noqa: F401  (synth cdm train|sample)
 from daad.cli import dualanodiff as _dualanodiff  # noqa: F401  (synth dualanodiff train|sample)
 from daad.cli import download as _download  # noqa: F401  (download)
 from daad.cli import evaluate as _evaluate  # noqa: F401  (eval)
+from daad.cli import protocol as _protocol  # noqa: F401  (protocol)
 from daad.cli import export as _export  # noqa: F401  (export)
 from daad.cli import leakage as _leakage  # noqa: F401  (audit, exclusions hash)
 from daad.cli.app import app, err_console
