@@ -31,6 +31,8 @@ def evaluate(
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between checkpoint-selection checks.")] = 100,
     width: Annotated[int, typer.Option(help="UNet base width (64 in the papers).")] = 64,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="bf16 (autocast + channels_last), fp32, or auto: "
+                                           "bf16 where the device computes it natively.")] = "auto",
     inception: Annotated[Path | None, typer.Option("--inception", help="Local TorchScript FID Inception weights; FID/KID 'not computed' without.")] = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -43,7 +45,8 @@ def evaluate(
 
     try:
         config = TrainConfig(size=size, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                             selection=selection, eval_every=eval_every, base_width=width, device=device, progress=not quiet)
+                             selection=selection, eval_every=eval_every, base_width=width, device=device, progress=not quiet,
+                             precision=precision)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     if quiet:

@@ -34,6 +34,8 @@ def protocol(
     eval_every: Annotated[int, typer.Option("--eval-every", help="Steps between checkpoint-selection checks.")] = 100,
     seed: Annotated[int, typer.Option(help="One seed for every generator and detector.")] = 0,
     device: Annotated[str, typer.Option(help="'auto', 'cpu' or 'cuda'.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="bf16 (autocast + channels_last), fp32, or auto: "
+                                           "bf16 where the device computes it natively.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", help="Generator processes per run.")] = 1,
     foreground: Annotated[str, typer.Option("--foreground", help="auto, rembg, classical or full.")] = "auto",
     rembg_model: Annotated[Path | None, typer.Option("--rembg-model", help="Local U²-Net .onnx file.")] = None,
@@ -62,7 +64,8 @@ def protocol(
         raise typer.BadParameter("with several --eval, name categories as DATASET/CATEGORY", param_hint="--category")
     try:
         config = TrainConfig(size=size, steps=steps, epochs=epochs or None, batch_size=batch_size, lr=lr, seed=seed,
-                             selection=selection, eval_every=eval_every, base_width=width, device=device, progress=not quiet)
+                             selection=selection, eval_every=eval_every, base_width=width, device=device, progress=not quiet,
+                             precision=precision)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
 

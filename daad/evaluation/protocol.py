@@ -154,7 +154,7 @@ def run(spec: RunSpec) -> dict:
         "key": spec.key, "dataset": spec.dataset, "category": spec.category, "generator": spec.generator,
         **{k: round(metrics[k], 6) for k in METRICS}, "selection": spec.train.selection, "rows": result.rows,
         "steps": result.steps, "best_step": result.best_step, "per_target": spec.per_target, "size": spec.train.size,
-        "width": spec.train.base_width, "seed": spec.train.seed, "precision": getattr(spec.train, "precision", "fp32"),
+        "width": spec.train.base_width, "seed": spec.train.seed, "precision": spec.train.precision,
         "wall_s": round(time.perf_counter() - start, 1), "report": str(spec.folder / "report"),
     }
 
