@@ -181,7 +181,7 @@ def test_daad_eval_writes_the_report(fake_kolektorsdd, tmp_path):
     assert "| blobs-a |" in table and "| blobs-b |" in table and "optimistic" in table
     overlays = sorted((out / "overlays").rglob("*.png"))
     assert len(overlays) == 2 * 4
-    assert cv2.imread(str(overlays[0])).shape[0] == 256
+    assert cv2.imread(str(overlays[0])).shape[0] == 256 + 18  # the strip under its caption (id, defect, score)
     assert (out / "curves.png").stat().st_size > 10_000
 
 

@@ -168,3 +168,17 @@ def test_evaluate_returns_maps_and_per_defect_metrics(trees, tmp_path):
     assert result.per_defect["contamination"]["pixel_ap"] == expected
     assert sorted(s.defect for s, _ in result.examples) == ["broken_large", "contamination"]  # across types
     assert evaluate_generated(bottle, [gen], config, keep_maps=False)[0].maps is None
+
+
+def test_overlay_has_a_caption_and_a_colour_bar(trees):
+    from daad.evaluation.report import CAPTION_HEIGHT, COLOUR_BAR_WIDTH, OVERLAY_HEIGHT, overlay_strip
+
+    sample = load_evaluation_set("dagm2007", trees["dagm2007"], "Class1").test_anomalies[0]  # a grey image
+    amap = np.zeros(sample.mask.shape, np.float32)
+    amap[sample.mask > 0] = 0.8
+    strip = overlay_strip(sample, amap)
+    assert strip.shape == (CAPTION_HEIGHT + OVERLAY_HEIGHT, 3 * OVERLAY_HEIGHT + 3 * 4 + COLOUR_BAR_WIDTH, 3)
+    assert (strip[:CAPTION_HEIGHT] < 128).any()  # the caption's text
+    bar = strip[CAPTION_HEIGHT:, -COLOUR_BAR_WIDTH:]
+    top, bottom = bar[0, 0].astype(int), bar[-1, 0].astype(int)
+    assert top[0] > top[2] and bottom[2] > bottom[0]  # 1 is red at the top, 0 blue at the bottom

@@ -27,6 +27,8 @@ METRIC_NAMES = {
     "image_auroc": "image AUROC",
 }
 OVERLAY_HEIGHT = 256
+CAPTION_HEIGHT = 18
+COLOUR_BAR_WIDTH = 34
 
 
 def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, results: Sequence[GeneratorResult]) -> dict:
@@ -130,7 +132,8 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def overlay_strip(sample: Sample, amap: np.ndarray) -> np.ndarray:
-    """Image | ground truth contour on the image | anomaly map as a heat map, side by side (RGB)."""
+    """Image | ground truth contour on the image | anomaly map as a heat map over the image | colour bar
+    (0 to 1), under a caption with the sample's id, its defect type and its image score (the map's maximum). RGB."""
     scale = OVERLAY_HEIGHT / sample.image.shape[0]
     width = max(1, round(sample.image.shape[1] * scale))
 
@@ -141,10 +144,28 @@ def overlay_strip(sample: Sample, amap: np.ndarray) -> np.ndarray:
     truth = image.copy()
     contours, _ = cv2.findContours(fit(np.ascontiguousarray(sample.mask, np.uint8), cv2.INTER_NEAREST), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(truth, contours, -1, (255, 0, 0), 1)
-    heat = cv2.cvtColor(cv2.applyColorMap((fit(amap, cv2.INTER_LINEAR).clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    blend = (0.5 * image + 0.5 * heat).astype(np.uint8)
+    blend = (0.5 * image + 0.5 * _heat(fit(amap, cv2.INTER_LINEAR))).astype(np.uint8)
     gap = np.full((OVERLAY_HEIGHT, 4, 3), 255, np.uint8)
-    return np.concatenate([image, gap, truth, gap, blend], axis=1)
+    strip = np.concatenate([image, gap, truth, gap, blend, gap, colour_bar(OVERLAY_HEIGHT)], axis=1)
+    caption = np.full((CAPTION_HEIGHT, strip.shape[1], 3), 255, np.uint8)
+    text = f"{sample.id}  {sample.defect or 'normal'}  score {float(np.max(amap)):.3f}"
+    cv2.putText(caption, text, (2, CAPTION_HEIGHT - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([caption, strip], axis=0)
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+    """Scores in [0, 1] as JET colours (RGB)."""
+    return cv2.cvtColor(cv2.applyColorMap((values.clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def colour_bar(height: int, width: int = COLOUR_BAR_WIDTH) -> np.ndarray:
+    """The heat map's scale: 1 at the top, 0 at the bottom, labelled, on white (RGB)."""
+    bar = np.full((height, width, 3), 255, np.uint8)
+    ramp = np.repeat(np.linspace(1, 0, height, dtype=np.float32)[:, None], 10, axis=1)
+    bar[:, :10] = _heat(ramp)
+    for label, y in (("1", 10), ("0.5", height // 2 + 4), ("0", height - 2)):
+        cv2.putText(bar, label, (12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
 
 
 def plot_curves(path: Path, results: Sequence[GeneratorResult]) -> None:
