@@ -157,6 +157,16 @@ def test_training_is_reproducible_from_the_seed(fake_kolektorsdd, tmp_path):
         assert torch.equal(p, q)
 
 
+def test_learning_curve_on_the_test_set_never_chooses_the_checkpoint(fake_kolektorsdd, tmp_path):
+    ev = kolektorsdd_set(fake_kolektorsdd)
+    gen = load_generated(write_blob_dataset(tmp_path / "blobs", ev.train_normals[:4], 2, seed=3, name="blobs"))
+    base = dict(size=32, steps=6, batch_size=4, seed=5, eval_every=3, base_width=4, device="cpu", progress=False)
+    plain = train_detector(ev.train_normals, gen.samples, ev.test, TrainConfig(**base))
+    curved = train_detector(ev.train_normals, gen.samples, ev.test, TrainConfig(**base, test_curve=True))
+    assert [h["selection_ap"] for h in curved.history] == [h["selection_ap"] for h in plain.history]
+    assert curved.best_step == plain.best_step and all(0 <= h["test_ap"] <= 1 for h in curved.history)
+
+
 def test_daad_eval_writes_the_report(fake_kolektorsdd, tmp_path):
     ev = kolektorsdd_set(fake_kolektorsdd)
     first = write_blob_dataset(tmp_path / "gen-a", ev.train_normals, 2, seed=1, name="blobs-a")

@@ -57,6 +57,9 @@ class TrainConfig:
     base_width: int = 64
     device: str = "auto"
     progress: bool = True
+    test_curve: bool = False
+    """Also record the pixel AP on the test set (model resolution) at each check: a learning curve that
+    never chooses the checkpoint (with ``test-best`` it is the selection AP itself)."""
     precision: str = "auto"
     """``bf16`` (autocast + channels_last), ``fp32``, or ``auto``: bf16 where the device computes it natively."""
 
@@ -82,7 +85,7 @@ class TrainedDetector:
     best_step: int
     best_selection_ap: float
     history: list[dict[str, float]] = field(default_factory=list)
-    """``{"step", "loss", "selection_ap"}`` at each selection check."""
+    """``{"step", "loss", "selection_ap"}`` (and ``test_ap`` with ``test_curve``) at each selection check."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,6 +163,7 @@ def train_detector(
         train, selection = [*normals, *synthetic], list(test)
     images, masks = stack(train, config.size)
     sel_images, sel_masks = stack(selection, config.size)
+    curve = stack(test, config.size) if config.test_curve and config.selection != "test-best" else None
     if not sel_masks.any():
         raise ValueError("the selection set has no anomalous pixel; give more synthetic rows or use test-best")
     steps = config.epochs * math.ceil(len(train) / config.batch_size) if config.epochs else config.steps
@@ -191,6 +195,9 @@ def train_detector(
             maps = predict(model, sel_images, config.batch_size, device, config.precision)
             ap = evaluate_maps(list(maps), list(sel_masks.numpy())).pixel_ap
             result.history.append({"step": step, "loss": float(np.mean(running)), "selection_ap": ap})
+            if config.test_curve:
+                result.history[-1]["test_ap"] = ap if curve is None else evaluate_maps(
+                    list(predict(model, curve[0], config.batch_size, device, config.precision)), list(curve[1].numpy())).pixel_ap
             running = []
             if ap > result.best_selection_ap:
                 result.best_step, result.best_selection_ap = step, ap
