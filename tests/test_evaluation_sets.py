@@ -182,3 +182,18 @@ def test_overlay_has_a_caption_and_a_colour_bar(trees):
     bar = strip[CAPTION_HEIGHT:, -COLOUR_BAR_WIDTH:]
     top, bottom = bar[0, 0].astype(int), bar[-1, 0].astype(int)
     assert top[0] > top[2] and bottom[2] > bottom[0]  # 1 is red at the top, 0 blue at the bottom
+
+
+def test_a_grey_dataset_trains_from_one_channel(trees):
+    """DAGM's grey images stay one channel in the stacked training set; batches are expanded to the UNet's three."""
+    import torch
+
+    from daad.evaluation.train import TrainConfig, full_resolution_maps, stack, train_detector
+
+    ev = load_evaluation_set("dagm2007", trees["dagm2007"], "Class1")
+    images, masks = stack(ev.train_normals + ev.test, 32)
+    assert images.shape == (5, 1, 32, 32) and images.dtype == torch.uint8 and masks.sum() > 0
+    config = TrainConfig(size=32, steps=2, eval_every=2, batch_size=2, base_width=4, device="cpu", progress=False,
+                         selection="test-best", precision="fp32")
+    trained = train_detector(ev.train_normals, ev.test_anomalies, ev.test, config)
+    assert [m.shape for m in full_resolution_maps(trained.model, ev.test, config)] == [(32, 32)] * 3

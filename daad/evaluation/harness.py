@@ -88,7 +88,8 @@ def evaluate_generated(
         trained = train_detector(evaluation.train_normals, gen.samples, evaluation.test, config)
         maps = full_resolution_maps(trained.model, evaluation.test, config)
         metrics = evaluate_maps(maps, [s.mask for s in evaluation.test])
-        per_defect = per_defect_metrics(evaluation.test, maps)
+        defects = {s.defect for s in evaluation.test if s.defect}
+        per_defect = per_defect_metrics(evaluation.test, maps) if len(defects) > 1 else {d: metrics.as_dict() for d in defects}
         by_id = {s.id: m for s, m in zip(evaluation.test, maps)}
         results.append(
             GeneratorResult(

@@ -110,13 +110,20 @@ def _autocast(device: torch.device, precision: str):
 
 
 def _batch(images: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
-    x = images.to(device).float() / 255
+    x = images.to(device).float().expand(-1, 3, -1, -1) / 255  # a grey stack has one channel
     return x.contiguous(memory_format=torch.channels_last) if precision == "bf16" else x
 
 
+def _resized(image: np.ndarray, size: int, grey: bool) -> np.ndarray:
+    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return small[..., None] if grey else as_rgb(small)
+
+
 def stack(samples: Sequence[Sample], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``N x 3 x size x size`` and masks ``N x size x size``, both ``uint8``."""
-    images = np.stack([as_rgb(cv2.resize(s.image, (size, size), interpolation=cv2.INTER_AREA)) for s in samples])
+    """Images ``N x C x size x size`` and masks ``N x size x size``, both ``uint8``; ``C`` is 1 when every
+    image is grey (a third of the memory; batches are expanded to 3 channels), else 3."""
+    grey = all(s.image.ndim == 2 for s in samples)
+    images = np.stack([_resized(s.image, size, grey) for s in samples])
     masks = np.stack([cv2.resize(np.ascontiguousarray(s.mask), (size, size), interpolation=cv2.INTER_NEAREST)
                       if s.mask.any() else np.zeros((size, size), np.uint8) for s in samples])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy((masks > 0).astype(np.uint8))
