@@ -217,6 +217,8 @@ def markdown(rows: Sequence[dict]) -> str:
         groups.setdefault((r["dataset"], r["generator"]), []).append(r)
         lines.append(f"| {r['dataset']} | {r['category'] or '-'} | {r['generator']} | "
                      + " | ".join(_cell(r[m]) for m in METRICS) + f" | {r['selection']} | {r['best_step']}/{r['steps']} | {r['wall_s']} |")
+    if any(r["selection"] == "test-best" for r in rows):
+        lines += ["", "test-best: the checkpoint was chosen on the test set itself (the paper's protocol): optimistic."]
     lines += ["", "Mean over categories:", "", "| dataset | generator | categories | " + " | ".join(METRICS) + " |",
               "|---" * (len(METRICS) + 3) + "|"]
     for (dataset, generator), group in sorted(groups.items()):
