@@ -25,12 +25,12 @@ from daad.evaluation.data import as_rgb
 from daad.evaluation.data import read_image as evaluation_read_image
 from daad.sources.ingest import ingest
 from daad.loaders import get_loader
-from daad.registry.registry.manifest import read_manifest
-from daad.registry.registry.registry import Registry
-from daad.registry.registry.roots import Roots
+from daad.registry.manifest import read_manifest
+from daad.registry.registry import Registry
+from daad.registry.roots import Roots
 from daad.synthesis.targets import load_targets
 from daad.taxonomy import Status
-from daad.registry.registry.validate import validate
+from daad.registry.validate import validate
 
 W, H = 48, 72  # as displayed: portrait
 BOX = (slice(10, 30), slice(8, 20))  # rows, columns of the bright square, as displayed
@@ -106,7 +106,7 @@ def test_exif_orientation_is_applied_everywhere(tmp_path, orientation):
 def test_fiftyone_samples_carry_the_displayed_size(tmp_path):
     fo = pytest.importorskip("fiftyone")
     from daad.curate.dataset import _record_sample
-    from daad.registry.registry.manifest import dumps
+    from daad.registry.manifest import dumps
 
     root = tmp_path / "photos"
     (root / "masks").mkdir(parents=True)

@@ -46,7 +46,7 @@ def protocol(
     from daad.evaluation.protocol import GENERATORS, PAPER_GENERATORS, ResultsTable, RunSpec, sweep
     from daad.evaluation.sets import LOADER_SETS, USER_SETS, index
     from daad.evaluation.train import TrainConfig
-    from daad.registry.registry.roots import Roots, parse_root_options
+    from daad.registry.roots import Roots, parse_root_options
 
     try:
         roots = parse_root_options(root)

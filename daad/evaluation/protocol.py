@@ -102,8 +102,8 @@ def make_generator(name: str, per_target: int, foreground=None, view=None):
 
 def _view(spec: RunSpec):
     """The registry view leak-free for the run's dataset, limited to the origins whose files are here."""
-    from daad.registry.registry.registry import Registry
-    from daad.registry.registry.roots import Roots
+    from daad.registry.registry import Registry
+    from daad.registry.roots import Roots
 
     from daad.evaluation.sets import USER_SETS
 
