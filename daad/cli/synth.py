@@ -32,7 +32,7 @@ def resolve_targets(
     """The target normals: a folder's images, or an origin's normals (only its training
     normals when the origin is an evaluation dataset and ``split`` is ``train``); with
     ``lazy``, their files (:class:`~daad.synthesis.targets.TargetFiles`), read where they are used."""
-    from daad.evaluation.data import EVALUATION_SETS, normal_split
+    from daad.evaluation.sets import LOADER_SETS, normal_split
     from daad.synthesis.targets import TargetFiles, folder_items, load_targets, origin_items
 
     if (targets is None) == (target_origin is None):
@@ -44,7 +44,7 @@ def resolve_targets(
     else:
         root = registry.roots[target_origin]
         items = origin_items(target_origin, root)
-        if split == "train" and target_origin in EVALUATION_SETS:
+        if split == "train" and target_origin in LOADER_SETS:
             train, _ = normal_split(target_origin, root)
             items = [item for item in items if item[0] in train]
         licence = registry.catalogue[target_origin].licence if target_origin in registry.catalogue else "unknown"

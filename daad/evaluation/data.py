@@ -8,8 +8,7 @@ the synthetic anomaly rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +17,11 @@ import pyarrow.parquet as pq
 from daad.errors import DaadError
 from daad.images import decode_image, read_verified, to_rgb_array
 from daad.annotations.bitmap import read_mask
-from daad.loaders import kolektorsdd
-from daad.loaders.base import Skipped
 from daad.synthesis.output import generator_info, read_generated
 from daad.synthesis.targets import IMAGE_SUFFIXES
 
-KOLEKTORSDD_TRAIN_FRACTION = 0.8
+TRAIN_FRACTION = 0.8
+"""The seeded split's share of normals that train, where a dataset publishes no split."""
 SPLIT_SEED = 0
 
 
@@ -35,9 +33,11 @@ class EvaluationDataError(DaadError):
 class Sample:
     id: str
     image: np.ndarray
-    """``H x W x 3`` ``uint8`` RGB."""
+    """``H x W x 3`` ``uint8`` RGB, or ``H x W`` for a grey image (a third of the memory; :func:`as_rgb` expands it)."""
     mask: np.ndarray
-    """``H x W`` ``uint8`` 0/1; all zero for a normal image."""
+    """``H x W`` ``uint8`` 0/1; all zero for a normal image (a read-only view of one zero byte, :func:`no_mask`)."""
+    defect: str = ""
+    """The dataset's defect type (``broken_large``, ``ko`` ...); empty for a normal image."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class EvaluationSet:
     train_normals: list[Sample]
     test: list[Sample]
     """Real anomalies and held-out normals."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Items of the dataset that could not be scored (no mask, empty mask ...), counted by reason."""
 
     @property
     def test_anomalies(self) -> list[Sample]:
@@ -61,8 +63,19 @@ class GeneratedSet:
 
 
 def read_image(path: Path, sample_id: str) -> np.ndarray:
-    """An image file as ``uint8`` RGB; a bad file raises ``RecordFileError`` naming it."""
-    return to_rgb_array(decode_image(read_verified(path, None, sample_id), sample_id, path))
+    """An image file as ``uint8`` RGB, or ``H x W`` when it is grey; a bad file raises ``RecordFileError`` naming it."""
+    image = decode_image(read_verified(path, None, sample_id), sample_id, path)
+    return np.asarray(image) if image.mode == "L" else to_rgb_array(image)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """``H x W x 3`` view of a sample's image (a grey one repeated into three channels)."""
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+def no_mask(shape: tuple[int, ...]) -> np.ndarray:
+    """The all-zero mask of a normal image: a read-only ``H x W`` view of a single byte."""
+    return np.broadcast_to(np.zeros((), np.uint8), shape[:2])
 
 
 def split_normals(ids: list[str], train_fraction: float, seed: int) -> tuple[set[str], set[str]]:
@@ -71,33 +84,6 @@ def split_normals(ids: list[str], train_fraction: float, seed: int) -> tuple[set
     n_train = int(round(train_fraction * len(ids)))
     ids = sorted(ids)
     return {ids[i] for i in order[:n_train]}, {ids[i] for i in order[n_train:]}
-
-
-def kolektorsdd_split(root: Path, train_fraction: float = KOLEKTORSDD_TRAIN_FRACTION, seed: int = SPLIT_SEED) -> tuple[set[str], set[str]]:
-    """KolektorSDD's defect-free image ids as (train, test): a fixed, seeded ``train_fraction``."""
-    return split_normals([n.id for n in kolektorsdd.iter_normals(Path(root))], train_fraction, seed)
-
-
-def kolektorsdd_set(root: Path, train_fraction: float = KOLEKTORSDD_TRAIN_FRACTION, seed: int = SPLIT_SEED) -> EvaluationSet:
-    """KolektorSDD: train = a fixed ``train_fraction`` of the defect-free images; test = every defective image + the rest."""
-    root = Path(root)
-    records = list(kolektorsdd.iter_records(root))
-    skipped = [r for r in records if isinstance(r, Skipped)]
-    if skipped:
-        raise EvaluationDataError(f"KolektorSDD at {root}: {len(skipped)} items unreadable, first {skipped[0].id}: {skipped[0].detail}")
-    normals = list(kolektorsdd.iter_normals(root))
-    if not records or not normals:
-        raise EvaluationDataError(f"KolektorSDD at {root}: found {len(records)} defective and {len(normals)} normal images")
-    train_ids, _ = kolektorsdd_split(root, train_fraction, seed)
-
-    def normal_sample(n) -> Sample:
-        image = read_image(n.path, n.id)
-        return Sample(n.id, image, np.zeros(image.shape[:2], np.uint8))
-
-    anomalies = [Sample(r.id, read_image(root / r.image.path, r.id), r.mask.decode()) for r in records]
-    train = [normal_sample(n) for n in normals if n.id in train_ids]
-    test_normals = [normal_sample(n) for n in normals if n.id not in train_ids]
-    return EvaluationSet("kolektorsdd", train, anomalies + test_normals)
 
 
 def mvtec_layout_set(root: Path) -> EvaluationSet:
@@ -117,13 +103,13 @@ def mvtec_layout_set(root: Path) -> EvaluationSet:
         sample_id = f"{root.name}/{path.relative_to(root).as_posix()}"
         image = read_image(path, sample_id)
         if mask_path is None:
-            return Sample(sample_id, image, np.zeros(image.shape[:2], np.uint8))
+            return Sample(sample_id, image, no_mask(image.shape))
         if not mask_path.is_file():
             raise EvaluationDataError(f"{sample_id}: its mask {mask_path} is missing")
         mask = read_mask(mask_path, threshold=127)
         if mask.shape != image.shape[:2]:
             raise EvaluationDataError(f"{sample_id}: mask {mask_path} is {mask.shape[::-1]}, image {image.shape[1::-1]}")
-        return Sample(sample_id, image, mask)
+        return Sample(sample_id, image, mask, mask_path.parent.name)
 
     train = [sample(p, None) for p in images(root / "train" / "good")]
     test = []
@@ -136,30 +122,67 @@ def mvtec_layout_set(root: Path) -> EvaluationSet:
     return EvaluationSet(root.name, train, test)
 
 
-EVALUATION_SETS: dict[str, Callable[[Path], EvaluationSet]] = {"kolektorsdd": kolektorsdd_set, "mvtec-layout": mvtec_layout_set}
-NORMAL_SPLITS: dict[str, Callable[[Path], tuple[set[str], set[str]]]] = {"kolektorsdd": kolektorsdd_split}
-"""Each evaluation dataset's (train, test) normal ids, read without decoding an image."""
+ANOMALIB_FOLDERS = ("normal", "abnormal", "mask", "normal_test")
 
 
-def normal_split(name: str, root: Path) -> tuple[set[str], set[str]]:
-    """The (train, test) ids of evaluation dataset ``name``'s normal images."""
-    if name not in NORMAL_SPLITS:
-        raise EvaluationDataError(f"unknown evaluation dataset {name!r}; known: {', '.join(sorted(NORMAL_SPLITS))}")
-    return NORMAL_SPLITS[name](root)
+def anomalib_folder_set(root: Path, train_fraction: float = TRAIN_FRACTION, seed: int = SPLIT_SEED) -> EvaluationSet:
+    """A folder in anomalib's ``Folder`` layout (what ``daad export --format anomalib-folder`` writes):
+    ``normal/`` (defect-free), ``abnormal/`` (defective; files, or one sub-folder per defect type)
+    and ``mask/`` (the same stems, and sub-folders, as ``abnormal/``; bright = anomaly), read by
+    anomalib as ``Folder(normal_dir="normal", abnormal_dir="abnormal", mask_dir="mask")``.
+    Test normals: ``normal_test/`` when present, otherwise a seeded ``1 - train_fraction`` of
+    ``normal/`` (anomalib's own default holds out 20 % the same way)."""
+    root = Path(root)
+    missing = [d for d in ANOMALIB_FOLDERS[:3] if not (root / d).is_dir()]
+    if missing:
+        raise EvaluationDataError(f"{root} is not in anomalib's Folder layout: no {', '.join(f'{d}/' for d in missing)} in it "
+                                  f"(expected {', '.join(f'{d}/' for d in ANOMALIB_FOLDERS)} (optional))")
+
+    def images(folder: Path) -> list[Path]:
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) if folder.is_dir() else []
+
+    def normal(path: Path) -> Sample:
+        sample_id = f"{root.name}/{path.relative_to(root).as_posix()}"
+        image = read_image(path, sample_id)
+        return Sample(sample_id, image, no_mask(image.shape))
+
+    def anomaly(path: Path, defect: str) -> Sample:
+        sample_id = f"{root.name}/{path.relative_to(root).as_posix()}"
+        folder = root / "mask" / path.parent.relative_to(root / "abnormal")
+        masks = sorted(m for m in folder.glob(f"{path.stem}.*") if m.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        if not masks:
+            raise EvaluationDataError(f"{sample_id}: no mask {folder / path.stem}.<png|jpg|bmp|...> for it")
+        image, mask = read_image(path, sample_id), read_mask(masks[0], threshold=127)
+        if mask.shape != image.shape[:2]:
+            raise EvaluationDataError(f"{sample_id}: mask {masks[0]} is {mask.shape[::-1]}, image {image.shape[1::-1]}")
+        return Sample(sample_id, image, mask, defect)
+
+    normals = images(root / "normal")
+    if (root / "normal_test").is_dir():
+        train, test_normals = normals, images(root / "normal_test")
+    else:
+        train_ids, _ = split_normals([p.name for p in normals], train_fraction, seed)
+        train, test_normals = [p for p in normals if p.name in train_ids], [p for p in normals if p.name not in train_ids]
+    anomalies = [anomaly(p, "abnormal") for p in images(root / "abnormal")]
+    for folder in sorted(d for d in (root / "abnormal").iterdir() if d.is_dir()):
+        anomalies += [anomaly(p, folder.name) for p in images(folder)]
+    if not train or not anomalies:
+        raise EvaluationDataError(f"{root}: {len(train)} training normals and {len(anomalies)} defective images")
+    return EvaluationSet(root.name, [normal(p) for p in train], anomalies + [normal(p) for p in test_normals])
 
 
-def load_evaluation_set(name: str, root: Path) -> EvaluationSet:
-    if name not in EVALUATION_SETS:
-        raise EvaluationDataError(f"unknown evaluation dataset {name!r}; known: {', '.join(sorted(EVALUATION_SETS))}")
-    return EVALUATION_SETS[name](root)
-
-
-def load_generated(path: Path) -> GeneratedSet:
-    """The rows of a generated dataset folder (see :mod:`daad.synthesis.output`)."""
+def load_generated(path: Path, targets: set[str] | None = None) -> GeneratedSet:
+    """The rows of a generated dataset folder (see :mod:`daad.synthesis.output`); only those made from
+    ``targets`` when any row was (one folder made for every category of a dataset serves each).
+    Images whose three channels are equal are kept grey."""
     path = Path(path)
     if not path.is_dir():
         raise EvaluationDataError(f"generated dataset {path} is not a folder")
-    samples = [Sample(row["id"], row["image"], row["mask"]) for row in read_generated(path)]
+    if targets:
+        made = {row["target_id"] for row in rows_made_from_table(path)}
+        targets = targets if made & targets else None
+    samples = [Sample(row["id"], _grey_if_equal(row["image"]), row["mask"]) for row in read_generated(path)
+               if targets is None or row["target_id"] in targets]
     if not samples:
         raise EvaluationDataError(f"generated dataset {path} has no rows")
     try:
@@ -169,11 +192,17 @@ def load_generated(path: Path) -> GeneratedSet:
     return GeneratedSet(name, path, samples)
 
 
+def _grey_if_equal(image: np.ndarray) -> np.ndarray:
+    return image[..., 0].copy() if image.ndim == 3 and (image[..., :1] == image[..., 1:]).all() else image
+
+
+def rows_made_from_table(path: Path) -> list[dict]:
+    """The provenance columns (``id``, ``target_id``, ``source_ids``) of every row of generated dataset ``path``."""
+    return [row for shard in sorted((Path(path) / "data").glob("*.parquet"))
+            for row in pq.read_table(shard, columns=["id", "target_id", "source_ids"]).to_pylist()]
+
+
 def rows_made_from(path: Path, ids: set[str]) -> list[str]:
     """The rows of generated dataset ``path`` whose target or real anomalies are among ``ids``
     (read from the provenance columns alone)."""
-    leaked = []
-    for shard in sorted((Path(path) / "data").glob("*.parquet")):
-        table = pq.read_table(shard, columns=["id", "target_id", "source_ids"]).to_pylist()
-        leaked += [row["id"] for row in table if row["target_id"] in ids or ids.intersection(row["source_ids"])]
-    return leaked
+    return [row["id"] for row in rows_made_from_table(path) if row["target_id"] in ids or ids.intersection(row["source_ids"])]

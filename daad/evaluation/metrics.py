@@ -1,16 +1,18 @@
 """Localisation metrics on anomaly maps: pixel AUROC, pixel AP, PRO, pixel F1-max, image AUROC.
 
-Every pixel-level metric comes from one descending sort of all pixel scores
-(:func:`threshold_curve`): cumulative weights of positive and negative pixels at each
-distinct threshold. With unit weights that is the ROC / precision-recall curve; with
-each anomalous pixel weighted ``1 / (area of its region * number of regions)`` the
-cumulative positive weight is the mean per-region overlap, so the PRO curve is exact
-at every threshold, not sampled.
+Every pixel-level metric is exact and comes from one sort of the *normal* pixels' scores
+(``float32``, in place) and one of the anomalous pixels' scores: at each distinct score ``t``
+of an anomalous pixel, the counts of normal pixels scoring ``>= t`` and ``> t`` come from a
+binary search (:func:`operating_points`). Recall and region overlap change only at those
+scores, so these points (two per score: just above and at it) trace the whole ROC, precision-
+recall and PRO curve; between them the curves run flat. Memory: 4 bytes per normal pixel
+plus a few per anomalous pixel, instead of the sort of every pixel with its weights.
 
 PRO follows the MVTec AD definition: regions are the 8-connected components of each
-ground-truth mask; the curve PRO(FPR) is integrated (trapezoids, linearly interpolated
-at the limit) from FPR 0 to ``fpr_limit`` (0.3) and divided by ``fpr_limit``, so a
-perfect map scores 1 and the range is [0, 1].
+ground-truth mask; each anomalous pixel weighs ``1 / (area of its region * number of
+regions)``, so the cumulative weight above a threshold is the mean per-region overlap; the
+curve PRO(FPR) is integrated (trapezoids, linearly interpolated at the limit) from FPR 0 to
+``fpr_limit`` (0.3) and divided by ``fpr_limit``, so a perfect map scores 1 and the range is [0, 1].
 """
 
 from __future__ import annotations
@@ -57,15 +59,23 @@ class LocalisationMetrics:
         }
 
 
-def threshold_curve(scores: np.ndarray, *weights: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Cumulative sums of each per-pixel ``weights`` array over the pixels scoring >= each distinct threshold.
-
-    Returns ``(thresholds, cumulative sums)``, thresholds descending; one sort for all.
-    """
-    order = np.argsort(scores)[::-1]  # ties are merged below, so an unstable sort is fine
-    sorted_scores = scores[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(sorted_scores)), sorted_scores.size - 1]
-    return sorted_scores[last_of_tie], [np.cumsum(w[order], dtype=np.float64)[last_of_tie] for w in weights]
+def operating_points(negatives: np.ndarray, positives: np.ndarray, *weights: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The curve's corners: ``(false positives, [cumulative positive weights])`` just above and at each
+    distinct positive score, descending, from (0, 0) to (all, all). ``negatives`` must be sorted ascending."""
+    order = np.argsort(positives, kind="stable")[::-1]
+    scores = positives[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    thresholds = scores[last_of_tie]
+    n_neg = negatives.size
+    above = n_neg - np.searchsorted(negatives, thresholds, side="right")  # normals scoring > t
+    at = n_neg - np.searchsorted(negatives, thresholds, side="left")  # normals scoring >= t
+    fp = np.r_[0, np.column_stack([above, at]).ravel(), n_neg].astype(np.float64)
+    cumulative = []
+    for w in weights:
+        c = np.cumsum(w[order], dtype=np.float64)[last_of_tie]
+        before = np.r_[0.0, c[:-1]]
+        cumulative.append(np.r_[0.0, np.column_stack([before, c]).ravel(), c[-1]])
+    return fp, cumulative
 
 
 def integrate_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
@@ -79,43 +89,45 @@ def integrate_to(x: np.ndarray, y: np.ndarray, limit: float) -> float:
     return float(np.trapezoid(ys, xs))
 
 
-def region_weights(masks: Sequence[np.ndarray]) -> np.ndarray:
-    """Per-pixel weight ``1 / (area of its region * regions in all masks)``; 0 off the regions."""
-    labelled, sizes = [], []
-    offset = 0
-    for mask in masks:
-        labels, count = ndimage.label(mask > 0, structure=EIGHT_CONNECTED)
-        labelled.append(np.where(labels > 0, labels + offset, 0).ravel())
-        sizes.append(np.bincount(labels.ravel(), minlength=count + 1)[1:])
-        offset += count
-    if offset == 0:
-        raise ValueError("PRO needs at least one anomalous region in the ground truth")
-    size_of = np.r_[np.inf, np.concatenate(sizes)].astype(np.float64)
-    return 1.0 / (size_of[np.concatenate(labelled)] * offset)
-
-
 def evaluate_maps(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = PRO_FPR_LIMIT) -> LocalisationMetrics:
     """All metrics of anomaly ``maps`` (higher = more anomalous) against binary ``masks`` of the same shapes."""
     if len(maps) != len(masks) or not maps:
         raise ValueError(f"need as many maps as masks (got {len(maps)} and {len(masks)})")
+    counts = []
     for i, (m, g) in enumerate(zip(maps, masks)):
         if m.shape != g.shape:
             raise ValueError(f"map {i} is {m.shape}, its mask is {g.shape}")
-    scores = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps])
-    truth = np.concatenate([(np.asarray(g) > 0).ravel() for g in masks])
-    n_pos, n_neg = int(truth.sum()), int(truth.size - truth.sum())
+        counts.append(int(np.count_nonzero(g)))
+    n_pos = sum(counts)
+    n_neg = sum(m.size for m in maps) - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("pixel metrics need both anomalous and normal pixels")
 
-    negative = (~truth).astype(np.float64)
-    _, (tp, fp, overlap) = threshold_curve(scores, truth.astype(np.float64), negative, region_weights(masks))
-    fpr, tpr = np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+    negatives = np.empty(n_neg, np.float32)
+    positives = np.empty(n_pos, np.float32)
+    region_area = np.empty(n_pos, np.float64)
+    regions = neg_at = pos_at = 0
+    for m, g, n in zip(maps, masks, counts):
+        m, truth = np.asarray(m, dtype=np.float32), np.asarray(g) > 0
+        negatives[neg_at : neg_at + m.size - n] = m[~truth]
+        neg_at += m.size - n
+        if n:
+            labels, count = ndimage.label(truth, structure=EIGHT_CONNECTED)
+            positives[pos_at : pos_at + n] = m[truth]
+            region_area[pos_at : pos_at + n] = np.bincount(labels.ravel())[labels[truth]]
+            pos_at += n
+            regions += count
+    negatives.sort()
+
+    fp, (tp, overlap) = operating_points(negatives, positives, np.ones(n_pos), 1.0 / (region_area * regions))
+    fpr, tpr = fp / n_neg, tp / n_pos
+    overlap /= overlap[-1]  # the weights sum to 1; this removes the rounding of their sum
     auroc = float(np.trapezoid(tpr, fpr))
-    precision, recall = tp / (tp + fp), tp / n_pos
+    at = slice(2, -1, 2)  # the points at each positive score, where recall steps
+    precision, recall = tp[at] / np.maximum(tp[at] + fp[at], 1), tp[at] / n_pos
     ap = float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
     f1 = 2 * precision * recall / np.maximum(precision + recall, np.finfo(np.float64).tiny)
-    pro_fpr, pro_y = fpr, np.r_[0.0, overlap]
-    pro = integrate_to(pro_fpr, pro_y, fpr_limit) / fpr_limit
+    pro = integrate_to(fpr, overlap, fpr_limit) / fpr_limit
 
     return LocalisationMetrics(
         pixel_auroc=auroc,
@@ -126,7 +138,7 @@ def evaluate_maps(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_l
         curves={
             "roc": _thinned(fpr, tpr),
             "pr": _thinned(recall, precision),
-            "pro": _thinned(pro_fpr[pro_fpr <= fpr_limit], pro_y[pro_fpr <= fpr_limit]),
+            "pro": _thinned(fpr[fpr <= fpr_limit], overlap[fpr <= fpr_limit]),
         },
     )
 

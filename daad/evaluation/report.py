@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from daad.evaluation.data import EvaluationSet, Sample  # noqa: E402
+from daad.evaluation.data import EvaluationSet, Sample, as_rgb  # noqa: E402
 from daad.evaluation.harness import GeneratorResult  # noqa: E402
 from daad.evaluation.metrics import PRO_FPR_LIMIT  # noqa: E402
 from daad.evaluation.train import SELECTION_LABELS, TrainConfig  # noqa: E402
@@ -27,6 +27,8 @@ METRIC_NAMES = {
     "image_auroc": "image AUROC",
 }
 OVERLAY_HEIGHT = 256
+CAPTION_HEIGHT = 18
+COLOUR_BAR_WIDTH = 34
 
 
 def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, results: Sequence[GeneratorResult]) -> dict:
@@ -39,6 +41,7 @@ def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, resu
             "train_normals": len(evaluation.train_normals),
             "test_images": len(evaluation.test),
             "test_anomalies": len(evaluation.test_anomalies),
+            "skipped": evaluation.skipped,
         },
         "config": config.as_dict(),
         "selection": SELECTION_LABELS[config.selection],
@@ -47,7 +50,8 @@ def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, resu
                 "generator": r.generator,
                 "path": str(r.path),
                 "rows": r.rows,
-                "metrics": {k: None if math.isnan(v) else v for k, v in r.metrics.as_dict().items()},
+                "metrics": _finite(r.metrics.as_dict()),
+                "per_defect": {d: _finite(m) for d, m in r.per_defect.items()},
                 "authenticity": r.authenticity,
                 "steps": r.steps,
                 "best_step": r.best_step,
@@ -87,25 +91,81 @@ def markdown_table(content: dict) -> str:
         cells = [_fmt(r["metrics"][k]) for k in METRIC_NAMES]
         auth = [_fmt(r["authenticity"].get(k)) for k in ("fid", "kid")]
         lines.append(f"| {r['generator']} | {r['rows']} | " + " | ".join(cells + auth) + f" | {r['best_step']} | {r['wall_s']} |")
+    if any(len(r["per_defect"]) > 1 for r in content["results"]):
+        lines += ["", "Per defect type (its images + every test normal):", "",
+                  "| generator | defect type | " + " | ".join(METRIC_NAMES.values()) + " |", "|---" * (len(METRIC_NAMES) + 2) + "|"]
+        for r in content["results"]:
+            for defect, m in r["per_defect"].items():
+                lines.append(f"| {r['generator']} | {defect} | " + " | ".join(_fmt(m[k]) for k in METRIC_NAMES) + " |")
     return "\n".join(lines) + "\n"
 
 
+def write_summary(out: Path, dataset: str, contents: Sequence[dict]) -> dict:
+    """``summary.json`` and ``summary.md`` over a dataset's per-category reports: each generator's metrics
+    per category and their mean over the categories (as the papers report a dataset)."""
+    rows: dict[str, dict[str, dict]] = {}
+    for content in contents:
+        for r in content["results"]:
+            rows.setdefault(r["generator"], {})[content["evaluation"]["dataset"]] = r["metrics"]
+    mean = {g: {k: _mean([m[k] for m in per.values()]) for k in METRIC_NAMES} for g, per in rows.items()}
+    summary = {"dataset": dataset, "categories": [c["evaluation"]["dataset"] for c in contents], "per_category": rows, "mean": mean}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    lines = [f"# {dataset}: per category and mean over {len(contents)} categories", "",
+             "| generator | category | " + " | ".join(METRIC_NAMES.values()) + " |", "|---" * (len(METRIC_NAMES) + 2) + "|"]
+    for g, per in rows.items():
+        for category, m in per.items():
+            lines.append(f"| {g} | {category} | " + " | ".join(_fmt(m[k]) for k in METRIC_NAMES) + " |")
+        lines.append(f"| **{g}** | **mean** | " + " | ".join(_fmt(mean[g][k]) for k in METRIC_NAMES) + " |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return summary
+
+
+def _finite(metrics: dict[str, float]) -> dict[str, float | None]:
+    return {k: None if math.isnan(v) else v for k, v in metrics.items()}
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
 def overlay_strip(sample: Sample, amap: np.ndarray) -> np.ndarray:
-    """Image | ground truth contour on the image | anomaly map as a heat map, side by side (RGB)."""
+    """Image | ground truth contour on the image | anomaly map as a heat map over the image | colour bar
+    (0 to 1), under a caption with the sample's id, its defect type and its image score (the map's maximum). RGB."""
     scale = OVERLAY_HEIGHT / sample.image.shape[0]
     width = max(1, round(sample.image.shape[1] * scale))
 
     def fit(a: np.ndarray, interpolation: int) -> np.ndarray:
         return cv2.resize(a, (width, OVERLAY_HEIGHT), interpolation=interpolation)
 
-    image = fit(sample.image, cv2.INTER_AREA)
+    image = as_rgb(fit(sample.image, cv2.INTER_AREA))
     truth = image.copy()
-    contours, _ = cv2.findContours(fit(sample.mask.astype(np.uint8), cv2.INTER_NEAREST), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours, _ = cv2.findContours(fit(np.ascontiguousarray(sample.mask, np.uint8), cv2.INTER_NEAREST), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(truth, contours, -1, (255, 0, 0), 1)
-    heat = cv2.cvtColor(cv2.applyColorMap((fit(amap, cv2.INTER_LINEAR).clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    blend = (0.5 * image + 0.5 * heat).astype(np.uint8)
+    blend = (0.5 * image + 0.5 * _heat(fit(amap, cv2.INTER_LINEAR))).astype(np.uint8)
     gap = np.full((OVERLAY_HEIGHT, 4, 3), 255, np.uint8)
-    return np.concatenate([image, gap, truth, gap, blend], axis=1)
+    strip = np.concatenate([image, gap, truth, gap, blend, gap, colour_bar(OVERLAY_HEIGHT)], axis=1)
+    caption = np.full((CAPTION_HEIGHT, strip.shape[1], 3), 255, np.uint8)
+    text = f"{sample.id}  {sample.defect or 'normal'}  score {float(np.max(amap)):.3f}"
+    cv2.putText(caption, text, (2, CAPTION_HEIGHT - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([caption, strip], axis=0)
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+    """Scores in [0, 1] as JET colours (RGB)."""
+    return cv2.cvtColor(cv2.applyColorMap((values.clip(0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+
+
+def colour_bar(height: int, width: int = COLOUR_BAR_WIDTH) -> np.ndarray:
+    """The heat map's scale: 1 at the top, 0 at the bottom, labelled, on white (RGB)."""
+    bar = np.full((height, width, 3), 255, np.uint8)
+    ramp = np.repeat(np.linspace(1, 0, height, dtype=np.float32)[:, None], 10, axis=1)
+    bar[:, :10] = _heat(ramp)
+    for label, y in (("1", 10), ("0.5", height // 2 + 4), ("0", height - 2)):
+        cv2.putText(bar, label, (12, y), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+    return bar
 
 
 def plot_curves(path: Path, results: Sequence[GeneratorResult]) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -27,10 +28,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from daad.evaluation.data import Sample
+from daad.evaluation.data import Sample, as_rgb
 from daad.evaluation.detector import DiscriminativeUNet, focal_loss
 from daad.evaluation.metrics import evaluate_maps
 
+PRECISIONS = ("bf16", "fp32")
 Selection = Literal["val", "test-best"]
 SELECTIONS: tuple[str, ...] = ("val", "test-best")
 SELECTION_LABELS = {
@@ -55,12 +57,21 @@ class TrainConfig:
     base_width: int = 64
     device: str = "auto"
     progress: bool = True
+    test_curve: bool = False
+    """Also record the pixel AP on the test set (model resolution) at each check: a learning curve that
+    never chooses the checkpoint (with ``test-best`` it is the selection AP itself)."""
+    precision: str = "auto"
+    """``bf16`` (autocast + channels_last), ``fp32``, or ``auto``: bf16 where the device computes it natively."""
 
     def __post_init__(self) -> None:
         if self.size % 32:
             raise ValueError(f"size must be a multiple of 32, got {self.size}")
         if self.selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {SELECTIONS}, got {self.selection!r}")
+        if self.precision not in (*PRECISIONS, "auto"):
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)} or auto, got {self.precision!r}")
+        if self.precision == "auto":
+            object.__setattr__(self, "precision", native_precision(self.device))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -74,24 +85,57 @@ class TrainedDetector:
     best_step: int
     best_selection_ap: float
     history: list[dict[str, float]] = field(default_factory=list)
-    """``{"step", "loss", "selection_ap"}`` at each selection check."""
+    """``{"step", "loss", "selection_ap"}`` (and ``test_ap`` with ``test_curve``) at each selection check."""
 
 
 def resolve_device(name: str) -> torch.device:
     return torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
 
 
+def native_precision(device: str) -> str:
+    """``bf16`` where ``device`` computes bfloat16 natively (a CUDA GPU that supports it; a CPU with
+    AVX512-BF16 or AMX), else ``fp32``."""
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "fp32"
+    return "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32"
+
+
+def _autocast(device: torch.device, precision: str):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def _batch(images: torch.Tensor, device: torch.device, precision: str) -> torch.Tensor:
+    x = images.to(device).float().expand(-1, 3, -1, -1) / 255  # a grey stack has one channel
+    return x.contiguous(memory_format=torch.channels_last) if precision == "bf16" else x
+
+
+def _resized(image: np.ndarray, size: int, grey: bool) -> np.ndarray:
+    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return small[..., None] if grey else as_rgb(small)
+
+
 def stack(samples: Sequence[Sample], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images ``N x 3 x size x size`` and masks ``N x size x size``, both ``uint8``."""
-    images = np.stack([cv2.resize(s.image, (size, size), interpolation=cv2.INTER_AREA) for s in samples])
-    masks = np.stack([cv2.resize(s.mask, (size, size), interpolation=cv2.INTER_NEAREST) for s in samples])
+    """Images ``N x C x size x size`` and masks ``N x size x size``, both ``uint8``; ``C`` is 1 when every
+    image is grey (a third of the memory; batches are expanded to 3 channels), else 3."""
+    grey = all(s.image.ndim == 2 for s in samples)
+    images = np.stack([_resized(s.image, size, grey) for s in samples])
+    masks = np.stack([cv2.resize(np.ascontiguousarray(s.mask), (size, size), interpolation=cv2.INTER_NEAREST)
+                      if s.mask.any() else np.zeros((size, size), np.uint8) for s in samples])
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy((masks > 0).astype(np.uint8))
 
 
-def predict(model: DiscriminativeUNet, images: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
+def predict(model: DiscriminativeUNet, images: torch.Tensor, batch_size: int, device: torch.device,
+            precision: str = "fp32") -> np.ndarray:
     """Anomaly maps ``N x size x size`` (float32) for ``uint8`` images ``N x 3 x size x size``."""
     model.eval()
-    out = [model.anomaly_map(images[i : i + batch_size].to(device).float() / 255).cpu() for i in range(0, len(images), batch_size)]
+    with _autocast(device, precision):
+        out = [model.anomaly_map(_batch(images[i : i + batch_size], device, precision)).float().cpu()
+               for i in range(0, len(images), batch_size)]
     return torch.cat(out).numpy()
 
 
@@ -99,7 +143,7 @@ def full_resolution_maps(model: DiscriminativeUNet, samples: Sequence[Sample], c
     """Anomaly maps at each sample's own resolution (bilinear upsampling of the model's output)."""
     device = resolve_device(config.device)
     images, _ = stack(samples, config.size)
-    maps = predict(model, images, config.batch_size, device)
+    maps = predict(model, images, config.batch_size, device, config.precision)
     return [cv2.resize(m, (s.mask.shape[1], s.mask.shape[0]), interpolation=cv2.INTER_LINEAR) for m, s in zip(maps, samples)]
 
 
@@ -126,12 +170,15 @@ def train_detector(
         train, selection = [*normals, *synthetic], list(test)
     images, masks = stack(train, config.size)
     sel_images, sel_masks = stack(selection, config.size)
+    curve = stack(test, config.size) if config.test_curve and config.selection != "test-best" else None
     if not sel_masks.any():
         raise ValueError("the selection set has no anomalous pixel; give more synthetic rows or use test-best")
     steps = config.epochs * math.ceil(len(train) / config.batch_size) if config.epochs else config.steps
 
     torch.manual_seed(config.seed)
     model = DiscriminativeUNet(base_width=config.base_width).to(device)
+    if config.precision == "bf16":
+        model = model.to(memory_format=torch.channels_last)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimiser, [int(steps * 0.8), int(steps * 0.9)], gamma=0.1)
     batches = torch.Generator().manual_seed(config.seed)
@@ -143,17 +190,21 @@ def train_detector(
     for step in bar:
         model.train()
         idx = torch.randint(len(train), (config.batch_size,), generator=batches)
-        logits = model(images[idx].to(device).float() / 255)
-        loss = focal_loss(logits, masks[idx].to(device))
+        with _autocast(device, config.precision):
+            logits = model(_batch(images[idx], device, config.precision))
+        loss = focal_loss(logits.float(), masks[idx].to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         schedule.step()
         running.append(loss.item())
         if step % config.eval_every == 0 or step == steps:
-            maps = predict(model, sel_images, config.batch_size, device)
+            maps = predict(model, sel_images, config.batch_size, device, config.precision)
             ap = evaluate_maps(list(maps), list(sel_masks.numpy())).pixel_ap
             result.history.append({"step": step, "loss": float(np.mean(running)), "selection_ap": ap})
+            if config.test_curve:
+                result.history[-1]["test_ap"] = ap if curve is None else evaluate_maps(
+                    list(predict(model, curve[0], config.batch_size, device, config.precision)), list(curve[1].numpy())).pixel_ap
             running = []
             if ap > result.best_selection_ap:
                 result.best_step, result.best_selection_ap = step, ap

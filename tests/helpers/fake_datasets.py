@@ -422,3 +422,39 @@ def write_rsdds(root: Path) -> Expected:
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(blob(seed, size) * 255, "L").save(path, quality=75)
     return Expected({"defect": 3})
+
+
+def textured_normal(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth grey texture (RGB), the kind of surface an inspection camera sees."""
+    base = cv2.GaussianBlur(rng.normal(150, 25, (size, size)).astype(np.float32), (0, 0), 3)
+    return np.repeat(base.clip(0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def write_textured_mvtec_category(root: Path, seed: int = 0, size: int = 128, train: int = 24, test: int = 8) -> Expected:
+    """One MVTec-layout category whose defects can be learned: ``train/good`` and ``test/good`` smooth
+    textures, ``test/scratch`` (thin dark lines) and ``test/stain`` (dark ellipses) with
+    ``ground_truth/<type>/NNN_mask.png`` (0/255). For experiments that need a detectable defect."""
+    rng = np.random.default_rng(seed)
+    for i in range(train):
+        Image.fromarray(textured_normal(rng, size)).save(_mkdir(root / "train" / "good") / f"{i:03d}.png")
+    for i in range(test):
+        Image.fromarray(textured_normal(rng, size)).save(_mkdir(root / "test" / "good") / f"{i:03d}.png")
+    for kind in ("scratch", "stain"):
+        for i in range(test):
+            image, mask = textured_normal(rng, size), np.zeros((size, size), np.uint8)
+            if kind == "scratch":
+                p, q = rng.integers(8, size - 8, 2), rng.integers(8, size - 8, 2)
+                cv2.line(mask, (int(p[0]), int(p[1])), (int(q[0]), int(q[1])), 1, int(rng.integers(1, 4)))
+            else:
+                centre = (int(rng.integers(12, size - 12)), int(rng.integers(12, size - 12)))
+                axes = (int(rng.integers(3, 10)), int(rng.integers(2, 7)))
+                cv2.ellipse(mask, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+            image[mask > 0] = (image[mask > 0] * 0.45).astype(np.uint8)
+            Image.fromarray(image).save(_mkdir(root / "test" / kind) / f"{i:03d}.png")
+            _mask(root / "ground_truth" / kind / f"{i:03d}_mask.png", mask)
+    return Expected({f"{root.name}/scratch": test, f"{root.name}/stain": test}, train + test)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
