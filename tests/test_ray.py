@@ -24,7 +24,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # before Ray is imported:
 
 from conftest import REPO, SHARED_DATA, SOURCE_ROOTS, copy_manifests  # noqa: E402
 from daad.cli import app  # noqa: E402
-from daad.distributed.runs import RunsFailedError, read_results, run_all, run_key  # noqa: E402
+from daad.distributed.runs import ray_executor  # noqa: E402
 from daad.distributed.synthesis import StagingMismatchError, blocks_of, staging_folder, write_on_ray  # noqa: E402
 from daad.loaders.kolektorsdd import iter_normals  # noqa: E402
 from daad.registry.registry import Registry  # noqa: E402
@@ -217,25 +217,41 @@ def test_dualanodiff_sampling_split_across_workers_gives_the_rows_of_one_process
     assert files(tmp_path / "ray") == files(tmp_path / "local")
 
 
-def test_runs_skip_finished_ones_and_survive_a_killed_worker(cluster, tmp_path):
+def test_the_sweep_executor_reruns_a_killed_worker_and_reports_a_failed_run(cluster, tmp_path):
     import ray
 
-    marks, table = tmp_path / "marks", tmp_path / "results.jsonl"
+    marks = tmp_path / "marks"
     specs = [{"x": x, "marks": str(marks), "wait": 1.0} for x in (1, 2, 3, -4)]
-    with Killer("ray::daad-run") as killer, pytest.raises(RunsFailedError) as failed:
-        run_all(ray, specs, square, table, progress=False)
+    with Killer("ray::daad-run") as killer:
+        rows = list(ray_executor(ray, progress=False)(square, specs))
     assert killer.killed, "no run was seen running"
-    assert list(failed.value.failures) == [run_key(specs[3])] and "negative x" in str(failed.value)
-    assert sorted(r["result"]["square"] for r in read_results(table).values()) == [1, 4, 9]
+    assert sorted(r["square"] for r in rows if "square" in r) == [1, 4, 9]
+    failed = [r for r in rows if "error" in r]
+    assert len(failed) == 1 and "negative x: -4" in failed[0]["error"]
+    assert len({m.name.partition("-")[0] for m in marks.iterdir()}) == 4  # every spec ran, the killed one again
 
-    with open(table, "a", encoding="utf-8") as f:  # a driver killed in the middle of an append
-        f.write('{"run": "torn')
-    calls = len(list(marks.iterdir()))
-    specs[3] = {"x": 4, "marks": str(marks)}
-    rows = run_all(ray, specs, square, table, progress=False)
-    assert [r["result"]["square"] for r in rows] == [1, 4, 9, 16]
-    assert len(list(marks.iterdir())) == calls + 1, "a finished run was run again"
-    assert len(table.read_text(encoding="utf-8").splitlines()) == 4
+
+def test_daad_protocol_on_ray_fills_the_table_of_a_local_sweep(cluster, tmp_path):
+    """One run made locally, then the sweep on Ray: the cluster runs only the missing run and its row lands
+    in the same results.csv; run again, nothing is redone."""
+    import csv
+
+    from helpers.fake_datasets import write_mvtec_ad
+
+    mvtec = tmp_path / "mvtec_ad"
+    write_mvtec_ad(mvtec)
+    args = ["protocol", "--eval", "mvtec_ad", "--root", f"mvtec_ad={mvtec}", "--generator", "cutpaste",
+            "--per-target", "2", "--size", "32", "--epochs", "0", "--steps", "2", "--eval-every", "2", "--batch-size", "2",
+            "--width", "4", "--device", "cpu", "--precision", "fp32", "--selection", "test-best", "--out", str(tmp_path / "o"), "-q"]
+    local = CliRunner().invoke(app, [*args, "--category", "bottle"])
+    assert local.exit_code == 0 and "ran 1, already done 0" in local.output, local.output
+    on_ray = CliRunner().invoke(app, [*args, "--category", "bottle", "--category", "cable", "--ray", cluster.address])
+    assert on_ray.exit_code == 0 and "ran 1, already done 1, failed 0" in on_ray.output, on_ray.output
+    rows = list(csv.DictReader(open(tmp_path / "o" / "results.csv", newline="")))
+    assert [(r["category"], r["generator"]) for r in rows] == [("bottle", "cutpaste"), ("cable", "cutpaste")]
+    assert all(0 <= float(r["pixel_ap"]) <= 1 for r in rows)
+    again = CliRunner().invoke(app, [*args, "--category", "bottle", "--category", "cable", "--ray", cluster.address])
+    assert again.exit_code == 0 and "ran 0, already done 2" in again.output
 
 
 @pytest.fixture(scope="module")

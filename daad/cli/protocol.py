@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from daad.cli.app import app, console, output
-from daad.cli.options import ForegroundOption, ManifestsOption, PerTargetOption, RembgOption, RootOption, SeedOption
+from daad.cli.options import (
+    ForegroundOption, ManifestsOption, PerTargetOption, RayOption, RembgOption, RootOption, SeedOption,
+)
 
 
 @app.command("protocol")
@@ -41,6 +43,7 @@ def protocol(
     foreground: ForegroundOption = "auto",
     rembg_model: RembgOption = None,
     manifests: ManifestsOption = None,
+    ray: RayOption = None,
 ) -> None:
     """Generate, train and score every run not yet in OUT/results.csv (an interrupted sweep resumes)."""
     from daad.evaluation.protocol import GENERATORS, PAPER_GENERATORS, ResultsTable, RunSpec, sweep
@@ -95,7 +98,14 @@ def protocol(
                           f"PRO {float(row['pro']):.3f} ({row['wall_s']} s)")
 
     already = sum(s.key in ResultsTable.open(out) for s in specs)
-    table, failed = sweep(specs, out, on_row=report)
+    if ray is None:
+        table, failed = sweep(specs, out, on_row=report)
+    else:  # one Ray task per run; rows land in the same table as they finish
+        from daad.distributed.cluster import connected
+        from daad.distributed.runs import ray_executor
+
+        with connected(ray) as session:
+            table, failed = sweep(specs, out, executor=ray_executor(session, progress=output.progress), on_row=report)
     console.print(f"ran {len(specs) - already - len(failed)}, already done {already}, failed {len(failed)}; "
                   f"{len(table.rows)} rows in {out / 'results.csv'}")
     if table.rows:
