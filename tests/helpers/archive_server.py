@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from helpers.loopback import LoopbackServer
 
 
-class ArchiveServer:
+class ArchiveServer(LoopbackServer):
     """A threaded HTTP server: path -> bytes, with stalling, truncating and Range support."""
 
     def __init__(self) -> None:
@@ -17,7 +18,6 @@ class ArchiveServer:
         self.stall: set[str] = set()
         self.hits: Counter = Counter()
         self.ranges: list[str] = []
-        self.release = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -51,12 +51,4 @@ class ArchiveServer:
                     return
                 self.wfile.write(body[start:])
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        LoopbackServer.__init__(self, Handler)

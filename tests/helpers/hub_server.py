@@ -11,9 +11,12 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import yaml
+
+from helpers.loopback import LoopbackServer
+
 
 REGULAR = (".md", ".json")
 """Files the stand-in takes inline in the commit (as the Hub does for small text); the rest go through LFS."""
@@ -26,7 +29,7 @@ class Repo:
     commits: list[list[str]] = field(default_factory=list)
 
 
-class HubServer:
+class HubServer(LoopbackServer):
     """A threaded HTTP server answering the Hub's write endpoints for dataset repos."""
 
     def __init__(self, token: str = "hf_test_token", namespace: str = "tester") -> None:
@@ -39,7 +42,6 @@ class HubServer:
         """0-based index of the commit to refuse with 403 (None: accept all)."""
         self.stall: set[str] = set()
         """Path prefixes whose requests get no answer until close."""
-        self.release = threading.Event()
         self._commits = 0
         self._lock = threading.Lock()
         server = self
@@ -59,15 +61,7 @@ class HubServer:
             def do_GET(self) -> None:
                 server._handle(self, "GET")
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        LoopbackServer.__init__(self, Handler)
 
     # --- request handling -------------------------------------------------------------
 
