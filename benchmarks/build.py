@@ -125,10 +125,7 @@ def real_sources(tmp: Path) -> None:
         times["cp -r, sync"].append(time.perf_counter() - t)
         shutil.rmtree(target)
         _settle(tmp, cached)
-        floor = subprocess.run([sys.executable, "-c", _FLOOR, str(listing), str(tmp / "floor.parquet")],
-                               capture_output=True, text=True, check=True)
-        times["bytes -> parquet"].append(float(floor.stdout))
-        (tmp / "floor.parquet").unlink()
+        times["bytes -> parquet"].append(parquet_floor(listing, tmp / "floor.parquet"))
         _settle(tmp, cached)
         stats = run_build(manifests, roots, tmp / "out" / "daad")
         times["daad build"].append(stats["seconds"])
@@ -170,10 +167,7 @@ def full_scale(tmp: Path, rounds: int) -> None:
     times: dict[str, list[float]] = {"bytes -> parquet": [], "daad build": []}
     for _ in range(rounds):
         _settle(tmp, cached)
-        floor = subprocess.run([sys.executable, "-c", _FLOOR, str(listing), str(tmp / "floor.parquet")],
-                               capture_output=True, text=True, check=True)
-        times["bytes -> parquet"].append(float(floor.stdout))
-        (tmp / "floor.parquet").unlink()
+        times["bytes -> parquet"].append(parquet_floor(listing, tmp / "floor.parquet"))
         _settle(tmp, cached)
         stats = run_build(manifests, roots, tmp / "full-out" / "daad")
         times["daad build"].append(stats["seconds"])
@@ -233,6 +227,14 @@ def run_validate(manifests: Path, roots: dict[str, Path]) -> dict:
     """``daad validate`` in a fresh process: seconds, records accepted, peak RSS."""
     args = [sys.executable, "-c", _VALIDATE, str(REPO), str(manifests), json.dumps({k: str(v) for k, v in roots.items()})]
     return json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+
+
+def parquet_floor(listing: Path, out: Path) -> float:
+    """Seconds to write the files named in ``listing`` into one parquet file ``out`` (then removed),
+    in a fresh process: the floor of any parquet build of those bytes."""
+    floor = subprocess.run([sys.executable, "-c", _FLOOR, str(listing), str(out)], capture_output=True, text=True, check=True)
+    out.unlink()
+    return float(floor.stdout)
 
 
 def _settle(path: Path, files: list[Path]) -> None:
