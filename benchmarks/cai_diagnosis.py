@@ -33,11 +33,12 @@ from utility_experiment import experiment_parser, experiment_specs  # noqa: E402
 from daad.evaluation.data import as_rgb  # noqa: E402
 from daad.evaluation.protocol import generate  # noqa: E402
 from daad.evaluation.sets import load_evaluation_set  # noqa: E402
+from daad.synthesis.cai import CAIConfig  # noqa: E402
 from daad.synthesis.injection import grey  # noqa: E402
 from daad.synthesis.output import read_generated  # noqa: E402
 from daad.synthesis.targets import resize  # noqa: E402
 
-THRESHOLD = 7
+THRESHOLD = CAIConfig().threshold  # Eq. 4: changed = more than 7 grey levels
 RING = np.ones((5, 5), np.uint8)
 
 
