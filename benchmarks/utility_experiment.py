@@ -3,7 +3,8 @@
 Datasets: KolektorSDD (the shared real data: a seeded 80 % of its normals trains, its 52
 defective images and the other normals score) and one MVTec-layout category of smooth textures
 with learnable scratches and stains (``tests/helpers/fake_datasets.py``), written under ``--out``.
-Generators: CAI-N and CAI-M, each with both mask rules (``pattern``, and ``paper``: Eq. 4), CutPaste,
+Generators: CAI-N and CAI-M, each with both mask rules (``pattern``, and ``paper``: Eq. 4) and with the
+pattern rule at threshold 30 (``-t30``, see ``cai_diagnosis.py``), CutPaste,
 NSA, DRAEM; every run has the same detector, seed and budget (``daad.evaluation.protocol``), and
 CAI and DRAEM draw their real anomalies from the registry view that excludes the dataset.
 The sweep writes ``results.csv`` / ``results.md`` as runs finish and skips finished runs when run
@@ -39,12 +40,14 @@ from daad.evaluation.protocol import RunSpec, sweep  # noqa: E402
 from daad.evaluation.train import TrainConfig  # noqa: E402
 from helpers.fake_datasets import write_textured_mvtec_category  # noqa: E402
 
-GENERATORS = ("cai-normal", "cai-mixed", "cai-normal-paper", "cai-mixed-paper", "cutpaste", "nsa-normal", "draem")
+GENERATORS = ("cai-normal", "cai-mixed", "cai-normal-paper", "cai-mixed-paper", "cai-normal-t30", "cai-mixed-t30",
+              "cutpaste", "nsa-normal", "draem")
 FAKE_CATEGORY = "textures"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def experiment_parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParser:
+    """The experiment's options (shared with ``cai_diagnosis.py``, which reads the same runs)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--generators", nargs="+", default=list(GENERATORS))
     parser.add_argument("--datasets", nargs="+", default=["kolektorsdd", "mvtec-layout"])
@@ -63,14 +66,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="generator processes per run")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--paper", action="store_true", help="256 px, width 64, 200 epochs, lr 1e-4, test-best")
-    args = parser.parse_args()
+    return parser
+
+
+def experiment_specs(args: argparse.Namespace) -> list[RunSpec]:
+    """One run per (dataset, generator) at the options' budget; writes the fake dataset under ``--out`` once."""
     if args.paper:
         args.size, args.width, args.epochs, args.lr, args.selection, args.eval_every = 256, 64, 200, 1e-4, "test-best", 500
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-
     fake = args.out / "mvtec-layout" / FAKE_CATEGORY
     if not (fake / "train").is_dir():
         write_textured_mvtec_category(fake, seed=0, size=256, train=40, test=10)
@@ -78,9 +84,15 @@ def main() -> None:
     config = TrainConfig(size=args.size, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          seed=args.seed, selection=args.selection, eval_every=args.eval_every, base_width=args.width,
                          device=args.device, precision=args.precision, progress=False, test_curve=True)
-    specs = [RunSpec(g, d, str(roots[d]), "", str(args.out), config, args.per_target, args.seed,
-                     roots=tuple((k, str(v)) for k, v in SOURCE_ROOTS.items()), foreground="auto", workers=args.workers)
-             for d in args.datasets for g in args.generators]
+    return [RunSpec(g, d, str(roots[d]), "", str(args.out), config, args.per_target, args.seed,
+                    roots=tuple((k, str(v)) for k, v in SOURCE_ROOTS.items()), foreground="auto", workers=args.workers)
+            for d in args.datasets for g in args.generators]
+
+
+def main() -> None:
+    args = experiment_parser().parse_args()
+    specs = experiment_specs(args)
+    config = specs[0].train
     print(f"budget: {args.size} px, {args.epochs or 0} epochs / {args.steps} steps x batch {args.batch_size}, lr {args.lr}, "
           f"UNet width {args.width}, selection {args.selection}, precision {config.precision}, seed {args.seed}, "
           f"{args.per_target} rows per target; {len(specs)} runs")

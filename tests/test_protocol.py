@@ -102,3 +102,30 @@ def test_daad_protocol_with_cai_from_the_leak_free_view(mvtec, tmp_path):
     assert result.exit_code == 0 and "ran 0, already done 2" in result.output
     result = CliRunner().invoke(app, [*args[:-3], "--category", "nope", "--out", str(tmp_path / "o"), "-q"])
     assert result.exit_code == 2 and "mvtec_ad has no nope" in result.output
+
+
+def test_the_t30_generators_mark_the_pixels_changed_by_more_than_30_grey_levels():
+    import numpy as np
+
+    from daad.evaluation.protocol import make_generator
+    from daad.synthesis.base import Target
+    from daad.synthesis.cai import Pattern, PatternBank
+    from daad.synthesis.foreground import ForegroundExtractor
+    from daad.synthesis.injection import grey
+
+    rng = np.random.default_rng(0)
+    crack = np.full((24, 24, 3), 200, np.uint8)
+    crack[10:14, :] = 20  # a dark streak on a bright patch
+    bank = PatternBank([Pattern("src", crack, np.ones((24, 24), np.uint8))])
+    targets = [Target(f"t{i}", rng.integers(110, 140, (64, 64, 3), dtype=np.uint8), "unknown") for i in range(2)]
+    default, t30 = (make_generator(name, 3, ForegroundExtractor("full")) for name in ("cai-mixed", "cai-mixed-t30"))
+    assert (t30.config.threshold, t30.config.mode, t30.config.mask_rule) == (30, "mixed", "pattern")
+    assert default.config.threshold == 7  # the paper's threshold stays the default
+    def strong_share(generator) -> float:  # share of the masked pixels changed by more than 30
+        rows = list(generator.generate_from_bank(targets, bank, seed=0))
+        images = {t.id: grey(t.image).astype(int) for t in targets}
+        changes = [np.abs(grey(r.image).astype(int) - images[r.target_id])[r.mask > 0] for r in rows]
+        return float((np.concatenate(changes) > 30).mean())
+
+    # the 3 x 3 closing that fills pinholes in the pattern rule's mask adds a few weaker pixels
+    assert strong_share(t30) > 0.8 > strong_share(default) + 0.2

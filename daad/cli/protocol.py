@@ -22,7 +22,7 @@ def protocol(
     root: RootOption = None,
     generator: Annotated[list[str] | None, typer.Option(
         "--generator", help="Generator (repeatable): cai-normal, cai-mixed, cai-normal-paper, cai-mixed-paper (Eq. 4 "
-        "mask), cutpaste, cutpaste-scar, nsa-normal, nsa-mixed, draem. Default: the paper's five.")] = None,
+        "mask), cai-normal-t30, cai-mixed-t30 (mask threshold 30), cutpaste, cutpaste-scar, nsa-normal, nsa-mixed, draem. Default: the paper's five.")] = None,
     category: Annotated[list[str] | None, typer.Option(
         "--category", help="Only these categories (repeatable; DATASET/CATEGORY when several --eval).")] = None,
     per_target: PerTargetOption = 10,

@@ -31,13 +31,17 @@ GENERATORS: dict[str, tuple[str, dict]] = {
     "cai-mixed": ("cai", {"mode": "mixed", "mask_rule": "pattern"}),
     "cai-normal-paper": ("cai", {"mode": "normal", "mask_rule": "paper"}),
     "cai-mixed-paper": ("cai", {"mode": "mixed", "mask_rule": "paper"}),
+    "cai-normal-t30": ("cai", {"mode": "normal", "mask_rule": "pattern", "threshold": 30}),
+    "cai-mixed-t30": ("cai", {"mode": "mixed", "mask_rule": "pattern", "threshold": 30}),
     "cutpaste": ("cutpaste", {}),
     "cutpaste-scar": ("cutpaste", {"variant": "scar"}),
     "nsa-normal": ("nsa", {"mode": "normal"}),
     "nsa-mixed": ("nsa", {"mode": "mixed"}),
     "draem": ("draem", {}),
 }
-"""Generator names a run accepts -> (kind, configuration); ``-paper`` is CAI with the paper's Eq. 4 mask rule."""
+"""Generator names a run accepts -> (kind, configuration); ``-paper`` is CAI with the paper's Eq. 4 mask rule,
+``-t30`` CAI whose mask keeps only pixels changed by more than 30 grey levels (not 7), so that faint injections
+are redrawn (``benchmarks/cai_diagnosis.py``)."""
 PAPER_GENERATORS = ("cai-normal", "cai-mixed", "cutpaste", "nsa-normal", "draem")
 NEEDS_VIEW = ("cai", "draem")
 METRICS = ("pixel_auroc", "pixel_ap", "pro", "pixel_f1_max", "image_auroc")
