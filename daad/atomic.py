@@ -42,6 +42,20 @@ def write_atomically(path: Path, chunks: Iterable[str | bytes], *, encoding: str
     fsync_dir(path.parent)
 
 
+def link_or_copy(source: Path, dest: Path) -> None:
+    """Make ``dest`` a hard link to ``source`` (across file systems, an atomic copy); an existing ``dest`` is kept."""
+    if dest.exists():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except FileExistsError:
+        return
+    except OSError:
+        with open(source, "rb") as f:
+            write_atomically(dest, iter(lambda: f.read(1 << 20), b""))
+
+
 def fsync_dir(directory: Path) -> None:
     """Make a rename inside ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)

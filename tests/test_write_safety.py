@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from conftest import REPO, SD_ROOT, SOURCE_ROOTS, copy_manifests
 from helpers.collections import real_collection
-from daad.atomic import temp_path
+from daad.atomic import link_or_copy, temp_path
 from daad.dataset.build import EmptyBuildError, build
 from daad.registry.catalogue import Catalogue
 from daad.cli import app
@@ -263,3 +263,47 @@ def test_a_collection_of_ones_own_in_the_mvtec_layout(cf_manifests, tmp_path):
     records = list(read_manifest(cf_manifests / "my_parts.jsonl"))
     assert Counter(r.native_label for r in records) == Counter(expected.records)
     assert {r.anomaly_class for r in records} == {"crack"} and {r.origin for r in records} == {"my_parts"}
+
+
+def test_link_or_copy_copies_atomically_where_it_cannot_link(tmp_path, monkeypatch):
+    """Across file systems (no hard link) the copy goes through a temp file: a copy cut short leaves
+    no ``dest`` that a later call would take for finished; an existing ``dest`` is kept."""
+    import os
+
+    source = tmp_path / "image.bmp"
+    source.write_bytes(bytes(range(256)) * 8192)
+    dest = tmp_path / "staged" / "image.bmp"
+
+    def no_link(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "link", no_link)
+    real_open = open
+
+    class CutShort:
+        def __init__(self, f):
+            self.f, self.reads = f, 0
+
+        def read(self, n):
+            self.reads += 1
+            if self.reads == 2:
+                raise OSError(5, "Input/output error")
+            return self.f.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr("builtins.open", lambda p, mode="r", *a, **k: CutShort(real_open(p, mode, *a, **k))
+                        if Path(p) == source else real_open(p, mode, *a, **k))
+    with pytest.raises(OSError):
+        link_or_copy(source, dest)
+    assert not dest.exists() and not list(dest.parent.iterdir())  # no half file, no temp left
+    monkeypatch.setattr("builtins.open", real_open)
+    link_or_copy(source, dest)
+    assert dest.read_bytes() == source.read_bytes() and dest.stat().st_ino != source.stat().st_ino
+    dest.write_bytes(b"kept")
+    link_or_copy(source, dest)
+    assert dest.read_bytes() == b"kept"

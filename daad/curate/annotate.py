@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ import cv2
 import numpy as np
 import requests
 
+from daad.atomic import link_or_copy
 from daad.curate.dataset import CLASS_FIELD, MASK_FIELD, OpenSummary, file_stem, fingerprint, open_records
 from daad.curate.labelstudio import LabelStudio
 from daad.curate.session import CurationEnvError, CurationSession
@@ -270,11 +270,7 @@ def _stage_media(view, folder: Path) -> None:
     for sample in view.iter_samples(autosave=True, progress=False):
         source = Path(sample.filepath)
         dest = folder / f"{file_stem(sample['record_id'])}-{sample['fingerprint'][:8]}{source.suffix.lower()}"
-        if not dest.exists():
-            try:
-                os.link(source, dest)
-            except OSError:
-                shutil.copyfile(source, dest)
+        link_or_copy(source, dest)
         sample[MEDIA_FIELD] = str(dest)
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from pathlib import Path
 import cv2
 from PIL import Image
 
+from daad.atomic import link_or_copy
 from daad.curate.edits import unsynced
 from daad.curate.fields import CLASS_FIELD, MASK_FIELD
 from daad.curate.session import CurationEnvError, CurationSession
@@ -243,12 +242,7 @@ def viewable_image(path: Path, record_id: str) -> Path:
     except OSError as exc:
         raise RecordFileError(record_id, path, "corrupt_image", f"cannot read the image: {exc}") from None
     dest = cache_dir() / "curate" / "images" / f"{path.name}{suffix}"
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, dest)
-        except OSError:
-            shutil.copyfile(path, dest)
+    link_or_copy(path, dest)
     return dest
 
 
