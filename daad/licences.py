@@ -14,11 +14,11 @@ what ``daad push`` accepts), or an explicit comma-separated allow-list.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from daad.tomlfile import read_toml
 from daad.errors import DaadError
 
 UNKNOWN = "unknown"
@@ -72,12 +72,9 @@ class LicenceCatalogue:
     @classmethod
     def load(cls, manifests_dir: Path) -> LicenceCatalogue:
         path = Path(manifests_dir) / FILENAME
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise LicenceError(f"no licence catalogue at {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise LicenceError(f"{path}: {exc}") from None
+        raw = read_toml(path, LicenceError)
+        if raw is None:
+            raise LicenceError(f"no licence catalogue at {path}")
         licences = {}
         for lid, value in raw.items():
             try:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 import string
-import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from daad.tomlfile import read_toml
 from daad.sources.archives import MAX_MEMBERS, MAX_RATIO
 from daad.errors import DaadError
 from daad.licences import check_licence
@@ -174,12 +174,9 @@ class Catalogue:
     @classmethod
     def load(cls, manifests_dir: Path) -> Catalogue:
         path = Path(manifests_dir) / FILENAME
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise CatalogueError(f"no source catalogue at {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise CatalogueError(f"{path}: {exc}") from None
+        raw = read_toml(path, CatalogueError)
+        if raw is None:
+            raise CatalogueError(f"no source catalogue at {path}")
         entries = _parse_entries(path, raw)
         _merge_downloads(entries, Path(manifests_dir) / DOWNLOADS)
         for origin, entry in load_collections(manifests_dir).items():
@@ -220,12 +217,9 @@ class Catalogue:
 def load_collections(manifests_dir: Path) -> dict[str, SourceEntry]:
     """The entries of ``collections.toml`` (none when it is absent)."""
     path = Path(manifests_dir) / COLLECTIONS
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    raw = read_toml(path, CatalogueError)
+    if raw is None:
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogueError(f"{path}: {exc}") from None
     entries = _parse_entries(path, raw)
     for origin, entry in entries.items():
         if entry.loader is None:
@@ -273,12 +267,9 @@ def parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
 
 def _merge_downloads(entries: dict[str, SourceEntry], path: Path) -> None:
     """Set ``download`` of each entry named in ``downloads.toml`` (absent file: nothing to merge)."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    raw = read_toml(path, CatalogueError)
+    if raw is None:
         return
-    except tomllib.TOMLDecodeError as exc:
-        raise CatalogueError(f"{path}: {exc}") from None
     for origin, value in raw.items():
         if origin not in entries:
             raise CatalogueError(f"{path}: origin {origin!r} is not in {FILENAME}")

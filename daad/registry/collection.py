@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from daad.tomlfile import read_toml
 from daad.atomic import write_atomically
 from daad.registry.catalogue import COLLECTIONS, CatalogueError, SourceEntry, load_collections, parse_entry
 from daad.errors import DaadError
@@ -69,11 +69,7 @@ def collection_entry(
     )
     beside = Path(root) / ENTRY_FILE
     if beside.is_file():
-        try:
-            table = tomllib.loads(beside.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise CollectionError(f"{beside}: {exc}") from None
-        _update(value, table, str(beside))
+        _update(value, read_toml(beside, CollectionError) or {}, str(beside))
     _update(value, {k: v for k, v in flags.items() if v is not None}, "the command line")
     value["loader"] = loader
     try:

@@ -14,7 +14,6 @@ where the record's image cannot be read the hash match alone excludes it (said i
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -24,6 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from daad.tomlfile import read_toml
 from daad.atomic import write_atomically
 from daad.errors import DaadError
 from daad.registry.catalogue import Catalogue, CatalogueError
@@ -167,14 +167,11 @@ class ExclusionRules:
             catalogue = Catalogue.load(manifests_dir)
         except CatalogueError:
             catalogue = None  # a bare folder of manifests: the rules file alone
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        raw = read_toml(path, ExclusionError)
+        if raw is None:
             if catalogue is None:
-                raise ExclusionError(f"no exclusion rules at {path} and no source catalogue beside it") from None
+                raise ExclusionError(f"no exclusion rules at {path} and no source catalogue beside it")
             raw = {}
-        except tomllib.TOMLDecodeError as exc:
-            raise ExclusionError(f"{path}: {exc}") from None
         rules = {e.id: ExclusionRule(e.id, catalogue.family(e.id)) for e in catalogue or () if e.evaluation}
         for name, value in raw.items():
             default = catalogue.family(name) if catalogue is not None else (name,)

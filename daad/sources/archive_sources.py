@@ -44,7 +44,6 @@ import os
 import shutil
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
@@ -53,6 +52,7 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
+from daad.tomlfile import read_toml
 from daad.atomic import write_atomically
 from daad.sources.archives import ArchiveError, CorruptArchiveError, unpack
 from daad.registry.catalogue import SourceEntry
@@ -159,12 +159,7 @@ def accepted_licences(given: Iterable[str] = ()) -> frozenset[str]:
     accepted = {v.strip() for v in given if v.strip()}
     accepted |= {v.strip() for v in os.environ.get(ACCEPT_ENV, "").split(",") if v.strip()}
     path = config_path()
-    try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        config = {}
-    except tomllib.TOMLDecodeError as exc:
-        raise DaadError(f"{path}: {exc}") from None
+    config = read_toml(path, DaadError) or {}
     values = config.get("accept_licences", [])
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise DaadError(f"{path}: accept_licences must be a list of licence ids")
