@@ -27,7 +27,7 @@ EXIT_USAGE = 2
 EXIT_DATA = 3
 """The data or the installation stopped the command: a named record, file or manifest, or a missing extra."""
 EXIT_CODES = (
-    f"Exit codes: {EXIT_OK} done; {EXIT_PROBLEMS} checked and found problems (validate, audit, fetch, curate sync); "
+    f"Exit codes: {EXIT_OK} done; {EXIT_PROBLEMS} checked and found problems (validate, audit, fetch, curate sync, curate annotate --load, protocol); "
     f"{EXIT_USAGE} usage error (a wrong option or value: nothing changed); "
     f"{EXIT_DATA} data error (a record, file or manifest, named on stderr) or a missing extra."
 )
