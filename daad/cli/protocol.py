@@ -97,7 +97,8 @@ def protocol(
             console.print(f"{row['key']}: pixel AP {float(row['pixel_ap']):.3f}, AUROC {float(row['pixel_auroc']):.3f}, "
                           f"PRO {float(row['pro']):.3f} ({row['wall_s']} s)")
 
-    already = sum(s.key in ResultsTable.open(out) for s in specs)
+    done = ResultsTable.open(out)
+    already = sum(s.key in done for s in specs)
     if ray is None:
         table, failed = sweep(specs, out, on_row=report)
     else:  # one Ray task per run; rows land in the same table as they finish
