@@ -9,7 +9,7 @@ import typer
 
 from daad.cli.app import app, console, output
 from daad.cli.options import (
-    ForegroundOption, ManifestsOption, PerTargetOption, RayOption, RembgOption, RootOption, SeedOption,
+    ForegroundOption, ManifestsOption, PerTargetOption, RayOption, RembgOption, RootOption, SeedOption, check_values,
 )
 
 
@@ -47,7 +47,7 @@ def protocol(
 ) -> None:
     """Generate, train and score every run not yet in OUT/results.csv (an interrupted sweep resumes)."""
     from daad.evaluation.protocol import GENERATORS, PAPER_GENERATORS, ResultsTable, RunSpec, sweep
-    from daad.evaluation.sets import LOADER_SETS, USER_SETS, index
+    from daad.evaluation.sets import EVALUATION_SETS, USER_SETS, index
     from daad.evaluation.train import TrainConfig
     from daad.registry.roots import Roots, parse_root_options
 
@@ -56,12 +56,8 @@ def protocol(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--root") from None
     names = generator or list(PAPER_GENERATORS)
-    unknown = [g for g in names if g not in GENERATORS]
-    if unknown:
-        raise typer.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(GENERATORS)}", param_hint="--generator")
-    for name in eval_:
-        if name not in LOADER_SETS and name not in USER_SETS:
-            raise typer.BadParameter(f"unknown {name!r}; known: {', '.join([*LOADER_SETS, *USER_SETS])}", param_hint="--eval")
+    check_values(names, GENERATORS, "--generator")
+    check_values(eval_, EVALUATION_SETS, "--eval")
     plain = [c for c in category or () if "/" not in c]
     if plain and len(eval_) > 1:
         raise typer.BadParameter("with several --eval, name categories as DATASET/CATEGORY", param_hint="--category")
@@ -97,7 +93,8 @@ def protocol(
             console.print(f"{row['key']}: pixel AP {float(row['pixel_ap']):.3f}, AUROC {float(row['pixel_auroc']):.3f}, "
                           f"PRO {float(row['pro']):.3f} ({row['wall_s']} s)")
 
-    already = sum(s.key in ResultsTable.open(out) for s in specs)
+    done = ResultsTable.open(out)
+    already = sum(s.key in done for s in specs)
     if ray is None:
         table, failed = sweep(specs, out, on_row=report)
     else:  # one Ray task per run; rows land in the same table as they finish

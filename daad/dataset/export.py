@@ -59,7 +59,7 @@ def export_generated(generated: Path, out: Path, fmt: str, *, targets: Path | No
             provenance.append((dest, "normal", "", "", tid, ""))
         rows = 0
         for shard in shards:
-            for row in pq.read_table(shard).to_pylist():
+            for row in (r for batch in pq.ParquetFile(shard).iter_batches(batch_size=64) for r in batch.to_pylist()):
                 stem = row["id"].replace("/", "_")
                 cls = ANOMALY_CLASSES[row["anomaly_class"]]
                 image, mask = _anomaly_paths(fmt, category, cls, stem)

@@ -78,6 +78,25 @@ def no_mask(shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(np.zeros((), np.uint8), shape[:2])
 
 
+def image_paths(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted; none when it is not a folder."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) if folder.is_dir() else []
+
+
+def normal_sample(path: Path, sample_id: str) -> Sample:
+    """A defect-free image, with its all-zero mask."""
+    image = read_image(path, sample_id)
+    return Sample(sample_id, image, no_mask(image.shape))
+
+
+def masked_sample(path: Path, sample_id: str, mask_path: Path, defect: str) -> Sample:
+    """A defective image with its mask file (bright = anomaly), which must have the image's size."""
+    image, mask = read_image(path, sample_id), read_mask(mask_path, threshold=127)
+    if mask.shape != image.shape[:2]:
+        raise EvaluationDataError(f"{sample_id}: mask {mask_path} is {mask.shape[::-1]}, image {image.shape[1::-1]}")
+    return Sample(sample_id, image, mask, defect)
+
+
 def split_normals(ids: list[str], train_fraction: float, seed: int) -> tuple[set[str], set[str]]:
     """A fixed, seeded split of normal image ids into (train, test)."""
     order = np.random.default_rng(seed).permutation(len(ids))
@@ -96,25 +115,18 @@ def mvtec_layout_set(root: Path) -> EvaluationSet:
         hint = f"; categories found in it: {', '.join(found)} (pass one of them)" if found else ""
         raise EvaluationDataError(f"{root} is not a category folder in MVTec AD's layout (train/good, test/, ground_truth/){hint}")
 
-    def images(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
     def sample(path: Path, mask_path: Path | None) -> Sample:
         sample_id = f"{root.name}/{path.relative_to(root).as_posix()}"
-        image = read_image(path, sample_id)
         if mask_path is None:
-            return Sample(sample_id, image, no_mask(image.shape))
+            return normal_sample(path, sample_id)
         if not mask_path.is_file():
             raise EvaluationDataError(f"{sample_id}: its mask {mask_path} is missing")
-        mask = read_mask(mask_path, threshold=127)
-        if mask.shape != image.shape[:2]:
-            raise EvaluationDataError(f"{sample_id}: mask {mask_path} is {mask.shape[::-1]}, image {image.shape[1::-1]}")
-        return Sample(sample_id, image, mask, mask_path.parent.name)
+        return masked_sample(path, sample_id, mask_path, mask_path.parent.name)
 
-    train = [sample(p, None) for p in images(root / "train" / "good")]
+    train = [sample(p, None) for p in image_paths(root / "train" / "good")]
     test = []
     for folder in sorted(d for d in (root / "test").iterdir() if d.is_dir()):
-        for path in images(folder):
+        for path in image_paths(folder):
             mask_path = None if folder.name == "good" else root / "ground_truth" / folder.name / f"{path.stem}_mask.png"
             test.append(sample(path, mask_path))
     if not train or not any(s.mask.any() for s in test):
@@ -138,37 +150,29 @@ def anomalib_folder_set(root: Path, train_fraction: float = TRAIN_FRACTION, seed
         raise EvaluationDataError(f"{root} is not in anomalib's Folder layout: no {', '.join(f'{d}/' for d in missing)} in it "
                                   f"(expected {', '.join(f'{d}/' for d in ANOMALIB_FOLDERS)} (optional))")
 
-    def images(folder: Path) -> list[Path]:
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) if folder.is_dir() else []
-
-    def normal(path: Path) -> Sample:
-        sample_id = f"{root.name}/{path.relative_to(root).as_posix()}"
-        image = read_image(path, sample_id)
-        return Sample(sample_id, image, no_mask(image.shape))
+    def sample_id(path: Path) -> str:
+        return f"{root.name}/{path.relative_to(root).as_posix()}"
 
     def anomaly(path: Path, defect: str) -> Sample:
-        sample_id = f"{root.name}/{path.relative_to(root).as_posix()}"
         folder = root / "mask" / path.parent.relative_to(root / "abnormal")
         masks = sorted(m for m in folder.glob(f"{path.stem}.*") if m.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
         if not masks:
-            raise EvaluationDataError(f"{sample_id}: no mask {folder / path.stem}.<png|jpg|bmp|...> for it")
-        image, mask = read_image(path, sample_id), read_mask(masks[0], threshold=127)
-        if mask.shape != image.shape[:2]:
-            raise EvaluationDataError(f"{sample_id}: mask {masks[0]} is {mask.shape[::-1]}, image {image.shape[1::-1]}")
-        return Sample(sample_id, image, mask, defect)
+            raise EvaluationDataError(f"{sample_id(path)}: no mask {folder / path.stem}.<png|jpg|bmp|...> for it")
+        return masked_sample(path, sample_id(path), masks[0], defect)
 
-    normals = images(root / "normal")
+    normals = image_paths(root / "normal")
     if (root / "normal_test").is_dir():
-        train, test_normals = normals, images(root / "normal_test")
+        train, test_normals = normals, image_paths(root / "normal_test")
     else:
         train_ids, _ = split_normals([p.name for p in normals], train_fraction, seed)
         train, test_normals = [p for p in normals if p.name in train_ids], [p for p in normals if p.name not in train_ids]
-    anomalies = [anomaly(p, "abnormal") for p in images(root / "abnormal")]
+    anomalies = [anomaly(p, "abnormal") for p in image_paths(root / "abnormal")]
     for folder in sorted(d for d in (root / "abnormal").iterdir() if d.is_dir()):
-        anomalies += [anomaly(p, folder.name) for p in images(folder)]
+        anomalies += [anomaly(p, folder.name) for p in image_paths(folder)]
     if not train or not anomalies:
         raise EvaluationDataError(f"{root}: {len(train)} training normals and {len(anomalies)} defective images")
-    return EvaluationSet(root.name, [normal(p) for p in train], anomalies + [normal(p) for p in test_normals])
+    return EvaluationSet(root.name, [normal_sample(p, sample_id(p)) for p in train],
+                         anomalies + [normal_sample(p, sample_id(p)) for p in test_normals])
 
 
 def load_generated(path: Path, targets: set[str] | None = None) -> GeneratedSet:

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from daad.atomic import write_atomically  # noqa: E402
 from daad.evaluation.data import EvaluationSet, Sample, as_rgb  # noqa: E402
 from daad.evaluation.harness import GeneratorResult  # noqa: E402
 from daad.evaluation.metrics import PRO_FPR_LIMIT  # noqa: E402
@@ -61,8 +62,8 @@ def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, resu
             for r in results
         ],
     }
-    (out / "report.json").write_text(json.dumps(content, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    (out / "report.md").write_text(markdown_table(content), encoding="utf-8")
+    write_atomically(out / "report.json", [json.dumps(content, indent=2, allow_nan=False), "\n"])
+    write_atomically(out / "report.md", [markdown_table(content)])
     for r in results:
         for sample, amap in r.examples:
             path = out / "overlays" / _safe(r.generator) / f"{_safe(sample.id)}.png"
@@ -111,14 +112,14 @@ def write_summary(out: Path, dataset: str, contents: Sequence[dict]) -> dict:
     summary = {"dataset": dataset, "categories": [c["evaluation"]["dataset"] for c in contents], "per_category": rows, "mean": mean}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    write_atomically(out / "summary.json", [json.dumps(summary, indent=2, allow_nan=False), "\n"])
     lines = [f"# {dataset}: per category and mean over {len(contents)} categories", "",
              "| generator | category | " + " | ".join(METRIC_NAMES.values()) + " |", "|---" * (len(METRIC_NAMES) + 2) + "|"]
     for g, per in rows.items():
         for category, m in per.items():
             lines.append(f"| {g} | {category} | " + " | ".join(_fmt(m[k]) for k in METRIC_NAMES) + " |")
         lines.append(f"| **{g}** | **mean** | " + " | ".join(_fmt(mean[g][k]) for k in METRIC_NAMES) + " |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_atomically(out / "summary.md", ["\n".join(lines), "\n"])
     return summary
 
 

@@ -30,7 +30,7 @@ from typing import Literal
 
 from daad.evaluation.data import (
     SPLIT_SEED, TRAIN_FRACTION, EvaluationDataError, EvaluationSet, Sample, anomalib_folder_set, mvtec_layout_set,
-    no_mask, read_image, split_normals,
+    normal_sample, read_image, split_normals,
 )
 from daad.loaders import get_loader
 from daad.loaders.base import NormalImage, Skipped
@@ -138,11 +138,6 @@ def index(name: str, root: Path) -> EvaluationIndex:
     return EvaluationIndex(name, root, train, test_normals, list(by_image.values()), dict(skipped))
 
 
-def _normal_sample(n: NormalImage) -> Sample:
-    image = read_image(n.path, n.id)
-    return Sample(n.id, image, no_mask(image.shape))
-
-
 def _anomaly_sample(ix: EvaluationIndex, records: list[Record]) -> Sample:
     """One defective test image: the union of its records' masks, its defect types joined by commas."""
     first = records[0]
@@ -183,8 +178,8 @@ def evaluation_sets(name: str, root: Path, categories: Sequence[str] | None = No
             raise EvaluationDataError(f"{set_name}: {len(train)} training normals and {len(anomalies)} test anomalies")
         yield EvaluationSet(
             set_name,
-            [_normal_sample(n) for n in train],
-            [_anomaly_sample(ix, r) for r in anomalies] + [_normal_sample(n) for n in mine(ix.test_normals)],
+            [normal_sample(n.path, n.id) for n in train],
+            [_anomaly_sample(ix, r) for r in anomalies] + [normal_sample(n.path, n.id) for n in mine(ix.test_normals)],
             skipped=ix.skipped,
         )
 
