@@ -13,7 +13,7 @@ from daad.cli.options import (
     DeviceOption, ForegroundOption, GradientCheckpointingOption, GuidanceScaleOption, InferenceStepsOption,
     LearningRateOption, ManifestsOption, MixedPrecisionOption, OutOption, PerTargetOption, PrecisionOption,
     RembgOption, ResumeOption, RootOption, SeedOption, SizeOption, TargetOriginOption, TargetSplitOption,
-    RayOption, TargetsOption, TrainStepsOption, checked_classes,
+    RayOption, TargetsOption, TrainStepsOption, check_values, checked_classes,
 )
 from daad.cli.synth import resolve_targets
 
@@ -92,8 +92,7 @@ def sample(
     from daad.synthesis.cdm.sample import CDM, MASK_GENERATORS, SampleConfig, input_licences
     from daad.synthesis.output import write_generated
 
-    if mask_generator not in MASK_GENERATORS:
-        raise typer.BadParameter(f"expected one of {', '.join(MASK_GENERATORS)}", param_hint="--mask-generator")
+    check_values([mask_generator], MASK_GENERATORS, "--mask-generator")
     generator = CDM(SampleConfig(
         checkpoint=checkpoint, per_target=per_target, classes=tuple(checked_classes(classes) or ()) or None, steps=steps,
         guidance_scale=guidance_scale, batch_size=batch_size, dilate=dilate, mask_generator=mask_generator,

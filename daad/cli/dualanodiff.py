@@ -13,7 +13,7 @@ from daad.cli.options import (
     DeviceOption, EvalOption, ForegroundOption, GradientCheckpointingOption, GuidanceScaleOption,
     InferenceStepsOption, LearningRateOption, ManifestsOption, MixedPrecisionOption, OutOption, PrecisionOption,
     RembgOption, ResumeOption, RootOption, SeedOption, SizeOption, TargetOriginOption, TargetSplitOption,
-    RayOption, TargetsOption, TrainStepsOption, checked_classes,
+    RayOption, TargetsOption, TrainStepsOption, check_values, checked_classes,
 )
 from daad.cli.synth import resolve_targets
 
@@ -68,8 +68,7 @@ def train(
     from daad.synthesis.dualanodiff.train import TrainConfig
     from daad.synthesis.dualanodiff.train import train as run_training
 
-    if mixed_precision not in MIXED_PRECISION:
-        raise typer.BadParameter(f"expected one of {', '.join(MIXED_PRECISION)}", param_hint="--mixed-precision")
+    check_values([mixed_precision], MIXED_PRECISION, "--mixed-precision")
     chosen = checked_classes(classes) or []
     if len(chosen) > 1:
         raise typer.BadParameter(f"one model per anomaly class: give one, not {', '.join(chosen)}", param_hint="--classes")
@@ -165,8 +164,7 @@ def sample(
     from daad.synthesis.dualanodiff.sample import SampleConfig
     from daad.synthesis.dualanodiff.sample import sample as run_sampling
 
-    if precision not in SAMPLING_PRECISION:
-        raise typer.BadParameter(f"expected one of {', '.join(SAMPLING_PRECISION)}", param_hint="--precision")
+    check_values([precision], SAMPLING_PRECISION, "--precision")
     info = read_info(checkpoint)
     chosen = []
     if targets is not None or target_origin is not None:

@@ -15,7 +15,8 @@ import typer
 from daad.cli.app import console, open_registry, output, print_json, synth_app
 from daad.cli.options import (
     ClassesOption, EvalOption, ForegroundOption, ManifestsOption, OutOption, PerTargetOption, RayOption, RembgOption, RootOption,
-    SeedOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, WorkersOption, checked_classes,
+    SeedOption, SizeOption, TargetOriginOption, TargetSplitOption, TargetsOption, WorkersOption, check_values,
+    checked_classes,
 )
 
 PreviewOption = Annotated[Path | None, typer.Option(
@@ -37,8 +38,7 @@ def resolve_targets(
 
     if (targets is None) == (target_origin is None):
         raise typer.BadParameter("give exactly one of --targets FOLDER or --target-origin ORIGIN")
-    if split not in ("train", "all"):
-        raise typer.BadParameter(f"expected train or all, got {split!r}", param_hint="--target-split")
+    check_values([split], ("train", "all"), "--target-split")
     if targets is not None:
         items, licence = folder_items(targets), "unknown"
     else:
@@ -183,8 +183,7 @@ def cai(
         raise typer.BadParameter("--ratios expects three integers like 4:3:3") from None
     from daad.synthesis.injection import MASK_RULES
 
-    if mask_rule not in MASK_RULES:
-        raise typer.BadParameter(f"expected one of {', '.join(MASK_RULES)}, got {mask_rule!r}", param_hint="--mask-rule")
+    check_values([mask_rule], MASK_RULES, "--mask-rule")
     _check_solver(solver)
     registry = open_registry(manifests, root)
     view = source_view(registry, eval_, checked_classes(classes))

@@ -4,15 +4,13 @@ shards (the class column of every row, the pixels of the chosen rows only)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from daad.synthesis.base import Synthesis
-from daad.synthesis.output import GENERATED_FEATURES, ROWS_PER_SHARD, shard_name
+from daad.synthesis.output import ROWS_PER_SHARD, decode_generated, shard_name
 from daad.synthesis.preview import PreviewSampler, contact_sheet
 from daad.synthesis.targets import TargetFiles
 from daad.taxonomy import ANOMALY_CLASSES
@@ -46,8 +44,7 @@ class _WrittenRow:
         group = 0
         while offset >= (rows := shard.metadata.row_group(group).num_rows):
             offset, group = offset - rows, group + 1
-        row = GENERATED_FEATURES.decode_example(shard.read_row_group(group).slice(offset, 1).to_pylist()[0])
+        row = decode_generated(shard.read_row_group(group).slice(offset, 1).to_pylist()[0])
         return Synthesis(
-            np.asarray(row["image"].convert("RGB")), (np.asarray(row["mask"].convert("L")) > 127).astype(np.uint8),
-            self.anomaly_class, row["target_id"], tuple(row["source_ids"]), json.loads(row["details"]),
+            row["image"], row["mask"], row["anomaly_class"], row["target_id"], tuple(row["source_ids"]), row["details"]
         )

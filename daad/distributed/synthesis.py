@@ -126,7 +126,7 @@ def write_on_ray(
     params: Mapping[str, Any], seed: int, evaluation: str, input_licences: Mapping[str, str],
     identity: Mapping[str, Any], total: int | None = None, progress: bool = True,
     rows_per_shard: int = ROWS_PER_SHARD, stall_s: float = STALL_S, resources: Mapping[str, float] | None = None,
-) -> tuple[GeneratedSummary, GenerationReport]:
+) -> RayWrite:
     """Write the generated dataset ``out`` from ``function(state, block)`` run as one Ray task
     per block (``resources`` each: one GPU where the cluster has GPUs, else one CPU), rows in
     block order, as :func:`~daad.synthesis.output.write_generated` would write them.
@@ -205,7 +205,7 @@ class _Job:
         watch = StallWatch(stall_s, f"{name} on Ray")
         with tqdm(total=total, initial=made, desc=name, unit="img", disable=not progress) as bar:
             while True:
-                busy = {v for v in pending.values()}
+                busy = set(pending.values())
                 for k, sources, first in self._ready_shards():
                     if ("shard", k) in busy:
                         continue

@@ -26,7 +26,7 @@ injected into a target domain's normal images, stage by stage:
    the default), or over the clone box, median-filtered (Eq. 4, ``mask_rule="paper"``);
    see :mod:`daad.synthesis.injection`. An empty or tiny
    mask (< ``min_mask_px``), or no legal location, is retried with a fresh draw, at most
-   ``max_tries`` times; give-ups are counted in :class:`CAIReport`.
+   ``max_tries`` times; give-ups are counted in :class:`~daad.synthesis.base.GenerationReport`.
 
 Every random choice comes from ``numpy.random.default_rng([seed, target_index])``, so
 the same seed and inputs give the same bytes, however targets are split across workers.
@@ -35,7 +35,7 @@ the same seed and inputs give the same bytes, however targets are split across w
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import cv2

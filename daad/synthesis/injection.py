@@ -38,6 +38,7 @@ DILATE_KERNEL = 11
 MASK_RULES = ("pattern", "paper")
 PATTERN_DILATE = 2
 """Pixels the placed pattern's mask is grown by under the ``pattern`` mask rule."""
+PATTERN_GROW = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * PATTERN_DILATE + 1, 2 * PATTERN_DILATE + 1))
 CLOSE_3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
 
@@ -142,8 +143,7 @@ def inject_patch(
     placed = np.zeros(foreground.shape, np.uint8)
     px, py = centre[0] - w0 // 2, centre[1] - h0 // 2
     placed[py : py + h0, px : px + w0] = mask > 0
-    grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * PATTERN_DILATE + 1, 2 * PATTERN_DILATE + 1))
-    on_pattern = cv2.dilate(placed[box], grow) & (foreground[box] > 0)
+    on_pattern = cv2.dilate(placed[box], PATTERN_GROW) & (foreground[box] > 0)
     changed = difference_mask(result[box], target[box], threshold, median=1) & on_pattern
     diff[box] = cv2.morphologyEx(changed, cv2.MORPH_CLOSE, CLOSE_3) & on_pattern  # fills pinholes, keeps thin lines
     return result, diff

@@ -185,13 +185,19 @@ def read_generated(path: Path) -> Iterator[dict[str, Any]]:
     for shard in sorted((Path(path) / "data").glob("*.parquet")):
         for batch in pq.ParquetFile(shard).iter_batches(batch_size=64):
             for raw in batch.to_pylist():
-                row = GENERATED_FEATURES.decode_example(raw)
-                yield row | {
-                    "image": np.asarray(row["image"].convert("RGB")),
-                    "mask": (np.asarray(row["mask"].convert("L")) > 127).astype(np.uint8),
-                    "anomaly_class": ANOMALY_CLASSES[row["anomaly_class"]] if row["anomaly_class"] is not None else None,
-                    "details": json.loads(row["details"]),
-                }
+                yield decode_generated(raw)
+
+
+def decode_generated(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """One stored row of a generated dataset, with ``image`` (RGB) and ``mask`` (0/1) as arrays,
+    its class by name and its details parsed."""
+    row = GENERATED_FEATURES.decode_example(raw)
+    return row | {
+        "image": np.asarray(row["image"].convert("RGB")),
+        "mask": (np.asarray(row["mask"].convert("L")) > 127).astype(np.uint8),
+        "anomaly_class": ANOMALY_CLASSES[row["anomaly_class"]] if row["anomaly_class"] is not None else None,
+        "details": json.loads(row["details"]),
+    }
 
 
 def generator_info(path: Path) -> dict[str, Any]:
