@@ -98,11 +98,17 @@ def test_decisions_survive_filters_mistyped_ingest_and_re_add(session, tmp_path)
     assert dropped.exit_code == 0 and "removed 30" in dropped.output, dropped.output
 
 
-def test_conflicting_edits_are_kept_until_discarded(session, tmp_path):
+def _open_first(session, tmp_path, name: str, count: int) -> tuple[Registry, list]:
+    """A registry on the SD-saliency subset, with its first ``count`` records opened as ``name``."""
     registry = Registry(subset_manifests(tmp_path / "manifests"), Roots({"sd_saliency_900": SD_ROOT}))
-    records = sorted(registry.records(), key=lambda r: r.id)[:3]
-    name = "safety-conflict"
+    records = sorted(registry.records(), key=lambda r: r.id)[:count]
     open_records(session, registry, records, name, masks_dir=tmp_path / "masks")
+    return registry, records
+
+
+def test_conflicting_edits_are_kept_until_discarded(session, tmp_path):
+    name = "safety-conflict"
+    registry, records = _open_first(session, tmp_path, name, 3)
     _tag(session, name, records[1].id, "reject", "reason:wrong_mask")
     manifest = registry.manifests_dir / "sd_saliency_900.jsonl"
     write_manifest(manifest, [r if r.id != records[1].id else type(r).from_json(r.to_json() | {"note": "upstream"})
@@ -124,10 +130,8 @@ def test_conflicting_edits_are_kept_until_discarded(session, tmp_path):
 
 
 def test_sync_killed_between_manifest_and_journal_is_finished_not_conflicted(session, tmp_path):
-    registry = Registry(subset_manifests(tmp_path / "manifests"), Roots({"sd_saliency_900": SD_ROOT}))
-    records = sorted(registry.records(), key=lambda r: r.id)[:4]
     name = "safety-killed"
-    open_records(session, registry, records, name, masks_dir=tmp_path / "masks")
+    registry, records = _open_first(session, tmp_path, name, 4)
     _tag(session, name, records[0].id, "reject", "reason:blurry")
     _tag(session, name, records[2].id, label="crack")
     planned = sync(session, name, dry_run=True)

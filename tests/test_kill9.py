@@ -10,6 +10,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -42,6 +43,22 @@ def _lines(path: Path) -> dict[str, str]:
     return {r.id: dumps(r) for r in read_manifest(path)}
 
 
+def _kill_while_writing(command: list[str], window: float, path: Path, before: bytes, after: bytes, folder: Path,
+                        seed: int, check: Callable[[], None] = lambda: None) -> None:
+    """Kill ``command`` at ``KILLS`` moments over ``window``, each run starting from ``path`` holding
+    ``before``: ``path`` ends as ``before`` or ``after``, ``folder`` gains or loses no visible file,
+    ``check`` holds, and enough kills land while it runs (not only after it finished)."""
+    names = set(visible_files(folder))
+    killed = 0
+    for moment in kill_moments(window, seed=seed):
+        path.write_bytes(before)
+        killed += run_and_kill(command, dict(os.environ), moment)
+        assert path.read_bytes() in (before, after)
+        assert set(visible_files(folder)) == names
+        check()
+    assert killed >= KILLS // 4
+
+
 def test_kill_during_ingest(tmp_path):
     manifests = copy_manifests(tmp_path / "manifests")
     manifest = manifests / "crackforest.jsonl"
@@ -51,16 +68,12 @@ def test_kill_during_ingest(tmp_path):
     after = manifest.read_bytes()
     write_manifest(manifest, list(read_manifest(manifest))[3:])  # the run adds three records back
     before = manifest.read_bytes()
-    names = set(visible_files(manifests))
 
-    killed = 0
-    for moment in kill_moments(window, seed=1):
-        manifest.write_bytes(before)
-        killed += run_and_kill(command, dict(os.environ), moment)
-        assert manifest.read_bytes() in (before, after)
-        assert set(visible_files(manifests)) == names and [p.name for p in manifest_paths(manifests)] == [manifest.name]
+    def check() -> None:
+        assert [p.name for p in manifest_paths(manifests)] == [manifest.name]
         _lines(manifest)
-    assert killed >= KILLS // 4  # kills landed while it ran (not only after it finished)
+
+    _kill_while_writing(command, window, manifest, before, after, manifests, seed=1, check=check)
     manifest.write_bytes(before)
     timed_run(command, dict(os.environ))  # the next write clears what killed writers left
     assert not list(manifests.glob(".crackforest.jsonl.*")) and manifest.read_bytes() == after
@@ -218,12 +231,4 @@ def test_kill_during_exclusions_hash(tmp_path):
     window = timed_run(command, dict(os.environ))
     after = path.read_bytes()
     before = b"".join(after.splitlines(keepends=True)[:-20])
-    names = set(visible_files(manifests))
-
-    killed = 0
-    for moment in kill_moments(window, seed=5):
-        path.write_bytes(before)
-        killed += run_and_kill(command, dict(os.environ), moment)
-        assert path.read_bytes() in (before, after)
-        assert set(visible_files(manifests)) == names
-    assert killed >= KILLS // 4
+    _kill_while_writing(command, window, path, before, after, manifests, seed=5)

@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 from PIL import Image
 
 from daad.atomic import link_or_copy

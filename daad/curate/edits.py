@@ -74,8 +74,6 @@ def edited_mask(sample) -> RLE | None:
     return None
 
 
-
-
 def unsynced(sample) -> list[str]:
     """The curated fields a sample's edits change (``["unreadable"]`` for contradictory or
     incomplete ones); empty when it holds nothing to sync."""

@@ -39,10 +39,19 @@ def log_path(manifests_dir: Path) -> Path:
 def read_log(manifests_dir: Path) -> list[dict[str, Any]]:
     """Every entry of the journal, oldest first (none when there is no journal)."""
     path = log_path(manifests_dir)
+    return _entries(path, _read_bytes(path))
+
+
+def _read_bytes(path: Path) -> bytes:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_bytes()
     except FileNotFoundError:
-        return []
+        return b""
+
+
+def _entries(path: Path, data: bytes) -> list[dict[str, Any]]:
+    """The entries of the journal text ``data`` read from ``path``."""
+    text = data.decode("utf-8")
     entries = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         try:
@@ -71,16 +80,15 @@ def curated_values(record: Record, fields: Iterable[str]) -> dict[str, Any]:
 def append_entries(manifests_dir: Path, entries: Iterable[dict[str, Any]]) -> int:
     """Append ``entries`` (each with ``id`` and ``after``) to the journal; returns how many
     were new (an entry whose ``after`` is already its record's latest is skipped)."""
-    old = read_log(manifests_dir)
-    latest = {e["id"]: e.get("after") for e in old}
+    path = log_path(manifests_dir)
+    existing = _read_bytes(path)
+    latest = {e["id"]: e.get("after") for e in _entries(path, existing)}
     new = []
     for entry in entries:
         if latest.get(entry["id"]) != entry["after"]:
             new.append(entry)
             latest[entry["id"]] = entry["after"]
     if new:
-        path = log_path(manifests_dir)
-        existing = path.read_bytes() if path.exists() else b""
         lines = [json.dumps(e, ensure_ascii=False, sort_keys=True) + "\n" for e in new]
         write_atomically(path, [existing, *lines])
     return len(new)

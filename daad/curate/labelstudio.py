@@ -35,7 +35,7 @@ import psutil
 import requests
 
 from daad.atomic import write_atomically
-from daad.curate.session import CurationEnvError, CurationSession, free_port, port_in_use, wait_for_port
+from daad.curate.session import CurationEnvError, CurationSession, alive, free_port, port_in_use, wait_for_port
 from daad.registry.roots import cache_dir
 
 STATE_FILE = "daad-label-studio.json"
@@ -159,7 +159,7 @@ def start(
             raise
         return server
     proc, port = running
-    owned = not _alive(state.get("owner"))
+    owned = not alive(state.get("owner"))
     if owned:  # its starter was killed: this session stops it
         session._own(proc)
         _write_state(data_dir, {**state, "owner": os.getpid()})
@@ -205,10 +205,3 @@ def _running(state: dict, data_dir: Path) -> tuple[psutil.Process, int] | None:
     except (KeyError, ValueError, psutil.Error):
         pass
     return None
-
-
-def _alive(pid: int | None) -> bool:
-    try:
-        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False

@@ -157,7 +157,7 @@ class CurationSession:
         """Own the running ``mongod`` if the process that started it is gone (killed)."""
         state = json.loads((self.database_dir / STATE_FILE).read_text())
         owner = state.get("owner")
-        if owner is None or owner == os.getpid() or _running(owner):
+        if owner is None or owner == os.getpid() or alive(owner):
             return
         self._own(psutil.Process(state["pid"]))
         self._write_state(state["pid"], state["port"])
@@ -216,9 +216,10 @@ class CurationSession:
         return None
 
 
-def _running(pid: int) -> bool:
+def alive(pid: int | None) -> bool:
+    """Whether process ``pid`` is running (a zombie is not)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return pid is not None and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
 

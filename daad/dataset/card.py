@@ -14,7 +14,6 @@ from daad.dataset.build_rows import DUP_MARK
 from daad.registry.catalogue import CatalogueError
 from daad.dataset.sources_table import sources_section
 from daad.dataset.features import REGISTRY_FEATURES
-from daad.licences import LicenceCatalogue
 from daad.dataset.shards import card_text, features_yaml
 from daad.taxonomy import ANOMALY_CLASSES, CLASS_DEFINITIONS
 
@@ -159,7 +158,7 @@ def _body(registry: Registry, summary: BuildSummary, configs: dict[str, list[str
     licences: Counter = Counter()
     for (_, _, lic), n in summary.counts.items():
         licences[lic] += n
-    catalogue = LicenceCatalogue.load(registry.manifests_dir)
+    catalogue = registry.licences
     lines += [
         "",
         "## Licences",

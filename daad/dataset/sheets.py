@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 import cv2
 import numpy as np
 
+from daad.atomic import write_atomically
 from daad.errors import DaadError
 from daad.images import decode_image, to_rgb_array
 from daad.synthesis.preview import LABEL_HEIGHT, fit_cell, label_strip, outline
@@ -161,7 +162,7 @@ def class_sheets(registry, out: Path, status: str = "accepted", tiles: int = SHE
                     drawn.append(tile)
         title = f"{cls}: {len(drawn)} of {total} records, from {len(origins)} of {found} origin(s) ({status})"
         path = out / f"{cls}.png"
-        path.write_bytes(png_bytes(grid([(title, drawn)], SHEET_COLUMNS)))
+        write_atomically(path, [png_bytes(grid([(title, drawn)], SHEET_COLUMNS))])
         report.sheets[cls] = path
     return report
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from daad.registry.catalogue import CatalogueError, SourceEntry
-from daad.licences import LicenceCatalogue
 
 if TYPE_CHECKING:
     from daad.dataset.build import BuildSummary
@@ -31,7 +30,7 @@ def sources_section(registry: Registry, summary: BuildSummary) -> list[str]:
     """Markdown lines of the table, one row per origin built or left out as duplicates."""
     duplicates = {k.split(":", 1)[1]: n for k, n in summary.skipped.items() if k.startswith("duplicate:")}
     origins = sorted(set(summary.origins) | set(duplicates))
-    licences = LicenceCatalogue.load(registry.manifests_dir)
+    licences = registry.licences
     lines = ["", "## Sources", "",
              "| source | rows | near copies left out | licence | commercial use | how obtained |", "|---|---|---|---|---|---|"]
     for origin in origins:

@@ -255,8 +255,12 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
             _download_archive(entry.id, url, archive, spec.sha256, spec.size, options)
         tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{entry.id}-", dir=state_dir))
         try:
-            if spec.md5 is not None and (md5 := md5_file(archive)) != spec.md5:
-                raise SourceDownloadError(entry.id, f"download of {url} failed: md5_mismatch: expected {spec.md5}, got {md5}")
+            archive_sha256 = spec.sha256
+            if spec.md5 is not None:
+                md5, read_sha256 = md5_and_sha256(archive)
+                if md5 != spec.md5:
+                    raise SourceDownloadError(entry.id, f"download of {url} failed: md5_mismatch: expected {spec.md5}, got {md5}")
+                archive_sha256 = archive_sha256 or read_sha256
             staged = tmp / entry.id
             unpack(
                 archive, staged, format=spec.format, subpath=spec.subpath,
@@ -267,7 +271,7 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
                 state = {"files_verified": verify_files(registry, entry.id, staged, progress=options.progress)}
             else:
                 report, manifest = write_downloaded_manifest(registry, entry, staged)
-                state = {"archive_sha256": spec.sha256 or sha256_file(archive), "manifest": str(manifest),
+                state = {"archive_sha256": archive_sha256 or sha256_file(archive), "manifest": str(manifest),
                          "manifest_sha256": sha256_file(manifest),
                          "records": report.accepted, "unmapped": sum(report.unmapped.values()),
                          "skipped": dict(report.skipped)}
@@ -364,13 +368,15 @@ def verify_files(registry: Registry, origin: str, root: Path, *, progress: bool 
     return len(records)
 
 
-def md5_file(path: Path) -> str:
-    """The md5 of a file (archives pinned by the md5 their publisher or anomalib gives)."""
-    digest = hashlib.md5(usedforsecurity=False)
+def md5_and_sha256(path: Path) -> tuple[str, str]:
+    """The md5 (archives pinned by the md5 their publisher or anomalib gives) and the sha256
+    (recorded in the state file) of a file, in one read."""
+    md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+            md5.update(chunk)
+            sha256.update(chunk)
+    return md5.hexdigest(), sha256.hexdigest()
 
 
 def _state_path(data: Path, origin: str) -> Path:
