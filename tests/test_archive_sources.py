@@ -39,6 +39,7 @@ NC = "CC-BY-NC-SA-4.0"
 ORIGINS = ("btad", "kolektorsdd_original", "mvtec_ad", "visa")
 MORE = ("mvtec_3d", "mvtec_ad2", "mvtec_loco")
 """Pinned too, all of them non-commercial; MVTec 3D-AD by md5, the only checksum published for it."""
+MD5_PINNED = ("mvtec_3d", "ksdd2")
 
 
 def _tar(files: dict[str, bytes], mode: str) -> bytes:
@@ -71,7 +72,7 @@ def published(tmp_path_factory) -> dict[str, bytes]:
     fake.write_btad(base / "btad")
     fake.write_kolektorsdd_original(base / "kolektorsdd")
     fake.write_mvtec_ad(base / "mvtec")
-    for origin in MORE:
+    for origin in (*MORE, "ksdd2"):
         getattr(fake, f"write_{origin}")(base / origin)
     return {
         # VisA_20220922.tar: the categories and split_csv/ at the top, no compression.
@@ -83,7 +84,10 @@ def published(tmp_path_factory) -> dict[str, bytes]:
         # mvtec_anomaly_detection.tar.xz: the categories, license.txt and readme.txt at the top.
         "mvtec_ad": _tar(_files(base / "mvtec") | {"license.txt": b"CC BY-NC-SA 4.0\n", "readme.txt": b"x\n"}, "w:xz"),
         # MVTec LOCO, MVTec 3D-AD and MVTec AD 2: the categories at the top as well, as anomalib unpacks and reads them.
-    } | {origin: _tar(_files(base / origin) | {"license.txt": b"CC BY-NC-SA 4.0\n"}, "w:xz") for origin in MORE}
+    } | {origin: _tar(_files(base / origin) | {"license.txt": b"CC BY-NC-SA 4.0\n"}, "w:xz") for origin in MORE} | {
+        # KolektorSDD2.zip: train/ and test/ at the top.
+        "ksdd2": _zip(_files(base / "ksdd2")),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +116,7 @@ def _pin(manifests: Path, sha256: dict[str, str]) -> None:
 def catalogue(tmp_path, published) -> Path:
     """Scratch manifests (catalogue files only) pinning each fake archive's sha256."""
     manifests = copy_manifests(tmp_path / "manifests")
-    _pin(manifests, {o: (hashlib.md5 if o == "mvtec_3d" else hashlib.sha256)(body).hexdigest()
+    _pin(manifests, {o: (hashlib.md5 if o in MD5_PINNED else hashlib.sha256)(body).hexdigest()
                      for o, body in published.items()})
     return manifests
 
@@ -158,8 +162,8 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     assert info["origins"] == {"kolektorsdd_original": 2, "mvtec_3d": 3, "mvtec_ad": 4, "visa": 6}
     # The fake LOCO tree draws both categories' images from the same seeds: the download's dedup marked
     # pushpins' four as copies of breakfast_box's, and the build counts them as duplicates, not twice.
-    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2 + 2 + 4 + 4, "duplicate:mvtec_loco": 4}
-    assert set(info["manifests"]) == {f"{o}.jsonl" for o in ORIGINS + MORE}
+    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2 + 2 + 4 + 4 + 3, "duplicate:mvtec_loco": 4}  # + KolektorSDD2's 3 'defect'
+    assert set(info["manifests"]) == {f"{o}.jsonl" for o in (*ORIGINS, *MORE, "ksdd2")}
     # The card's table of sources: rows, near copies left out, licence, commercial use, how obtained.
     card = (tmp_path / "out" / "README.md").read_text()
     assert ("| MVTec 3D Anomaly Detection (MVTec 3D-AD) (`mvtec_3d`) | 3 | 0 | `CC-BY-NC-SA-4.0` | no "
@@ -317,3 +321,25 @@ def test_mvtec_loco_3d_and_ad2_download_by_themselves(server, catalogue, tmp_pat
     assert outcome.status == FAILED and "md5_mismatch" in outcome.detail and "still wrong" in outcome.detail
     _assert_nothing_left(data, "mvtec_3d", registry)
     server.files[path] = published["mvtec_3d"]
+
+
+def test_kolektorsdd2_downloads_by_itself_under_its_md5(server, catalogue, tmp_path, published):
+    """KolektorSDD2.zip (train/ and test/ at its top) from the publisher's URL, pinned by the md5 its lab pins."""
+    assert "sha256" not in tomllib.loads((catalogue / "downloads.toml").read_text())["ksdd2"]
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["ksdd2"], _options(data, server)).outcomes
+    assert outcome.status == DOWNLOADED, outcome
+    assert outcome.detail.startswith("archive md5 verified; manifest of 3 records written (3 of them unmapped)")
+    records = list(read_manifest(data / "manifests" / "ksdd2.jsonl"))
+    assert sorted(r.id for r in records) == ["ksdd2/test/00006", "ksdd2/train/00001", "ksdd2/train/00002"]
+
+    # Other bytes under the same pin: refused, nothing left.
+    path = urlsplit(registry.catalogue["ksdd2"].download.url).path
+    server.files[path] = published["ksdd2"] + b"x"
+    data = tmp_path / "again"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["ksdd2"], _options(data, server)).outcomes
+    assert outcome.status == FAILED and "md5_mismatch" in outcome.detail
+    _assert_nothing_left(data, "ksdd2", registry)
+    server.files[path] = published["ksdd2"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import cv2
 import datasets
@@ -381,3 +382,22 @@ def test_random_flips_are_horizontal_and_vertical_and_keep_pairs_aligned():
         variants = {"none": original, "h": original.flip(-1), "v": original.flip(-2), "hv": original.flip(-1).flip(-2)}
         seen |= {name for name, v in variants.items() if torch.equal(row, v)}
     assert seen == {"none", "h", "v", "hv"}, seen
+
+
+def test_a_checkpoint_cut_short_is_never_taken_for_one(tiny_sd, tmp_path, monkeypatch):  # noqa: F811
+    """A crash while a checkpoint is written leaves only ``checkpoint-N.tmp``, which resuming ignores."""
+    import daad.synthesis.dualanodiff.train as dad_train
+
+    real_save = torch.save
+
+    def crash_on_rng(obj, path, *args, **kwargs):
+        if Path(path).name == dad_train.RNG_FILE:
+            raise OSError("disk full")
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(dad_train.torch, "save", crash_on_rng)
+    out = tmp_path / "model"
+    with pytest.raises(OSError, match="disk full"):
+        train(train_config(tiny_sd, out), [real_pair(n) for n in NAMES])
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2.tmp"]
+    assert latest_checkpoint(out) is None

@@ -24,6 +24,7 @@ from daad.evaluation.fid import NOT_COMPUTED, authenticity, frechet_distance, ke
 from daad.evaluation.metrics import evaluate_maps
 from daad.evaluation.train import TrainConfig, full_resolution_maps, train_detector
 from daad.synthesis.base import Synthesis
+from daad.synthesis import output
 from daad.synthesis.output import read_generated, write_generated
 
 H, W = 96, 64  # tall, like KolektorSDD's 1250 x 500
@@ -143,6 +144,19 @@ def test_bf16_ap_is_within_seed_noise_of_fp32(fake_kolektorsdd, tmp_path):
     with pytest.raises(ValueError, match="precision must be one of bf16, fp32 or auto"):
         TrainConfig(precision="fp16")
     assert TrainConfig(device="cpu").precision in ("bf16", "fp32")  # auto resolves to what the CPU computes natively
+
+
+def test_generated_rows_of_other_targets_are_left_undecoded(fake_kolektorsdd, tmp_path, monkeypatch):
+    """One folder made for several categories serves each: only the asked targets' rows are decoded."""
+    ev = kolektorsdd_set(fake_kolektorsdd)
+    path = write_blob_dataset(tmp_path / "blobs", ev.train_normals[:3], 2, seed=3, name="blobs")
+    wanted = {ev.train_normals[0].id}
+    decoded = []
+    real_decode = output.decode_generated
+    monkeypatch.setattr(output, "decode_generated", lambda raw: decoded.append(raw["target_id"]) or real_decode(raw))
+    gen = load_generated(path, wanted)
+    assert len(gen.samples) == 2 and set(decoded) == wanted
+    assert len(load_generated(path, {"no-such-target"}).samples) == 6  # no row made from it: the folder serves all
 
 
 def test_training_is_reproducible_from_the_seed(fake_kolektorsdd, tmp_path):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from daad.atomic import link_or_copy
+from daad.atomic import link_or_copy, write_atomically
 from daad.curate.edits import unsynced
 from daad.curate.fields import CLASS_FIELD, MASK_FIELD
 from daad.curate.session import CurationEnvError, CurationSession
@@ -95,8 +95,7 @@ def write_mask_png(mask, directory: Path, stem: str) -> Path:
     data = encode_png(mask, bits=8)
     path = directory / f"{stem}.png"
     if not path.exists() or path.read_bytes() != data:
-        directory.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
+        write_atomically(path, [data])
     return path
 
 
@@ -185,8 +184,7 @@ def open_generated(session: CurationSession, path: Path, name: str | None = None
     for row in read_generated(path):
         stem = file_stem(row["id"])
         image_path = files_dir / f"{stem}.png"
-        files_dir.mkdir(parents=True, exist_ok=True)
-        image_path.write_bytes(encode_image_png(row["image"]))
+        write_atomically(image_path, [encode_image_png(row["image"])])
         mask_path = write_mask_png(row["mask"], files_dir, f"{stem}_mask")
         height, width = row["mask"].shape
         sample = fo.Sample(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
 from pathlib import Path
 
+from daad.atomic import write_atomically
 from daad.taxonomy import ANOMALY_CLASSES
 
 
@@ -32,7 +34,15 @@ def plot_counts(counts: Counter, path: Path, title: str) -> Path:
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    write_atomically(path, [figure_png(fig)])
     return path
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (100 dpi), the figure closed."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -21,7 +21,7 @@ import numpy as np
 from daad.atomic import write_atomically
 from daad.errors import DaadError
 from daad.images import decode_image, to_rgb_array
-from daad.synthesis.preview import LABEL_HEIGHT, fit_cell, label_strip, outline
+from daad.synthesis.preview import LABEL_HEIGHT, fit_cell, label_strip, outline, png_bytes
 from daad.taxonomy import ANOMALY_CLASSES
 
 CELL = 160
@@ -67,14 +67,6 @@ def grid(rows: Sequence[tuple[str, Sequence[Tile]]], columns: int, cell: int = C
             line = drawn[start : start + columns]
             bands.append(np.concatenate(line + [blank] * (columns - len(line)), axis=1))
     return np.concatenate(bands, axis=0) if bands else np.zeros((cell, width, 3), np.uint8)
-
-
-def png_bytes(sheet: np.ndarray) -> bytes:
-    """The RGB ``sheet`` as PNG bytes."""
-    ok, data = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise DaadError("could not encode the sheet as PNG")
-    return data.tobytes()
 
 
 def _tile(tile: Tile, cell: int) -> np.ndarray:

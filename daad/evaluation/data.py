@@ -185,8 +185,7 @@ def load_generated(path: Path, targets: set[str] | None = None) -> GeneratedSet:
     if targets:
         made = {row["target_id"] for row in rows_made_from_table(path)}
         targets = targets if made & targets else None
-    samples = [Sample(row["id"], _grey_if_equal(row["image"]), row["mask"]) for row in read_generated(path)
-               if targets is None or row["target_id"] in targets]
+    samples = [Sample(row["id"], _grey_if_equal(row["image"]), row["mask"]) for row in read_generated(path, targets)]
     if not samples:
         raise EvaluationDataError(f"generated dataset {path} has no rows")
     try:

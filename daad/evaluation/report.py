@@ -15,10 +15,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from daad.atomic import write_atomically  # noqa: E402
+from daad.dataset.plots import figure_png  # noqa: E402
 from daad.evaluation.data import EvaluationSet, Sample, as_rgb  # noqa: E402
 from daad.evaluation.harness import GeneratorResult  # noqa: E402
 from daad.evaluation.metrics import PRO_FPR_LIMIT  # noqa: E402
 from daad.evaluation.train import SELECTION_LABELS, TrainConfig  # noqa: E402
+from daad.synthesis.preview import png_bytes  # noqa: E402
 
 METRIC_NAMES = {
     "pixel_auroc": "pixel AUROC",
@@ -67,8 +69,7 @@ def write_report(out: Path, evaluation: EvaluationSet, config: TrainConfig, resu
     for r in results:
         for sample, amap in r.examples:
             path = out / "overlays" / _safe(r.generator) / f"{_safe(sample.id)}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(path), cv2.cvtColor(overlay_strip(sample, amap), cv2.COLOR_RGB2BGR))
+            write_atomically(path, [png_bytes(overlay_strip(sample, amap))])
     plot_curves(out / "curves.png", results)
     return content
 
@@ -182,8 +183,7 @@ def plot_curves(path: Path, results: Sequence[GeneratorResult]) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    write_atomically(path, [figure_png(fig)])
 
 
 def _fmt(value) -> str:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from daad.atomic import write_atomically
 from daad.errors import DaadError
 
 
@@ -110,6 +111,14 @@ def pick_device(name: str | None = None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> Path:
+    """Write ``tensors`` as a safetensors file, atomically (a crash leaves the old file or none)."""
+    from safetensors.torch import save
+
+    write_atomically(Path(path), [save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})])
+    return Path(path)
 
 
 def fingerprint(files: Iterable[Path]) -> str:

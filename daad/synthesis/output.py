@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,8 +176,9 @@ def finish_generated(
     writer.commit()
 
 
-def read_generated(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a generated dataset folder, with ``image`` (RGB) and ``mask`` (0/1) as arrays.
+def read_generated(path: Path, targets: Collection[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Rows of a generated dataset folder, with ``image`` (RGB) and ``mask`` (0/1) as arrays;
+    only those made from ``targets`` when given (the others are never decoded).
 
     Reads the shards directly (streaming, no ``datasets`` cache: that cache is keyed by the
     folder's name, so two outputs both called ``out`` could otherwise be confused).
@@ -185,7 +186,8 @@ def read_generated(path: Path) -> Iterator[dict[str, Any]]:
     for shard in sorted((Path(path) / "data").glob("*.parquet")):
         for batch in pq.ParquetFile(shard).iter_batches(batch_size=64):
             for raw in batch.to_pylist():
-                yield decode_generated(raw)
+                if targets is None or raw["target_id"] in targets:
+                    yield decode_generated(raw)
 
 
 def decode_generated(raw: Mapping[str, Any]) -> dict[str, Any]:

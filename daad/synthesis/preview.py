@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from daad.atomic import write_atomically
+from daad.errors import DaadError
 from daad.synthesis.base import Synthesis, Target
 
 LABEL_HEIGHT = 18
@@ -49,9 +51,16 @@ def contact_sheet(rows: Sequence[Synthesis], targets: dict[str, Target], path: P
         lines.append(np.concatenate([label_strip(text, line.shape[1]), line], axis=0))
     sheet = np.concatenate(lines, axis=0) if lines else np.zeros((cell, 3 * cell, 3), np.uint8)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    write_atomically(path, [png_bytes(sheet)])
     return path
+
+
+def png_bytes(sheet: np.ndarray) -> bytes:
+    """The RGB ``sheet`` as PNG bytes."""
+    ok, data = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise DaadError("could not encode the sheet as PNG")
+    return data.tobytes()
 
 
 def outline(image: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -26,10 +26,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from daad.synthesis.cdm.errors import CDMCheckpointError
+from daad.synthesis.diffusion import save_tensors
 
 VECTORS_PER_TOKEN = 4
 SPATIAL_TOKEN = "<where>"
@@ -132,14 +133,8 @@ class ClassTokenEmbedding(nn.Module):
 
     def save(self, folder: Path) -> list[Path]:
         """One diffusers textual-inversion file (``V x D``) per learned token under ``folder``."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        files = []
-        for i, token in enumerate(self.tokens):
-            file = embedding_file(folder, token)
-            save_file({token: self.rows[i * self.vectors : (i + 1) * self.vectors].detach().cpu().contiguous()}, str(file))
-            files.append(file)
-        return files
+        return [save_tensors({token: self.rows[i * self.vectors : (i + 1) * self.vectors]}, embedding_file(Path(folder), token))
+                for i, token in enumerate(self.tokens)]
 
     @torch.no_grad()
     def load(self, folder: Path) -> None:

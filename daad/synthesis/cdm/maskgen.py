@@ -21,12 +21,14 @@ Either mask is clipped to the target's foreground and is never empty.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from daad.atomic import write_atomically
 from daad.masks import bbox_of
 from daad.synthesis.cdm.errors import CDMCheckpointError, CDMDataError
 
@@ -115,8 +117,9 @@ class MaskBank:
             arrays[f"{name}/centres"] = dist.centres
             arrays[f"{name}/sizes"] = np.asarray([s.shape for s in dist.shapes], dtype=np.int64)
             arrays[f"{name}/pixels"] = np.concatenate([s.ravel() for s in dist.shapes])
-        with open(path, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        write_atomically(Path(path), [buffer.getvalue()])
 
     @classmethod
     def load(cls, path: Path) -> MaskBank:

@@ -32,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
+from daad.atomic import write_atomically
 from daad.synthesis.cdm.data import TrainingSet, foreground_extractor, load_training_set
 from daad.synthesis.cdm.embeddings import (
     SPATIAL_FILE,
@@ -58,6 +59,7 @@ from daad.synthesis.diffusion import (
     load_base,
     mixed_precision_dtype,
     pick_device,
+    save_tensors,
     torch_generator,
 )
 
@@ -222,8 +224,7 @@ def train(config: TrainConfig, progress: bool = True, base: BaseModel | None = N
 
 
 def save_spatial(spatial: SpatialEncoder, path: Path) -> Path:
-    save_file({k: v.detach().cpu().contiguous() for k, v in spatial.state_dict().items()}, str(path))
-    return path
+    return save_tensors(spatial.state_dict(), path)
 
 
 def load_spatial(spatial: SpatialEncoder, path: Path) -> None:
@@ -329,4 +330,4 @@ def _write_config(output: Path, config: TrainConfig, data: TrainingSet) -> None:
         },
         "source_ids": data.source_ids,
     }
-    (output / CONFIG_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_atomically(output / CONFIG_FILE, [json.dumps(info, indent=2, sort_keys=True) + "\n"])

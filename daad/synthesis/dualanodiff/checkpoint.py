@@ -14,11 +14,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from daad.atomic import write_atomically
 from daad.errors import DaadError
-from daad.synthesis.diffusion import fingerprint
+from daad.synthesis.diffusion import fingerprint, save_tensors
 from daad.synthesis.dualanodiff.attention import DualConfig
 
 WEIGHTS_FILE = "dualanodiff_layers.safetensors"
@@ -83,15 +84,12 @@ def add_text_encoder_lora(text_encoder: nn.Module, rank: int) -> list[nn.Paramet
 
 def save_checkpoint(folder: Path, layers: nn.ModuleDict, info: CheckpointInfo, text_encoder: nn.Module | None = None) -> str:
     """Write weights (and the text-encoder LoRA when trained) and info into ``folder``; return the fingerprint."""
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in layers.state_dict().items()}
-    save_file(state, folder / WEIGHTS_FILE)
+    save_tensors(layers.state_dict(), folder / WEIGHTS_FILE)
     if info.text_encoder_lora:
         from peft.utils import get_peft_model_state_dict
 
-        lora = get_peft_model_state_dict(text_encoder, save_embedding_layers=False)
-        save_file({k: v.detach().contiguous().cpu() for k, v in lora.items()}, folder / TEXT_ENCODER_FILE)
-    (folder / CONFIG_FILE).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        save_tensors(get_peft_model_state_dict(text_encoder, save_embedding_layers=False), folder / TEXT_ENCODER_FILE)
+    write_atomically(folder / CONFIG_FILE, [json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n"])
     return checkpoint_fingerprint(folder)
 
 

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,20 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     """The ``checkpoint-<step>`` folder with the highest step, if any."""
     found = [(int(m.group(1)), p) for p in Path(output_dir).glob("checkpoint-*") if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
     return max(found)[1] if found else None
+
+
+def _save_resumable(folder: Path, layers, info, text_encoder, optimizer, generator, precision) -> None:
+    """A resumable checkpoint, written into ``<folder>.tmp`` and renamed: a crash never leaves a half one."""
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
+    save_checkpoint(tmp, layers, info, text_encoder)
+    torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    torch.save(generator.get_state(), tmp / RNG_FILE)
+    if precision.scaler is not None:
+        torch.save(precision.state_dict(), tmp / SCALER_FILE)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
 
 
 def train(
@@ -188,13 +203,9 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if config.checkpoint_every and step % config.checkpoint_every == 0 and step < config.steps:
-            folder = Path(config.output) / f"checkpoint-{step}"
             info.step = step
-            save_checkpoint(folder, layers, info, text_encoder)
-            torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
-            torch.save(generator.get_state(), folder / RNG_FILE)
-            if precision.scaler is not None:
-                torch.save(precision.state_dict(), folder / SCALER_FILE)
+            _save_resumable(Path(config.output) / f"checkpoint-{step}", layers, info, text_encoder, optimizer,
+                            generator, precision)
     bar.close()
 
     # 5. save
