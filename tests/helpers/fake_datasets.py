@@ -240,18 +240,92 @@ def write_btad(root: Path) -> Expected:
     return Expected({"01/ko": 2, "02/ko": 2, "03/ko": 2}, 6, {"no_annotation": 1})
 
 
+LOCO_DEFECTS = {
+    "breakfast_box": (
+        "missing_almonds", "missing_bananas", "missing_toppings", "missing_cereals", "missing_cereals_and_toppings",
+        "nectarines_2_tangerine_1", "nectarine_1_tangerine_1", "nectarines_0_tangerines_2", "nectarines_0_tangerines_3",
+        "nectarines_3_tangerines_0", "nectarines_0_tangerine_1", "nectarines_0_tangerines_0",
+        "nectarines_0_tangerines_4", "compartments_swapped", "overflow", "underflow", "wrong_ratio",
+        "mixed_cereals", "fruit_damaged", "box_damaged", "toppings_crushed", "contamination",
+    ),
+    "pushpins": ("additional_1_pushpin", "additional_2_pushpins", "missing_pushpin", "missing_separator",
+                 "front_bent", "broken", "color", "contamination"),
+}
+"""The published defects_config.json of two LOCO categories: names in order, pixel values 255, 254 ..."""
+LOCO_IMAGES = {
+    "breakfast_box": {"logical_anomalies": (("missing_almonds",), ("nectarines_0_tangerines_0", "overflow")),
+                      "structural_anomalies": (("contamination",), ("box_damaged", "contamination"))},
+    "pushpins": {"logical_anomalies": (("missing_pushpin",), ("additional_1_pushpin", "missing_separator")),
+                 "structural_anomalies": (("broken",), ("color", "contamination"))},
+}
+"""Category -> type -> the defects of test images 000, 001 (one mask file each, in this order)."""
+
+
+def defects_config(names: tuple[str, ...], first: int = 255) -> list[dict]:
+    """A ``defects_config.json`` as MVTec publishes it: one entry per defect, values counting down."""
+    return [{"defect_name": name, "pixel_value": first - i, "saturation_threshold": 1.0, "relative_saturation": True}
+            for i, name in enumerate(names)]
+
+
+def write_loco_category(folder: Path, config: list[dict], images: dict[str, tuple[tuple[str, ...], ...]],
+                        seed: int, digits: int = 3, splits: tuple[str, ...] = ("train", "validation", "test")) -> int:
+    """One category in MVTec LOCO's layout: ``defects_config.json``, a normal image per split, and per defective
+    test image one ground-truth file per defect whose pixels hold the defect's value. Returns the masks written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "defects_config.json").write_text(json.dumps(config, indent=4))
+    value = {e["defect_name"]: e["pixel_value"] for e in config}
+    for split in splits:
+        _image(folder / split / "good" / f"{0:0{digits}d}.png", seed)
+    masks = 0
+    for k, (kind, defects) in enumerate(sorted(images.items())):
+        for i, names in enumerate(defects):
+            stem = f"{i:0{digits}d}"
+            _image(folder / "test" / kind / f"{stem}.png", seed + 10 * (k + 1) + i)
+            for d, name in enumerate(names):
+                _mask(folder / "ground_truth" / kind / stem / f"{d:0{digits}d}.png", blob(seed + 50 + 3 * d + i), value[name])
+                masks += 1
+    return masks
+
+
 def write_mvtec_loco(root: Path) -> Expected:
-    """``<cat>/test/<type>/NNN.png`` with ``ground_truth/<type>/NNN/000.png, 001.png ...`` (one per defect)."""
-    for category in ("breakfast_box", "pushpins"):
-        for split in ("train", "validation", "test"):
-            _image(root / category / split / "good" / "000.png", 500)
-        for k, kind in enumerate(("logical_anomalies", "structural_anomalies")):
-            for i in range(2):
-                _image(root / category / "test" / kind / f"{i:03d}.png", 600 + 10 * k + i)
-                for d in range(i + 1):  # 000: one defect, 001: two defects
-                    _mask(root / category / "ground_truth" / kind / f"{i:03d}" / f"{d:03d}.png", blob(700 + 3 * d + i))
-    return Expected({f"{c}/{k}": 2 for c in ("breakfast_box", "pushpins")
-                     for k in ("logical_anomalies", "structural_anomalies")}, 6)
+    """``<cat>/test/<type>/NNN.png`` with ``ground_truth/<type>/NNN/000.png, 001.png ...``: one file per defect,
+    its pixels the defect's value in the category's ``defects_config.json`` (the published values)."""
+    records: dict[str, int] = {}
+    for c, (category, images) in enumerate(LOCO_IMAGES.items()):
+        write_loco_category(root / category, defects_config(LOCO_DEFECTS[category]), images, 600 + 100 * c)
+        for defects in images.values():
+            for name in (n for names in defects for n in names):
+                records[f"{category}/{name}"] = records.get(f"{category}/{name}", 0) + 1
+    return Expected(records, 6)
+
+
+AUTOVI_IMAGES = {
+    "engine_wiring": {"blue_hoop": (("blue_hoop",),), "cardboard": (("cardboard",),),
+                      "fastening": (("fastening",), ("fastening",)), "multiple": (("multiple", "multiple"),)},
+    "pipe_clip": {"unclipped": (("unclipped",),), "operator": (("operator",),)},
+    "pipe_staple": {"missing": (("missing",),)},
+    "tank_screw": {"missing": (("missing",),)},
+    "underbody_pipes": {"obstruction": (("obstruction",),)},
+    "underbody_screw": {"missing": (("missing",),)},
+}
+"""AutoVI's six categories (one zip each), their defect folders and the defects of test images 0000, 0001."""
+
+
+def write_autovi(root: Path) -> Expected:
+    """AutoVI's layout: LOCO's with four-digit names, no ``validation``, one folder per defect type, plus each
+    category's ``readme.md``, ``license.txt`` and ``defect_example.png`` beside its ``defects_config.json``."""
+    records: dict[str, int] = {}
+    for c, (category, images) in enumerate(AUTOVI_IMAGES.items()):
+        names = tuple(dict.fromkeys(images))
+        write_loco_category(root / category, defects_config(names, 255 - c), images, 1400 + 100 * c, digits=4,
+                            splits=("train", "test"))
+        (root / category / "readme.md").write_text(f"# AutoVI {category}\n")
+        (root / category / "license.txt").write_text("CC BY-NC-SA 4.0\n")
+        _image(root / category / "defect_example.png", 1399)
+        for defects in images.values():
+            for name in (n for names in defects for n in names):
+                records[f"{category}/{name}"] = records.get(f"{category}/{name}", 0) + 1
+    return Expected(records, 12)
 
 
 def write_dagm2007(root: Path) -> Expected:
