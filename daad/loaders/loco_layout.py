@@ -66,7 +66,7 @@ def defects_config(category: Path) -> dict[int, str]:
             if value in names:
                 raise ValueError(f"pixel_value {value} names both {names[value]!r} and {name!r}")
             names[value] = name
-    except (ValueError, TypeError, KeyError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise DefectsConfigError(path, "bad_defects_config", f"not a list of defect_name / pixel_value: {exc}") from None
     return names
 

@@ -18,6 +18,11 @@ either absent or complete, never half unpacked. A source is pinned one of two wa
   the folder is renamed into place, so a crash between the two leaves a manifest whose root
   is missing (``daad build`` downloads it again), never data without a manifest.
 
+A source published as several archives (AutoVI's six zips: ``[[<origin>.parts]]`` in
+``downloads.toml``) has each one downloaded, checked against its own pin and unpacked into the
+same temp folder (a path two archives both hold is refused) before the one rename; if any fails,
+none of them is kept.
+
 Layout of the data directory::
 
     <data dir>/<origin>/               the source as its authors publish it
@@ -254,10 +259,11 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
     for attempt in (1, 2):
         tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{entry.id}-", dir=state_dir))
         staged = tmp / entry.id
-        k = 0
+        suspects, suspect_url = paths, urls[0]  # what to fetch again if the check fails: the archive at hand, or all
         try:
             archive_sha256 = []
             for k, (part, url, archive) in enumerate(zip(spec.archives(), urls, paths)):
+                suspects, suspect_url = [archive], url
                 # A complete archive left by an interrupted run is reused (re-checked when pinned); a .part resumes.
                 if part.sha256 is not None or not archive.exists():
                     _download_archive(entry.id, url, archive, part.sha256, part.size, options)
@@ -275,6 +281,7 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
                 )
                 if k:
                     _merge_part(entry.id, url, target, staged)
+            suspects, suspect_url = paths, urls[0]
             if registry.committed_manifest(entry.id) is not None:
                 state = {"files_verified": verify_files(registry, entry.id, staged, progress=options.progress)}
             else:
@@ -291,11 +298,11 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
             _remove(paths)
             raise
         except (CorruptArchiveError, SourceDownloadError) as exc:
-            paths[k].unlink(missing_ok=True)
+            _remove(suspects)
             if attempt == 2:
                 _remove(paths)
                 detail = exc.detail if isinstance(exc, SourceDownloadError) else str(exc)
-                raise SourceDownloadError(entry.id, f"{detail} (still wrong after fetching {urls[k]} again)") from None
+                raise SourceDownloadError(entry.id, f"{detail} (still wrong after fetching {suspect_url} again)") from None
             continue
         except ArchiveError as exc:
             _remove(paths)
