@@ -166,7 +166,8 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     assert {o: outcomes[o]["status"] for o in ORIGINS} == {
         "btad": DOWNLOADED, "kolektorsdd_original": SKIPPED, "mvtec_ad": SKIPPED, "visa": DOWNLOADED}
     assert f"--accept-licence {NC}" in outcomes["mvtec_ad"]["detail"]
-    assert outcomes["btad"]["detail"] == "archive sha256 verified; manifest of 6 records written (6 of them unmapped)"
+    assert outcomes["btad"]["detail"] == ("archive sha256 verified; manifest of 6 records written (6 of them unmapped); "
+                                          "skipped: 1 no_annotation")
     # GitHub sources without a committed manifest (none in this scratch folder) are not fetched at all.
     assert outcomes["sd_saliency_900"]["status"] == SKIPPED and "no manifest" in outcomes["sd_saliency_900"]["detail"]
     assert sorted(p.name for p in (data / "manifests").iterdir()) == ["btad.jsonl", "visa.jsonl"]
@@ -405,3 +406,22 @@ def test_a_part_pinned_otherwise_is_refused(catalogue):
     (catalogue / "downloads.toml").write_text(text[:start] + part + text[end:])  # its sha256 dropped
     with pytest.raises(CatalogueError, match="part 1 .*pipe_clip.zip.* is not pinned like the first archive"):
         Catalogue.load(catalogue)
+
+
+def test_loco_archive_with_faults_still_gives_its_manifest(server, catalogue, tmp_path):
+    """A LOCO archive whose masks or configs are faulty: every other defect is written, each fault counted by name."""
+    tree = tmp_path / "tree"
+    expected = fake.write_mvtec_loco_with_faults(tree)
+    body = _tar(_files(tree), "w:xz")
+    server.files["/faulty/mvtec_loco.tar.xz"] = body
+    text = (catalogue / "downloads.toml").read_text()
+    url = tomllib.loads(text)["mvtec_loco"]["url"]
+    (catalogue / "downloads.toml").write_text(text.replace(url, "https://example.org/faulty/mvtec_loco.tar.xz"))
+    _pin(catalogue, {"mvtec_loco": _sha256(body)})
+    data = tmp_path / "data"
+    (outcome,) = prepare(Registry(catalogue, Roots(data=data)), ["mvtec_loco"], _options(data, server)).outcomes
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(expected.skipped.items()))
+    assert (outcome.status, outcome.detail) == (
+        DOWNLOADED, f"archive sha256 verified; manifest of 12 records written (7 of them unmapped); skipped: {skipped}")
+    assert json.loads((data / ".daad" / "mvtec_loco.json").read_text())["skipped"] == expected.skipped
+    assert len(list(read_manifest(data / "manifests" / "mvtec_loco.jsonl"))) == expected.total == 12

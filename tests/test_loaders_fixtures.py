@@ -126,40 +126,15 @@ def test_loco_catalogue_maps_structural_defects_only():
     assert {k for k, v in CATALOGUE["autovi"].classes.items() if v != UNMAPPED} == {"engine_wiring/cardboard"}
 
 
-def _loco_with_faults(root):
-    """The fake LOCO tree plus one of each fault the reader must skip, by name, without stopping."""
-    fake.write_mvtec_loco(root)
-    gt = root / "breakfast_box" / "ground_truth" / "structural_anomalies"
-    fake._mask(gt / "000" / "001.png", fake.blob(1), value=200)  # a value the config does not name
-    two = np.zeros((fake.SIZE, fake.SIZE), np.uint8)
-    two[:4, :4], two[-4:, -4:] = 234, 236
-    Image.fromarray(two).save(gt / "001" / "002.png")  # two defects in one file
-    fake._mask(gt / "001" / "003.png", np.zeros((fake.SIZE, fake.SIZE), np.uint8))  # all zero
-    (gt / "001" / "004.png").write_bytes(b"not a png")
-    fake._image(root / "breakfast_box" / "test" / "structural_anomalies" / "002.png", 1)  # no mask folder
-    config = root / "breakfast_box" / "defects_config.json"
-    entries = json.loads(config.read_text())
-    entries[-2]["defect_name"] = "toppings_crushed_"  # 235: a spelling the catalogue does not list
-    config.write_text(json.dumps(entries))
-    fake._mask(gt / "000" / "002.png", fake.blob(2), value=235)
-    # juice_bottle without a config; screw_bag with one that is not JSON
-    for category, config_bytes in (("juice_bottle", None), ("screw_bag", b"{not json")):
-        fake.write_loco_category(root / category, fake.defects_config(("contamination",)),
-                                 {"structural_anomalies": (("contamination",),)}, 1300)
-        if config_bytes is None:
-            (root / category / "defects_config.json").unlink()
-        else:
-            (root / category / "defects_config.json").write_bytes(config_bytes)
-
-
 def test_loco_faults_are_skipped_by_name_and_counted(tmp_path):
-    _loco_with_faults(tmp_path)
+    expected = fake.write_mvtec_loco_with_faults(tmp_path)
     records, skipped = split_items(get_loader("mvtec_loco").iter_records(tmp_path))
-    assert len(records) == 12  # every good mask still gives its record
-    assert skipped == {"unknown_mask_value": 1, "several_mask_values": 1, "empty_mask": 1, "corrupt_mask": 1,
-                       "no_annotation": 1, "defect_not_in_catalogue": 1, "no_defects_config": 1, "bad_defects_config": 1}
+    assert Counter(r.native_label for r in records) == expected.records  # every good mask still gives its record
+    assert skipped == expected.skipped and set(skipped) == {
+        "unknown_mask_value", "several_mask_values", "empty_mask", "corrupt_mask", "no_annotation",
+        "defect_not_in_catalogue", "no_defects_config", "bad_defects_config"}
     report = ingest(get_loader("mvtec_loco").iter_records(tmp_path), tmp_path / "manifests" / "mvtec_loco.jsonl")
-    assert report.accepted == 12 and sum(report.skipped.values()) == 8
+    assert report.accepted == expected.total and report.skipped == expected.skipped
 
 
 def test_visa_small_integer_masks_keep_every_defect(tmp_path):

@@ -238,8 +238,10 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
     state = _fetch_verified(registry, entry, options)
     if "records" in state:
         pin = "sha256" if entry.download.sha256 is not None else "md5"
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(state["skipped"].items()))
         return Outcome(entry.id, DOWNLOADED, f"archive {pin} verified; manifest of {state['records']} records "
-                                             f"written ({state['unmapped']} of them unmapped)", state["records"])
+                                             f"written ({state['unmapped']} of them unmapped)"
+                                             + (f"; skipped: {skipped}" if skipped else ""), state["records"])
     return Outcome(entry.id, DOWNLOADED, f"{state['files_verified']} files verified", state["files_verified"])
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -297,6 +297,36 @@ def write_mvtec_loco(root: Path) -> Expected:
             for name in (n for names in defects for n in names):
                 records[f"{category}/{name}"] = records.get(f"{category}/{name}", 0) + 1
     return Expected(records, 6)
+
+
+def write_mvtec_loco_with_faults(root: Path) -> Expected:
+    """The fake LOCO tree plus one of each fault the reader must skip, by name, without stopping: its records
+    are the fake tree's, its skipped items one per reason."""
+    expected = write_mvtec_loco(root)
+    gt = root / "breakfast_box" / "ground_truth" / "structural_anomalies"
+    _mask(gt / "000" / "001.png", blob(1), value=200)  # a value the config does not name
+    two = np.zeros((SIZE, SIZE), np.uint8)
+    two[:4, :4], two[-4:, -4:] = 234, 236
+    Image.fromarray(two).save(gt / "001" / "002.png")  # two defects in one file
+    _mask(gt / "001" / "003.png", np.zeros((SIZE, SIZE), np.uint8))  # all zero
+    (gt / "001" / "004.png").write_bytes(b"not a png")
+    _image(root / "breakfast_box" / "test" / "structural_anomalies" / "002.png", 1)  # no mask folder
+    config = root / "breakfast_box" / "defects_config.json"
+    entries = json.loads(config.read_text())
+    entries[-2]["defect_name"] = "toppings_crushed_"  # 235: a spelling the catalogue does not list
+    config.write_text(json.dumps(entries))
+    _mask(gt / "000" / "002.png", blob(2), value=235)
+    # juice_bottle without a config; screw_bag with one that is not JSON
+    for category, config_bytes in (("juice_bottle", None), ("screw_bag", b"{not json")):
+        write_loco_category(root / category, defects_config(("contamination",)),
+                            {"structural_anomalies": (("contamination",),)}, 1300)
+        if config_bytes is None:
+            (root / category / "defects_config.json").unlink()
+        else:
+            (root / category / "defects_config.json").write_bytes(config_bytes)
+    return replace(expected, skipped={
+        "unknown_mask_value": 1, "several_mask_values": 1, "empty_mask": 1, "corrupt_mask": 1, "no_annotation": 1,
+        "defect_not_in_catalogue": 1, "no_defects_config": 1, "bad_defects_config": 1})
 
 
 AUTOVI_IMAGES = {
