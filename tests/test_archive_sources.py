@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, copy_manifests
-from daad.registry.catalogue import Catalogue
+from daad.registry.catalogue import Catalogue, CatalogueError
 from daad.registry.manifest import read_manifest
 from daad.sources.archive_sources import DOWNLOADED, FAILED, SKIPPED, PrepareOptions, prepare
 from daad.registry import Registry
@@ -91,33 +91,57 @@ def published(tmp_path_factory) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def server(published):
+def autovi(tmp_path_factory) -> dict[str, bytes]:
+    """AutoVI's six Zenodo zips, category -> bytes, each holding ``<category>/`` at its top."""
+    base = tmp_path_factory.mktemp("autovi")
+    fake.write_autovi(base)
+    return {c: _zip(_files(base / c, f"{c}/")) for c in fake.AUTOVI_IMAGES}
+
+
+def _autovi_path(catalogue: Catalogue, category: str) -> str:
+    return next(urlsplit(a.url).path for a in catalogue["autovi"].download.archives() if f"/{category}.zip" in a.url)
+
+
+@pytest.fixture(scope="module")
+def server(published, autovi):
     srv = ArchiveServer()
     catalogue = Catalogue.load(REPO / "manifests")
     for origin, body in published.items():
         srv.files[urlsplit(catalogue[origin].download.url).path] = body
+    for category, body in autovi.items():
+        srv.files[_autovi_path(catalogue, category)] = body
     yield srv
     srv.close()
 
 
-def _pin(manifests: Path, sha256: dict[str, str]) -> None:
+def _pin(manifests: Path, sha256: dict[str, str | list[str]]) -> None:
     """Rewrite the scratch downloads.toml with ``sha256`` for the given origins (``md5`` where the
-    catalogue pins that instead)."""
+    catalogue pins that instead); a list pins an origin's archive and then its parts, in order."""
     tables = tomllib.loads((manifests / "downloads.toml").read_text())
     for origin, digest in sha256.items():
-        tables[origin]["md5" if "md5" in tables[origin] else "sha256"] = digest
+        digests = digest if isinstance(digest, list) else [digest]
+        for table, value in zip([tables[origin], *tables[origin].get("parts", [])], digests, strict=True):
+            table["md5" if "md5" in table else "sha256"] = value
+
+    def lines(table: dict) -> str:
+        return "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items() if k != "parts")
+
     (manifests / "downloads.toml").write_text("".join(
-        f"[{origin}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items()) + "\n"
+        f"[{origin}]\n" + lines(table) + "\n" + "".join(f"[[{origin}.parts]]\n" + lines(p) + "\n" for p in table.get("parts", []))
         for origin, table in tables.items()
     ))
 
 
+def _sha256(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
 @pytest.fixture
-def catalogue(tmp_path, published) -> Path:
+def catalogue(tmp_path, published, autovi) -> Path:
     """Scratch manifests (catalogue files only) pinning each fake archive's sha256."""
     manifests = copy_manifests(tmp_path / "manifests")
     _pin(manifests, {o: (hashlib.md5 if o in MD5_PINNED else hashlib.sha256)(body).hexdigest()
-                     for o, body in published.items()})
+                     for o, body in published.items()} | {"autovi": [_sha256(b) for b in autovi.values()]})
     return manifests
 
 
@@ -146,7 +170,8 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     assert {o: outcomes[o]["status"] for o in ORIGINS} == {
         "btad": DOWNLOADED, "kolektorsdd_original": SKIPPED, "mvtec_ad": SKIPPED, "visa": DOWNLOADED}
     assert f"--accept-licence {NC}" in outcomes["mvtec_ad"]["detail"]
-    assert outcomes["btad"]["detail"] == "archive sha256 verified; manifest of 6 records written (6 of them unmapped)"
+    assert outcomes["btad"]["detail"] == ("archive sha256 verified; manifest of 6 records written (6 of them unmapped); "
+                                          "skipped: 1 no_annotation")
     # GitHub sources without a committed manifest (none in this scratch folder) are not fetched at all.
     assert outcomes["sd_saliency_900"]["status"] == SKIPPED and "no manifest" in outcomes["sd_saliency_900"]["detail"]
     assert sorted(p.name for p in (data / "manifests").iterdir()) == ["btad.jsonl", "visa.jsonl"]
@@ -158,18 +183,20 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     info = json.loads((tmp_path / "out" / "build.json").read_text())
     # VisA: 6 of 9 records map (two images split per defect, see test_loaders_fixtures); BTAD's
     # 'ko' is unmapped; KolektorSDD: 2 cracks; MVTec AD: broken_large x2, contamination, poke_insulation.
-    # MVTec 3D-AD: 2 cracks and a damaged thread; LOCO and MVTec AD 2 name no defect type (all unmapped).
-    assert info["origins"] == {"kolektorsdd_original": 2, "mvtec_3d": 3, "mvtec_ad": 4, "visa": 6}
-    # The fake LOCO tree draws both categories' images from the same seeds: the download's dedup marked
-    # pushpins' four as copies of breakfast_box's, and the build counts them as duplicates, not twice.
-    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2 + 2 + 4 + 4 + 3, "duplicate:mvtec_loco": 4}  # + KolektorSDD2's 3 'defect'
-    assert set(info["manifests"]) == {f"{o}.jsonl" for o in (*ORIGINS, *MORE, "ksdd2")}
+    # MVTec 3D-AD: 2 cracks and a damaged thread; MVTec AD 2 names no defect type (all unmapped). LOCO: one
+    # record per defect mask, 5 of 12 structural (2 contamination of breakfast_box, pushpins' broken, color and
+    # contamination); AutoVI (six zips): cardboard of its 12 records; KolektorSDD2: one label, 'defect' (3, unmapped).
+    assert info["origins"] == {"autovi": 1, "kolektorsdd_original": 2, "mvtec_3d": 3, "mvtec_ad": 4, "mvtec_loco": 5,
+                               "visa": 6}
+    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2 + 2 + 4 + 7 + 11 + 3}
+    assert set(info["manifests"]) == {f"{o}.jsonl" for o in (*ORIGINS, *MORE, "autovi", "ksdd2")}
     # The card's table of sources: rows, near copies left out, licence, commercial use, how obtained.
     card = (tmp_path / "out" / "README.md").read_text()
     assert ("| MVTec 3D Anomaly Detection (MVTec 3D-AD) (`mvtec_3d`) | 3 | 0 | `CC-BY-NC-SA-4.0` | no "
             "| by itself: md5-pinned archive (no sha256 published), manifest written at download |") in card
     assert "| Visual Anomaly (VisA) (`visa`) | 6 | 0 | `CC-BY-4.0` | yes | by itself: sha256-pinned archive" in card
-    assert "(`mvtec_loco`) | 0 | 4 | `CC-BY-NC-SA-4.0` | no |" in card
+    assert "(`mvtec_loco`) | 5 | 0 | `CC-BY-NC-SA-4.0` | no | by itself: sha256-pinned archive" in card
+    assert "(AutoVI) (`autovi`) | 1 | 0 | `CC-BY-NC-SA-4.0` | no | by itself: sha256-pinned archive" in card
     visa = {r.id: r for r in read_manifest(data / "manifests" / "visa.jsonl")}
     assert visa["visa/pcb1/000"].anomaly_class == "stain" and visa["visa/pcb1/000"].licence == "CC-BY-4.0"
     btad = {r.id: r for r in read_manifest(data / "manifests" / "btad.jsonl")}
@@ -309,8 +336,10 @@ def test_mvtec_loco_3d_and_ad2_download_by_themselves(server, catalogue, tmp_pat
     assert classes == {"mvtec_3d/bagel/test/combined/000": "unmapped", "mvtec_3d/bagel/test/crack/000": "crack",
                        "mvtec_3d/bagel/test/crack/001": "crack", "mvtec_3d/cable_gland/test/bent/000": "unmapped",
                        "mvtec_3d/cable_gland/test/thread/000": "abrasion"}
-    loco = list(read_manifest(data / "manifests" / "mvtec_loco.jsonl"))
-    assert len(loco) == 8 and {r.anomaly_class for r in loco} == {"unmapped"}
+    loco = {r.id: r for r in read_manifest(data / "manifests" / "mvtec_loco.jsonl")}
+    assert len(loco) == 12 and sum(r.anomaly_class != "unmapped" for r in loco.values()) == 5
+    assert loco["mvtec_loco/pushpins/structural_anomalies/000/000"].anomaly_class == "crack"
+    assert loco["mvtec_loco/pushpins/structural_anomalies/001/001"].native_label == "pushpins/contamination"
 
     # Other bytes under the same md5 pin: refused (fetched once more), nothing left.
     path = urlsplit(registry.catalogue["mvtec_3d"].download.url).path
@@ -343,3 +372,82 @@ def test_kolektorsdd2_downloads_by_itself_under_its_md5(server, catalogue, tmp_p
     assert outcome.status == FAILED and "md5_mismatch" in outcome.detail
     _assert_nothing_left(data, "ksdd2", registry)
     server.files[path] = published["ksdd2"]
+
+
+def test_autovi_six_archives_unpack_into_one_source(server, catalogue, tmp_path, autovi):
+    """A source published as several archives ([[autovi.parts]]): each fetched once and checked against its own
+    sha256, all unpacked into one folder; one manifest for the whole."""
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    before = {c: server.hits[_autovi_path(registry.catalogue, c)] for c in autovi}
+    (outcome,) = prepare(registry, ["autovi"], _options(data, server)).outcomes
+    assert outcome.status == DOWNLOADED, outcome
+    assert outcome.detail == "archive sha256 verified; manifest of 12 records written (11 of them unmapped)"
+    assert {c: server.hits[_autovi_path(registry.catalogue, c)] - before[c] for c in autovi} == dict.fromkeys(autovi, 1)
+    assert sorted(p.name for p in (data / "autovi").iterdir()) == sorted(autovi)
+    records = {r.id: r for r in read_manifest(data / "manifests" / "autovi.jsonl")}
+    assert records["autovi/engine_wiring/cardboard/0000/0000"].anomaly_class == "impurity"
+    assert {r.id for r in records.values() if r.native_label == "engine_wiring/multiple"} == {
+        "autovi/engine_wiring/multiple/0000/0000", "autovi/engine_wiring/multiple/0000/0001"}
+    state = json.loads((data / ".daad" / "autovi.json").read_text())
+    assert [state["archive_sha256"], *state["parts_sha256"]] == [_sha256(b) for b in autovi.values()]
+    assert not list((data / ".daad" / "archives").iterdir())  # every archive removed once unpacked
+
+
+def test_autovi_one_wrong_part_leaves_nothing(server, catalogue, tmp_path, autovi):
+    digests = [_sha256(b) for b in autovi.values()]
+    digests[3] = _sha256(autovi["tank_screw"] + b"x")
+    _pin(catalogue, {"autovi": digests})
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["autovi"], _options(data, server)).outcomes
+    assert outcome.status == FAILED and "sha256_mismatch" in outcome.detail and "tank_screw.zip" in outcome.detail
+    _assert_nothing_left(data, "autovi", registry)
+    assert not list((data / ".daad" / "archives").iterdir())  # the three verified before it are gone too
+
+
+def test_overlapping_parts_are_refused(server, catalogue, tmp_path, autovi):
+    """A part holding a file an earlier archive already put there: a named layout error, nothing left."""
+    members = zipfile.ZipFile(io.BytesIO(autovi["engine_wiring"]))
+    body = _zip({"pipe_clip/readme.md": b"x\n", "engine_wiring/defects_config.json": members.read("engine_wiring/defects_config.json")})
+    server.files["/overlap/pipe_clip.zip"] = body
+    text = (catalogue / "downloads.toml").read_text().replace(
+        "https://zenodo.org/records/10459003/files/pipe_clip.zip", "https://example.org/overlap/pipe_clip.zip")
+    (catalogue / "downloads.toml").write_text(text)
+    digests = [_sha256(b) for b in autovi.values()]
+    digests[1] = _sha256(body)
+    _pin(catalogue, {"autovi": digests})
+    data = tmp_path / "data"
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, ["autovi"], _options(data, server)).outcomes
+    assert outcome.status == FAILED and "overlap" in outcome.detail and "defects_config.json" in outcome.detail
+    _assert_nothing_left(data, "autovi", registry)
+
+
+def test_a_part_pinned_otherwise_is_refused(catalogue):
+    text = (catalogue / "downloads.toml").read_text()
+    part = '[[autovi.parts]]\nurl = "https://zenodo.org/records/10459003/files/pipe_clip.zip?download=1"\n'
+    start = text.index(part)
+    end = text.index("\n\n", start)
+    (catalogue / "downloads.toml").write_text(text[:start] + part + text[end:])  # its sha256 dropped
+    with pytest.raises(CatalogueError, match="part 1 .*pipe_clip.zip.* is not pinned like the first archive"):
+        Catalogue.load(catalogue)
+
+
+def test_loco_archive_with_faults_still_gives_its_manifest(server, catalogue, tmp_path):
+    """A LOCO archive whose masks or configs are faulty: every other defect is written, each fault counted by name."""
+    tree = tmp_path / "tree"
+    expected = fake.write_mvtec_loco_with_faults(tree)
+    body = _tar(_files(tree), "w:xz")
+    server.files["/faulty/mvtec_loco.tar.xz"] = body
+    text = (catalogue / "downloads.toml").read_text()
+    url = tomllib.loads(text)["mvtec_loco"]["url"]
+    (catalogue / "downloads.toml").write_text(text.replace(url, "https://example.org/faulty/mvtec_loco.tar.xz"))
+    _pin(catalogue, {"mvtec_loco": _sha256(body)})
+    data = tmp_path / "data"
+    (outcome,) = prepare(Registry(catalogue, Roots(data=data)), ["mvtec_loco"], _options(data, server)).outcomes
+    skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(expected.skipped.items()))
+    assert (outcome.status, outcome.detail) == (
+        DOWNLOADED, f"archive sha256 verified; manifest of 12 records written (7 of them unmapped); skipped: {skipped}")
+    assert json.loads((data / ".daad" / "mvtec_loco.json").read_text())["skipped"] == expected.skipped
+    assert len(list(read_manifest(data / "manifests" / "mvtec_loco.jsonl"))) == expected.total == 12

@@ -25,6 +25,7 @@ from daad.registry.catalogue import Catalogue
 from daad.cli import app
 from daad.registry.dedup import DedupError, origin_priority
 from daad.sources.ingest import ingest
+from daad.loaders import get_loader
 from daad.loaders import kolektorsdd as kolektorsdd_loader
 from daad.loaders import neu_seg as neu_seg_loader
 from daad.registry.manifest import dumps, read_manifest, write_manifest
@@ -156,6 +157,38 @@ def test_kolektorsdd_releases_collapse_to_the_original_publishers(tmp_path):
     marks = {r.id: r.duplicate_of for r in read_manifest(manifests / "kolektorsdd.jsonl")}
     assert marks == {r.id: f"kolektorsdd_original/kos{n:02d}/Part0" for n, r in enumerate(yolo)}
     assert all(r.duplicate_of is None for r in read_manifest(manifests / "kolektorsdd_original.jsonl"))
+
+
+def test_loco_defects_of_one_image_are_not_copies_of_each_other(tmp_path):
+    """MVTec LOCO gives one record per defect mask: two contamination masks of one image stay two anomalies;
+    the same picture, rotated, in another folder is a copy (and its two records are marked)."""
+    manifests = copy_manifests(tmp_path / "manifests")
+    root = tmp_path / "mvtec_loco"
+    config = json.dumps([{"defect_name": "contamination", "pixel_value": 248, "saturation_threshold": 1.0,
+                          "relative_saturation": True}])
+    with Image.open(SD_ROOT / "Source Images" / "In_1.bmp") as image:
+        picture = image.convert("RGB")
+    first, second = np.zeros((200, 200), np.uint8), np.zeros((200, 200), np.uint8)
+    first[20:40, 20:60], second[120:150, 100:130] = 248, 248
+    for category, k in (("pushpins", 0), ("screw_bag", 5)):  # screw_bag: the same picture, rotated by 90°
+        test = root / category / "test" / "structural_anomalies"
+        truth = root / category / "ground_truth" / "structural_anomalies" / "000"
+        test.mkdir(parents=True)
+        truth.mkdir(parents=True)
+        (root / category / "defects_config.json").write_text(config)
+        dihedral(picture, k).save(test / "000.png")
+        for d, mask in enumerate((first, second)):
+            dihedral(Image.fromarray(mask, "L"), k).save(truth / f"{d:03d}.png")
+    entry = Catalogue.load(manifests)["mvtec_loco"]
+    write_manifest(manifests / "mvtec_loco.jsonl",
+                   [r for r in get_loader("mvtec_loco").iter_records(root, entry) if isinstance(r, Record)])
+    result = _runner(manifests, {"mvtec_loco": root})
+    assert result.exit_code == 0, result.output
+    marks = {r.id: r.duplicate_of for r in read_manifest(manifests / "mvtec_loco.jsonl")}
+    kept = "mvtec_loco/pushpins/structural_anomalies/000/000"
+    assert marks == {kept: None, "mvtec_loco/pushpins/structural_anomalies/000/001": None,
+                     "mvtec_loco/screw_bag/structural_anomalies/000/000": kept,
+                     "mvtec_loco/screw_bag/structural_anomalies/000/001": kept}
 
 
 def test_origin_priority_follows_derived_from_then_source_then_id(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import numpy as np
@@ -29,6 +30,7 @@ WRITERS = {
     "ksdd2": fake.write_ksdd2,
     "btad": fake.write_btad,
     "mvtec_loco": fake.write_mvtec_loco,
+    "autovi": fake.write_autovi,
     "dagm2007": fake.write_dagm2007,
     "kolektorsdd_original": fake.write_kolektorsdd_original,
     "folder": fake.write_folder,
@@ -83,13 +85,56 @@ def test_mvtec_ad_catalogue_maps_all_73_types():
     assert set(classes.values()) - {UNMAPPED} <= set(ANOMALY_CLASSES)
 
 
-def test_mvtec_loco_logical_anomalies_are_unmapped_and_masks_merge(tmp_path):
+def test_mvtec_loco_gives_one_record_per_defect_named_by_its_pixel_value(tmp_path):
+    """Each ground-truth file is one defect: its mask is that file's pixels, its name the config's for their value."""
     fake.write_mvtec_loco(tmp_path)
-    records, _ = split_items(get_loader("mvtec_loco").iter_records(tmp_path))
-    assert all(r.anomaly_class == UNMAPPED for r in records if "logical" in r.native_label)
-    two = next(r for r in records if r.id == "mvtec_loco/pushpins/structural_anomalies/001")
-    truth = fake.blob(700 + 1) | fake.blob(700 + 3 + 1)
-    assert np.array_equal(two.mask.decode(), truth) and two.note == "2 defect masks merged"
+    records, skipped = split_items(get_loader("mvtec_loco").iter_records(tmp_path))
+    assert not skipped
+    got = {r.id: (r.native_label, r.anomaly_class) for r in records}
+    assert got == {
+        "mvtec_loco/breakfast_box/logical_anomalies/000/000": ("breakfast_box/missing_almonds", UNMAPPED),
+        "mvtec_loco/breakfast_box/logical_anomalies/001/000": ("breakfast_box/nectarines_0_tangerines_0", UNMAPPED),
+        "mvtec_loco/breakfast_box/logical_anomalies/001/001": ("breakfast_box/overflow", UNMAPPED),
+        "mvtec_loco/breakfast_box/structural_anomalies/000/000": ("breakfast_box/contamination", "impurity"),
+        "mvtec_loco/breakfast_box/structural_anomalies/001/000": ("breakfast_box/box_damaged", UNMAPPED),
+        "mvtec_loco/breakfast_box/structural_anomalies/001/001": ("breakfast_box/contamination", "impurity"),
+        "mvtec_loco/pushpins/logical_anomalies/000/000": ("pushpins/missing_pushpin", UNMAPPED),
+        "mvtec_loco/pushpins/logical_anomalies/001/000": ("pushpins/additional_1_pushpin", UNMAPPED),
+        "mvtec_loco/pushpins/logical_anomalies/001/001": ("pushpins/missing_separator", UNMAPPED),
+        "mvtec_loco/pushpins/structural_anomalies/000/000": ("pushpins/broken", "crack"),
+        "mvtec_loco/pushpins/structural_anomalies/001/000": ("pushpins/color", "stain"),
+        "mvtec_loco/pushpins/structural_anomalies/001/001": ("pushpins/contamination", "impurity"),
+    }
+    color, contamination = (r for r in records if r.id.startswith("mvtec_loco/pushpins/structural_anomalies/001/"))
+    raw = np.asarray(Image.open(tmp_path / "pushpins/ground_truth/structural_anomalies/001/001.png"))
+    assert set(np.unique(raw)) == {0, 248}  # contamination's published value, not 255
+    assert np.array_equal(contamination.mask.decode(), (raw > 0).astype(np.uint8))
+    assert not np.array_equal(color.mask.decode(), contamination.mask.decode())
+    assert color.image == contamination.image and color.split == "test"  # two defects of one image
+
+
+def test_loco_catalogue_maps_structural_defects_only():
+    """Every published LOCO defect has an entry; no logical anomaly maps to a class; AutoVI maps only cardboard."""
+    classes = CATALOGUE["mvtec_loco"].classes
+    for category, names in fake.LOCO_DEFECTS.items():
+        assert {f"{category}/{n}" for n in names} <= set(classes)
+    logical = {f"{c}/{n}" for c, kinds in fake.LOCO_IMAGES.items() for n in sum(kinds["logical_anomalies"], ())}
+    assert logical <= set(CATALOGUE["mvtec_loco"].unmapped)
+    assert {"pushpins/broken": "crack", "screw_bag/bag_broken": "hole", "splicing_connectors/contamination": "impurity",
+            "juice_bottle/juice_color": "stain"}.items() <= classes.items()
+    assert set(classes.values()) - {UNMAPPED} <= set(ANOMALY_CLASSES)
+    assert {k for k, v in CATALOGUE["autovi"].classes.items() if v != UNMAPPED} == {"engine_wiring/cardboard"}
+
+
+def test_loco_faults_are_skipped_by_name_and_counted(tmp_path):
+    expected = fake.write_mvtec_loco_with_faults(tmp_path)
+    records, skipped = split_items(get_loader("mvtec_loco").iter_records(tmp_path))
+    assert Counter(r.native_label for r in records) == expected.records  # every good mask still gives its record
+    assert skipped == expected.skipped and set(skipped) == {
+        "unknown_mask_value", "several_mask_values", "empty_mask", "corrupt_mask", "no_annotation",
+        "defect_not_in_catalogue", "no_defects_config", "bad_defects_config"}
+    report = ingest(get_loader("mvtec_loco").iter_records(tmp_path), tmp_path / "manifests" / "mvtec_loco.jsonl")
+    assert report.accepted == expected.total and report.skipped == expected.skipped
 
 
 def test_visa_small_integer_masks_keep_every_defect(tmp_path):

@@ -1,12 +1,12 @@
-"""Bitmap masks as sources publish them: PNG/BMP files whose bright pixels are the anomaly,
-possibly several files per image (MVTec LOCO: one per defect).
+"""Bitmap masks as sources publish them: PNG/BMP files whose bright pixels are the anomaly.
 
 Binarisation, one rule for every reader: a pixel is anomaly when its value is at least
 half the range, ``>= 128`` for 8-bit masks (``threshold=127``; ``>= 32768`` for 16-bit
 ones); colour masks are read as grey. A mask whose colour is flat but whose alpha varies
 (drawn as transparency) is read from its alpha. EXIF orientation is applied, as for
 images (:mod:`daad.images`). Loaders of published label images with small values (VisA:
-1, 2 ...) pass ``threshold=0``.
+1, 2 ...) pass ``threshold=0``; those whose value names the defect (MVTec LOCO, AutoVI) read
+the values themselves with :func:`read_values`.
 
 :func:`read_bitmap` also says when a mask needs a person's look
 (:meth:`BitmapMask.review`): more than two values (a JPEG-saved or soft mask, a
@@ -16,7 +16,6 @@ gradient), or covering most of the image (inverted, or all ones).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +57,19 @@ def read_bitmap(path: Path, *, threshold: int = 127, record_id: str | None = Non
     ``threshold`` is for 8-bit values (scaled for 16-bit ones). Raises ``RecordFileError``
     naming ``record_id`` (or the file) when the file is not a regular file, not an image,
     or a decompression bomb."""
+    values, channel = read_values(path, record_id=record_id)
+    if values.dtype == np.uint16 or values.max(initial=0) > 255:
+        cut = (threshold + 1) * 256 - 1
+    else:
+        cut = threshold
+    levels = len(np.unique(values)) if values.size <= 1 << 22 else len(np.unique(values[:: max(1, values.size >> 22)]))
+    return BitmapMask((values > cut).astype(np.uint8), levels, channel)
+
+
+def read_values(path: Path, *, record_id: str | None = None) -> tuple[np.ndarray, str]:
+    """The values of a mask file before binarisation (grey, or alpha; see :func:`read_bitmap`), and
+    which channel they come from: what readers of label images (LOCO's one value per defect) look up.
+    Raises ``RecordFileError`` as :func:`read_bitmap` does."""
     who = record_id or str(path)
     data = read_file(Path(path), who)
     with image_errors(who, path, "corrupt_mask"), Image.open(io.BytesIO(data)) as image:
@@ -67,13 +79,7 @@ def read_bitmap(path: Path, *, threshold: int = 127, record_id: str | None = Non
             )
         image.load()
         ImageOps.exif_transpose(image, in_place=True)
-        values, channel = _channel(image)
-    if values.dtype == np.uint16 or values.max(initial=0) > 255:
-        cut = (threshold + 1) * 256 - 1
-    else:
-        cut = threshold
-    levels = len(np.unique(values)) if values.size <= 1 << 22 else len(np.unique(values[:: max(1, values.size >> 22)]))
-    return BitmapMask((values > cut).astype(np.uint8), levels, channel)
+        return _channel(image)
 
 
 def _channel(image: Image.Image) -> tuple[np.ndarray, str]:
@@ -93,14 +99,3 @@ def _channel(image: Image.Image) -> tuple[np.ndarray, str]:
 def read_mask(path: Path, *, threshold: int = 127) -> np.ndarray:
     """``uint8`` 0/1 mask of the pixels above ``threshold`` (see :func:`read_bitmap`)."""
     return read_bitmap(path, threshold=threshold).mask
-
-
-def union(paths: Iterable[Path], *, threshold: int = 127) -> np.ndarray:
-    """The union of several masks of one image (all the same size)."""
-    masks = [read_mask(p, threshold=threshold) for p in paths]
-    if not masks:
-        raise ValueError("no mask files")
-    shapes = {m.shape for m in masks}
-    if len(shapes) > 1:
-        raise ValueError(f"masks differ in size: {sorted(shapes)}")
-    return np.bitwise_or.reduce(masks)

@@ -30,6 +30,10 @@ class CatalogueError(DaadError):
     """The catalogue file is malformed, or an origin is not in it."""
 
 
+PART_DEFAULTS = ("subpath", "format", "max_unpacked_bytes", "max_members", "max_ratio")
+"""What a further archive of a source takes from its first unless it names its own."""
+
+
 @dataclass(frozen=True, slots=True)
 class Download:
     """An archive published at a stable URL, and where the data sits inside it."""
@@ -51,6 +55,11 @@ class Download:
     max_members: int = MAX_MEMBERS
     max_ratio: float = MAX_RATIO
     """Limits of this source's archive: bytes unpacked, entries, bytes unpacked per archive byte."""
+    parts: tuple[Download, ...] = ()
+    """The source's further archives, where it is published as several (AutoVI: one zip per
+    category), ``[[<origin>.parts]]``: each is downloaded, checked against its own pin and unpacked
+    into the same folder. A part takes this table's subpath, format and limits unless it names its
+    own, and is pinned the same way (sha256, md5, or a committed manifest)."""
 
     @classmethod
     def from_toml(cls, value: dict) -> Download:
@@ -60,7 +69,23 @@ class Download:
             if not isinstance(keep, list) or not all(isinstance(k, str) for k in keep):
                 raise TypeError(f"keep must be a list of patterns, got {keep!r}")
             value["keep"] = tuple(keep)
-        return cls(**value)
+        parts = value.pop("parts", [])
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise TypeError(f"parts must be an array of tables ([[<origin>.parts]]), got {parts!r}")
+        first = cls(**value)
+        inherited = {k: getattr(first, k) for k in PART_DEFAULTS}
+        more = []
+        for i, part in enumerate(parts, 1):
+            if "parts" in part or "keep" in part:
+                raise TypeError(f"part {i} ({part.get('url')}): parts and keep belong to the origin's table")
+            more.append(cls(**(inherited | part)))
+            if (more[-1].sha256 is None, more[-1].md5 is None) != (first.sha256 is None, first.md5 is None):
+                raise ValueError(f"part {i} ({more[-1].url}) is not pinned like the first archive (sha256 or md5)")
+        return replace(first, parts=tuple(more))
+
+    def archives(self) -> tuple[Download, ...]:
+        """Every archive of the source, this table's first."""
+        return (self, *self.parts)
 
 
 MASK_FORMATS = ("bitmap", "labelme")
@@ -129,8 +154,8 @@ class SourceEntry:
     layout: Layout | dict[str, Any] | None = None
     """How this origin's files are laid out, as data (``[<origin>.layout]``): a :class:`Layout`
     (a table with ``images``) for sources without a loader module of their own; otherwise the
-    parameters its module reads (``reader = "mvtec"`` and MVTec AD's tree naming; VisA's
-    mask values)."""
+    parameters its module reads (``reader = "mvtec"`` and MVTec AD's tree naming; ``reader = "loco"``;
+    VisA's mask values)."""
     manual_download: str | None = None
     """How to get the data where the authors require accepting terms on a website."""
     derived_from: tuple[str, ...] = ()
@@ -277,5 +302,5 @@ def _merge_downloads(entries: dict[str, SourceEntry], path: Path) -> None:
             raise CatalogueError(f"{path}: origin {origin!r} already has a download table in {FILENAME}")
         try:
             entries[origin] = replace(entries[origin], download=Download.from_toml(value))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise CatalogueError(f"{path}: origin {origin!r}: {exc}") from None

@@ -18,6 +18,11 @@ either absent or complete, never half unpacked. A source is pinned one of two wa
   the folder is renamed into place, so a crash between the two leaves a manifest whose root
   is missing (``daad build`` downloads it again), never data without a manifest.
 
+A source published as several archives (AutoVI's six zips: ``[[<origin>.parts]]`` in
+``downloads.toml``) has each one downloaded, checked against its own pin and unpacked into the
+same temp folder (a path two archives both hold is refused) before the one rename; if any fails,
+none of them is kept.
+
 Layout of the data directory::
 
     <data dir>/<origin>/               the source as its authors publish it
@@ -233,67 +238,102 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
     state = _fetch_verified(registry, entry, options)
     if "records" in state:
         pin = "sha256" if entry.download.sha256 is not None else "md5"
+        skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(state["skipped"].items()))
         return Outcome(entry.id, DOWNLOADED, f"archive {pin} verified; manifest of {state['records']} records "
-                                             f"written ({state['unmapped']} of them unmapped)", state["records"])
+                                             f"written ({state['unmapped']} of them unmapped)"
+                                             + (f"; skipped: {skipped}" if skipped else ""), state["records"])
     return Outcome(entry.id, DOWNLOADED, f"{state['files_verified']} files verified", state["files_verified"])
 
 
 def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> dict:
     """Download, unpack into a temp folder, verify (or write the manifest), rename into place;
-    returns what the state file records. Fetches once more if corrupt."""
+    returns what the state file records. Fetches once more if corrupt. A source published as
+    several archives (``parts``) has each downloaded, checked and unpacked into the same folder."""
     spec = entry.download
     assert spec is not None
     state_dir = options.data / STATE_DIR
     state_dir.mkdir(parents=True, exist_ok=True)
     for stale in state_dir.glob(f"tmp-{entry.id}-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    url = archive_url(spec.url, options.base_url)
-    archive = archive_path(options.data, entry.id, url, spec.format)
+    urls = [archive_url(part.url, options.base_url) for part in spec.archives()]
+    paths = [archive_path(options.data, entry.id, url, part.format) for part, url in zip(spec.archives(), urls)]
+    wanted = wanted_files(registry, entry)
     for attempt in (1, 2):
-        # A complete archive left by an interrupted run is reused (re-checked when pinned); a .part resumes.
-        if spec.sha256 is not None or not archive.exists():
-            _download_archive(entry.id, url, archive, spec.sha256, spec.size, options)
         tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{entry.id}-", dir=state_dir))
+        staged = tmp / entry.id
+        suspects, suspect_url = paths, urls[0]  # what to fetch again if the check fails: the archive at hand, or all
         try:
-            archive_sha256 = spec.sha256
-            if spec.md5 is not None:
-                md5, read_sha256 = md5_and_sha256(archive)
-                if md5 != spec.md5:
-                    raise SourceDownloadError(entry.id, f"download of {url} failed: md5_mismatch: expected {spec.md5}, got {md5}")
-                archive_sha256 = archive_sha256 or read_sha256
-            staged = tmp / entry.id
-            unpack(
-                archive, staged, format=spec.format, subpath=spec.subpath,
-                max_bytes=min(spec.max_unpacked_bytes, options.max_unpacked_bytes),
-                max_members=spec.max_members, max_ratio=spec.max_ratio, wanted=wanted_files(registry, entry),
-            )
+            archive_sha256 = []
+            for k, (part, url, archive) in enumerate(zip(spec.archives(), urls, paths)):
+                suspects, suspect_url = [archive], url
+                # A complete archive left by an interrupted run is reused (re-checked when pinned); a .part resumes.
+                if part.sha256 is not None or not archive.exists():
+                    _download_archive(entry.id, url, archive, part.sha256, part.size, options)
+                archive_sha256.append(part.sha256)
+                if part.md5 is not None:
+                    md5, read_sha256 = md5_and_sha256(archive)
+                    if md5 != part.md5:
+                        raise SourceDownloadError(entry.id, f"download of {url} failed: md5_mismatch: expected {part.md5}, got {md5}")
+                    archive_sha256[-1] = part.sha256 or read_sha256
+                target = staged if k == 0 else tmp / f"part-{k}"
+                unpack(
+                    archive, target, format=part.format, subpath=part.subpath,
+                    max_bytes=min(part.max_unpacked_bytes, options.max_unpacked_bytes),
+                    max_members=part.max_members, max_ratio=part.max_ratio, wanted=wanted,
+                )
+                if k:
+                    _merge_part(entry.id, url, target, staged)
+            suspects, suspect_url = paths, urls[0]
             if registry.committed_manifest(entry.id) is not None:
                 state = {"files_verified": verify_files(registry, entry.id, staged, progress=options.progress)}
             else:
                 report, manifest = write_downloaded_manifest(registry, entry, staged)
-                state = {"archive_sha256": archive_sha256 or sha256_file(archive), "manifest": str(manifest),
+                sha256s = [known or sha256_file(archive) for known, archive in zip(archive_sha256, paths)]
+                state = {"archive_sha256": sha256s[0], "manifest": str(manifest),
                          "manifest_sha256": sha256_file(manifest),
                          "records": report.accepted, "unmapped": sum(report.unmapped.values()),
                          "skipped": dict(report.skipped)}
+                if spec.parts:
+                    state["parts_sha256"] = sha256s[1:]
             os.rename(staged, options.data / entry.id)
         except ArchiveLayoutError:
-            archive.unlink(missing_ok=True)
+            _remove(paths)
             raise
         except (CorruptArchiveError, SourceDownloadError) as exc:
-            archive.unlink(missing_ok=True)
+            _remove(suspects)
             if attempt == 2:
+                _remove(paths)
                 detail = exc.detail if isinstance(exc, SourceDownloadError) else str(exc)
-                raise SourceDownloadError(entry.id, f"{detail} (still wrong after fetching {url} again)") from None
+                raise SourceDownloadError(entry.id, f"{detail} (still wrong after fetching {suspect_url} again)") from None
             continue
         except ArchiveError as exc:
-            archive.unlink(missing_ok=True)
+            _remove(paths)
             raise SourceDownloadError(entry.id, str(exc)) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        archive.unlink(missing_ok=True)
-        _write_state(options.data, entry.id, {"url": url, "subpath": spec.subpath, **state})
+        _remove(paths)
+        _write_state(options.data, entry.id, {"url": urls[0], "subpath": spec.subpath, **state})
         return state
     raise AssertionError("unreachable")
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _merge_part(origin: str, url: str, part: Path, staged: Path) -> None:
+    """Move the unpacked tree of a further archive into the source's folder; a path that an
+    earlier archive already holds (other than a shared folder) is refused."""
+    for item in sorted(part.iterdir()):
+        target = staged / item.name
+        if not os.path.lexists(target):
+            os.rename(item, target)
+        elif item.is_dir() and not item.is_symlink() and target.is_dir() and not target.is_symlink():
+            _merge_part(origin, url, item, target)
+        else:
+            raise ArchiveLayoutError(origin, f"{url} holds {item.name!r} where an earlier archive of the source "
+                                             f"put a file: its archives overlap")
 
 
 def wanted_files(registry: Registry, entry: SourceEntry) -> Callable[[PurePosixPath], bool] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -240,18 +240,122 @@ def write_btad(root: Path) -> Expected:
     return Expected({"01/ko": 2, "02/ko": 2, "03/ko": 2}, 6, {"no_annotation": 1})
 
 
+LOCO_DEFECTS = {
+    "breakfast_box": (
+        "missing_almonds", "missing_bananas", "missing_toppings", "missing_cereals", "missing_cereals_and_toppings",
+        "nectarines_2_tangerine_1", "nectarine_1_tangerine_1", "nectarines_0_tangerines_2", "nectarines_0_tangerines_3",
+        "nectarines_3_tangerines_0", "nectarines_0_tangerine_1", "nectarines_0_tangerines_0",
+        "nectarines_0_tangerines_4", "compartments_swapped", "overflow", "underflow", "wrong_ratio",
+        "mixed_cereals", "fruit_damaged", "box_damaged", "toppings_crushed", "contamination",
+    ),
+    "pushpins": ("additional_1_pushpin", "additional_2_pushpins", "missing_pushpin", "missing_separator",
+                 "front_bent", "broken", "color", "contamination"),
+}
+"""The published defects_config.json of two LOCO categories: names in order, pixel values 255, 254 ..."""
+LOCO_IMAGES = {
+    "breakfast_box": {"logical_anomalies": (("missing_almonds",), ("nectarines_0_tangerines_0", "overflow")),
+                      "structural_anomalies": (("contamination",), ("box_damaged", "contamination"))},
+    "pushpins": {"logical_anomalies": (("missing_pushpin",), ("additional_1_pushpin", "missing_separator")),
+                 "structural_anomalies": (("broken",), ("color", "contamination"))},
+}
+"""Category -> type -> the defects of test images 000, 001 (one mask file each, in this order)."""
+
+
+def defects_config(names: tuple[str, ...], first: int = 255) -> list[dict]:
+    """A ``defects_config.json`` as MVTec publishes it: one entry per defect, values counting down."""
+    return [{"defect_name": name, "pixel_value": first - i, "saturation_threshold": 1.0, "relative_saturation": True}
+            for i, name in enumerate(names)]
+
+
+def write_loco_category(folder: Path, config: list[dict], images: dict[str, tuple[tuple[str, ...], ...]],
+                        seed: int, digits: int = 3, splits: tuple[str, ...] = ("train", "validation", "test")) -> int:
+    """One category in MVTec LOCO's layout: ``defects_config.json``, a normal image per split, and per defective
+    test image one ground-truth file per defect whose pixels hold the defect's value. Returns the masks written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "defects_config.json").write_text(json.dumps(config, indent=4))
+    value = {e["defect_name"]: e["pixel_value"] for e in config}
+    for split in splits:
+        _image(folder / split / "good" / f"{0:0{digits}d}.png", seed)
+    masks = 0
+    for k, (kind, defects) in enumerate(sorted(images.items())):
+        for i, names in enumerate(defects):
+            stem = f"{i:0{digits}d}"
+            _image(folder / "test" / kind / f"{stem}.png", seed + 10 * (k + 1) + i)
+            for d, name in enumerate(names):
+                _mask(folder / "ground_truth" / kind / stem / f"{d:0{digits}d}.png", blob(seed + 50 + 3 * d + i), value[name])
+                masks += 1
+    return masks
+
+
 def write_mvtec_loco(root: Path) -> Expected:
-    """``<cat>/test/<type>/NNN.png`` with ``ground_truth/<type>/NNN/000.png, 001.png ...`` (one per defect)."""
-    for category in ("breakfast_box", "pushpins"):
-        for split in ("train", "validation", "test"):
-            _image(root / category / split / "good" / "000.png", 500)
-        for k, kind in enumerate(("logical_anomalies", "structural_anomalies")):
-            for i in range(2):
-                _image(root / category / "test" / kind / f"{i:03d}.png", 600 + 10 * k + i)
-                for d in range(i + 1):  # 000: one defect, 001: two defects
-                    _mask(root / category / "ground_truth" / kind / f"{i:03d}" / f"{d:03d}.png", blob(700 + 3 * d + i))
-    return Expected({f"{c}/{k}": 2 for c in ("breakfast_box", "pushpins")
-                     for k in ("logical_anomalies", "structural_anomalies")}, 6)
+    """``<cat>/test/<type>/NNN.png`` with ``ground_truth/<type>/NNN/000.png, 001.png ...``: one file per defect,
+    its pixels the defect's value in the category's ``defects_config.json`` (the published values)."""
+    records: dict[str, int] = {}
+    for c, (category, images) in enumerate(LOCO_IMAGES.items()):
+        write_loco_category(root / category, defects_config(LOCO_DEFECTS[category]), images, 600 + 100 * c)
+        for defects in images.values():
+            for name in (n for names in defects for n in names):
+                records[f"{category}/{name}"] = records.get(f"{category}/{name}", 0) + 1
+    return Expected(records, 6)
+
+
+def write_mvtec_loco_with_faults(root: Path) -> Expected:
+    """The fake LOCO tree plus one of each fault the reader must skip, by name, without stopping: its records
+    are the fake tree's, its skipped items one per reason."""
+    expected = write_mvtec_loco(root)
+    gt = root / "breakfast_box" / "ground_truth" / "structural_anomalies"
+    _mask(gt / "000" / "001.png", blob(1), value=200)  # a value the config does not name
+    two = np.zeros((SIZE, SIZE), np.uint8)
+    two[:4, :4], two[-4:, -4:] = 234, 236
+    Image.fromarray(two).save(gt / "001" / "002.png")  # two defects in one file
+    _mask(gt / "001" / "003.png", np.zeros((SIZE, SIZE), np.uint8))  # all zero
+    (gt / "001" / "004.png").write_bytes(b"not a png")
+    _image(root / "breakfast_box" / "test" / "structural_anomalies" / "002.png", 1)  # no mask folder
+    config = root / "breakfast_box" / "defects_config.json"
+    entries = json.loads(config.read_text())
+    entries[-2]["defect_name"] = "toppings_crushed_"  # 235: a spelling the catalogue does not list
+    config.write_text(json.dumps(entries))
+    _mask(gt / "000" / "002.png", blob(2), value=235)
+    # juice_bottle without a config; screw_bag with one that is not JSON
+    for category, config_bytes in (("juice_bottle", None), ("screw_bag", b"{not json")):
+        write_loco_category(root / category, defects_config(("contamination",)),
+                            {"structural_anomalies": (("contamination",),)}, 1300)
+        if config_bytes is None:
+            (root / category / "defects_config.json").unlink()
+        else:
+            (root / category / "defects_config.json").write_bytes(config_bytes)
+    return replace(expected, skipped={
+        "unknown_mask_value": 1, "several_mask_values": 1, "empty_mask": 1, "corrupt_mask": 1, "no_annotation": 1,
+        "defect_not_in_catalogue": 1, "no_defects_config": 1, "bad_defects_config": 1})
+
+
+AUTOVI_IMAGES = {
+    "engine_wiring": {"blue_hoop": (("blue_hoop",),), "cardboard": (("cardboard",),),
+                      "fastening": (("fastening",), ("fastening",)), "multiple": (("multiple", "multiple"),)},
+    "pipe_clip": {"unclipped": (("unclipped",),), "operator": (("operator",),)},
+    "pipe_staple": {"missing": (("missing",),)},
+    "tank_screw": {"missing": (("missing",),)},
+    "underbody_pipes": {"obstruction": (("obstruction",),)},
+    "underbody_screw": {"missing": (("missing",),)},
+}
+"""AutoVI's six categories (one zip each), their defect folders and the defects of test images 0000, 0001."""
+
+
+def write_autovi(root: Path) -> Expected:
+    """AutoVI's layout: LOCO's with four-digit names, no ``validation``, one folder per defect type, plus each
+    category's ``readme.md``, ``license.txt`` and ``defect_example.png`` beside its ``defects_config.json``."""
+    records: dict[str, int] = {}
+    for c, (category, images) in enumerate(AUTOVI_IMAGES.items()):
+        names = tuple(dict.fromkeys(images))
+        write_loco_category(root / category, defects_config(names, 255 - c), images, 1400 + 100 * c, digits=4,
+                            splits=("train", "test"))
+        (root / category / "readme.md").write_text(f"# AutoVI {category}\n")
+        (root / category / "license.txt").write_text("CC BY-NC-SA 4.0\n")
+        _image(root / category / "defect_example.png", 1399)
+        for defects in images.values():
+            for name in (n for names in defects for n in names):
+                records[f"{category}/{name}"] = records.get(f"{category}/{name}", 0) + 1
+    return Expected(records, 12)
 
 
 def write_dagm2007(root: Path) -> Expected:
