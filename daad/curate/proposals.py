@@ -125,10 +125,13 @@ class SamProposer:
         ``folder`` does not hold one, or holds one with missing weights."""
         import torch
         from transformers import AutoConfig, SamConfig, SamModel, SamProcessor
+        from transformers.utils import logging
 
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise ProposalModelError(folder, "is not a folder")
+        bars = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()  # no "Loading weights" bar on the command's output
         try:  # transformers and safetensors raise many types for a folder that is not a model
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             if not isinstance(config, SamConfig):
@@ -139,6 +142,9 @@ class SamProposer:
             raise
         except Exception as exc:
             raise ProposalModelError(folder, f"cannot be loaded: {type(exc).__name__}: {exc}") from None
+        finally:
+            if bars:
+                logging.enable_progress_bar()
         if info["missing_keys"] or info["mismatched_keys"]:
             missing = sorted(info["missing_keys"]) + [str(k) for k in info["mismatched_keys"]]
             raise ProposalModelError(folder, f"weights missing or of the wrong shape: {', '.join(missing[:5])}")
