@@ -99,7 +99,7 @@ def _proposals(registry, sam_model, prompts, device):
     from daad.synthesis.diffusion import pick_device
 
     prompt_map = read_prompts(prompts, {r.id: r for r in registry.records()}) if prompts else {}
-    return SamProposer.load(sam_model, pick_device(device)), prompt_map
+    return SamProposer.load(sam_model, str(pick_device(device))), prompt_map
 
 
 def _send(session, server, name, registry, records, discard_unsynced, serve, proposer, prompts) -> None:

@@ -160,8 +160,9 @@ def send(
         if proposals:
             _request(server, "POST", f"/api/projects/{results.project_id}/import/predictions", json=proposals)
             versions = {p["model_version"] for p in proposals}  # one: show it; both kinds: show every prediction
+            shown = versions.pop() if len(versions) == 1 else ""
             _request(server, "PATCH", f"/api/projects/{results.project_id}",
-                     json={"model_version": versions.pop() if len(versions) == 1 else "", "show_collab_predictions": True})
+                     json={"model_version": shown, "show_collab_predictions": True})
         sam = sum(p["model_version"] == SAM_VERSION for p in proposals)
         summary.projects.append(Project(anomaly_class, results.project_id, f"{server.url}/projects/"
                                         f"{results.project_id}/data", len(by_sample), len(proposals) - sam, sam))

@@ -31,8 +31,9 @@ class ProposalModelError(DaadError):
 
     def __init__(self, folder: Path | str, reason: str) -> None:
         self.folder, self.reason = Path(folder), reason
-        super().__init__(f"SAM model {folder}: {reason}; give --sam-model a local folder with the model's config.json, "
-                         "weights and processor config (e.g. a facebook/sam-vit-base snapshot; daad never downloads one)")
+        super().__init__(f"SAM model {folder}: {reason}; give --sam-model a local folder with the model's "
+                         "config.json, weights and processor config (e.g. a facebook/sam-vit-base snapshot; daad "
+                         "never downloads one)")
 
 
 class PromptsError(DaadError):
@@ -97,11 +98,10 @@ def _parse(line: str, records: Mapping[str, Record]) -> tuple[str, Prompt]:
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
         raise ValueError(f"{obj['id']}: {kind} must be {size} finite numbers, got {values!r}")
     x, y = values[:2]
-    right, bottom = (x + values[2], y + values[3]) if kind == "box" else (x, y)
     if x < 0 or y < 0 or (kind == "box" and (values[2] <= 0 or values[3] <= 0)):
         raise ValueError(f"{obj['id']}: {kind} {values} has a negative corner or an empty size")
-    if record.width is not None and record.height is not None and not (
-            right <= record.width and bottom <= record.height if kind == "box" else x < record.width and y < record.height):
+    width, height = record.width or math.inf, record.height or math.inf  # unknown size: any
+    if not (x + values[2] <= width and y + values[3] <= height if kind == "box" else x < width and y < height):
         raise ValueError(f"{obj['id']}: {kind} {values} is outside the {record.width}x{record.height} image")
     return obj["id"], Prompt(box=tuple(values)) if kind == "box" else Prompt(point=tuple(values))
 
