@@ -10,6 +10,7 @@ The server runs from its own environment: ``$DAAD_LABEL_STUDIO`` or the checkout
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -262,6 +263,130 @@ def test_cli_sends_to_an_existing_server_by_upload(world):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["waiting"] == 1 and json.loads(result.output)["sync"]["changes"] == []
 
+
+
+def _proposal_world(world, tmp_path):
+    """A registry of its own (manifests in ``tmp_path``): need[0..3] without masks, need[2] with a
+    box but no mask, sd[0] with its mask; a tiny SAM on disk; a prompts file for need[0] (box),
+    need[1] (click) and sd[0] (whose existing mask wins)."""
+    session, _, server, need, sd = world
+    manifests = copy_manifests(tmp_path / "manifests", "sd_saliency_900")
+    boxed = replace(need[2], bbox=(need[2].width // 4, need[2].height // 4, need[2].width // 2, need[2].height // 2))
+    write_manifest(manifests / "daad_online_sources.jsonl", [need[0], need[1], boxed, need[3]])
+    write_manifest(manifests / "sd_saliency_900.jsonl", [sd[0]])
+    roots = {"sd_saliency_900": SD_ROOT, "daad_online_sources": ONLINE}
+    registry = Registry(manifests, Roots(roots))
+    prompts = {need[0].id: {"box": [5, 6, need[0].width // 2, need[0].height // 2]},
+               need[1].id: {"point": [need[1].width // 3, need[1].height // 2]},
+               sd[0].id: {"box": [0, 0, 10, 10]}}
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text("".join(json.dumps({"id": k, **v}) + "\n" for k, v in prompts.items()))
+    args = ["--database-dir", str(session.database_dir), "--label-studio-url", server.url, "--label-studio-token",
+            server.token, "--manifests", str(manifests), *(f for k, v in roots.items() for f in ("--root", f"{k}={v}"))]
+    return registry, [need[0], need[1], boxed, need[3], sd[0]], prompts, prompts_file, args
+
+
+def test_sam_proposals_prefill_the_tasks_and_are_never_loaded_as_annotations(world, tmp_path):
+    """``--sam-model`` with a tiny random SAM saved to disk: each task of a record without a mask
+    carries SAM's mask for its prompt (prompts file, else the record's box) as a prediction of
+    model version ``daad-sam-proposal``, equal to the model's own output; ``--load`` reads none
+    of them back; an annotation drawn over one is what is loaded."""
+    from label_studio_sdk.converter.brush import decode_rle
+    from PIL import Image, ImageOps
+
+    from helpers.tiny_sam import build_tiny_sam, sam_mask
+
+    session, _, server, _, _ = world
+    registry, (a, b, boxed, bare, fixed), prompts, prompts_file, args = _proposal_world(world, tmp_path)
+    sam = build_tiny_sam(tmp_path / "sam")
+    before = {p.name: p.read_bytes() for p in registry.manifests()}
+    name = "annotate-sam"
+    session.fiftyone()  # imported here, FiftyOne logs to pytest's stdout, not into the command's JSON output
+    result = CliRunner().invoke(cli, [
+        "curate", "annotate", "--id", a.id, "--id", b.id, "--id", boxed.id, "--id", bare.id, "--id", fixed.id,
+        "--name", name, "--sam-model", str(sam), "--prompts", str(prompts_file), "--device", "cpu", "--json", *args])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["samples"] == 5 and out["sam_proposals"] == 3 and out["unprompted"] == [bare.id]
+    assert out["unproposed"] == [] and sum(p["proposals"] for p in out["projects"]) == 1
+    tasks = {info["record_id"]: int(t) for t, info in session.fiftyone().load_dataset(name).info[TASKS_INFO].items()}
+
+    def image(record):
+        return np.asarray(ImageOps.exif_transpose(Image.open(registry.image_path(record))).convert("RGB"))
+
+    expected = {a.id: sam_mask(sam, image(a), box=prompts[a.id]["box"]),
+                b.id: sam_mask(sam, image(b), point=prompts[b.id]["point"]),
+                boxed.id: sam_mask(sam, image(boxed), box=list(boxed.bbox)),
+                fixed.id: fixed.mask.decode() != 0}  # its own mask, not SAM's
+    versions = {}
+    for record in (a, b, boxed, bare, fixed):
+        task = _api(server, "GET", f"/api/tasks/{tasks[record.id]}")
+        assert task["annotations"] == []
+        if record is bare:
+            assert task["predictions"] == []
+            continue
+        (prediction,) = task["predictions"]
+        versions.setdefault(task["project"], set()).add(prediction["model_version"])
+        assert prediction["model_version"] == ("daad-existing-mask" if record is fixed else "daad-sam-proposal")
+        (result,) = prediction["result"]
+        assert result["value"]["brushlabels"] == [record.anomaly_class]
+        mask = expected[record.id]
+        assert 0 < mask.sum() < mask.size
+        proposed = decode_rle(result["value"]["rle"]).reshape(*mask.shape, 4)[:, :, 3]
+        np.testing.assert_array_equal(proposed != 0, mask, err_msg=record.id)
+    for project, kinds in versions.items():  # Label Studio shows a project's model version only: all when mixed
+        shown = _api(server, "GET", f"/api/projects/{project}")["model_version"]
+        assert shown == (kinds.pop() if len(kinds) == 1 else ""), (project, shown)
+
+    # --load: predictions are not annotations; nothing is loaded, every task waits, no manifest changes
+    report = load(session, server, name, manifests_dir=registry.manifests_dir, who="tester")
+    assert report.loaded == [] and report.waiting == 5 and report.empty == []
+    assert report.sync.changes == [] and report.all_conflicts() == []
+    assert {p.name: p.read_bytes() for p in registry.manifests()} == before
+    # an annotator draws over a's proposal: the drawing is loaded, not the proposal
+    drawn = np.zeros((a.height, a.width), np.uint8)
+    drawn[10:30, 20:60] = 1
+    _annotate(server, tasks[a.id], [_brush(drawn, a.anomaly_class)])
+    report = load(session, server, name, manifests_dir=registry.manifests_dir, who="tester")
+    assert report.loaded == [a.id] and report.waiting == 4 and [c.record_id for c in report.sync.changes] == [a.id]
+    written = {r.id: r for r in read_manifest(registry.manifests_dir / "daad_online_sources.jsonl")}
+    assert written[a.id].mask.counts == RLE.encode(drawn).counts
+    assert written[b.id].mask is None and written[boxed.id].mask is None
+
+
+def test_a_bad_sam_model_or_prompts_file_refuses_and_changes_nothing(world, tmp_path):
+    from daad.curate.proposals import PromptsError, ProposalModelError
+    from helpers.tiny_sam import build_tiny_sam
+
+    session, _, server, _, _ = world
+    registry, records, prompts, prompts_file, args = _proposal_world(world, tmp_path)
+    sam = build_tiny_sam(tmp_path / "sam")
+    broken = build_tiny_sam(tmp_path / "broken")
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    projects = _api(server, "GET", "/api/projects", params={"page_size": 1000})["count"]
+    manifests = {p.name: p.read_bytes() for p in registry.manifests()}
+    name = "annotate-refused"
+    select = [f for r in records for f in ("--id", r.id)] + ["--name", name, *args]
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(prompts_file.read_text() + json.dumps({"id": "daad_online_sources/crack/no-such", "box": [0, 0, 1, 1]}))
+    shapes = tmp_path / "shapes.jsonl"
+    shapes.write_text(json.dumps({"id": records[0].id, "box": [0, 0, 5]}) + "\n"
+                      + json.dumps({"id": records[1].id, "point": [-1, 2]}))
+    for options, error, match in [
+        (["--sam-model", str(tmp_path / "no-sam")], ProposalModelError, "is not a folder"),
+        (["--sam-model", str(broken)], ProposalModelError, "cannot be loaded"),
+        (["--sam-model", str(sam), "--prompts", str(unknown)], PromptsError, "line 4: unknown record id"),
+        (["--sam-model", str(sam), "--prompts", str(shapes)], PromptsError, "2 bad prompt line"),
+    ]:
+        result = CliRunner().invoke(cli, ["curate", "annotate", *select, *options])
+        assert isinstance(result.exception, error), result.output
+        assert re.search(match, str(result.exception)), result.exception
+    for options in (["--prompts", str(prompts_file)], ["--load", "--sam-model", str(sam)]):
+        result = CliRunner().invoke(cli, ["curate", "annotate", *select, *options])
+        assert result.exit_code == 2, result.output
+    assert _api(server, "GET", "/api/projects", params={"page_size": 1000})["count"] == projects
+    assert not session.fiftyone().dataset_exists(name)
+    assert {p.name: p.read_bytes() for p in registry.manifests()} == manifests
 
 def test_a_server_that_never_listens_is_stopped_at_its_deadline(tmp_path):
     """A ``label-studio`` that never opens its port: refused after the start deadline, and

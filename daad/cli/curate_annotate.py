@@ -11,8 +11,8 @@ import typer
 
 from daad.cli.app import console, open_registry, output, print_json
 from daad.cli.options import (
-    ClassesOption, EvalOption, ManifestsOption, OriginsOption, RootOption, check_values, checked_classes, checked_origins,
-    checked_statuses,
+    ClassesOption, DeviceOption, EvalOption, ManifestsOption, OriginsOption, RootOption, check_values, checked_classes,
+    checked_origins, checked_statuses,
 )
 from daad.cli.curate import DatabaseOption, DiscardOption, _interrupt, curate_app
 
@@ -39,6 +39,13 @@ def annotate(
         "--label-studio-dir", help="Data folder of the server daad starts (default: $DAAD_LABEL_STUDIO_DIR or ~/.cache/daad/label-studio).")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Port of the server daad starts on 127.0.0.1 (default: a free one).")] = None,
     serve: Annotated[bool, typer.Option("--serve/--no-serve", help="After sending, keep the server daad started until Ctrl-C.")] = True,
+    sam_model: Annotated[Path | None, typer.Option(
+        "--sam-model", help="Local SAM folder (transformers SamModel + SamProcessor, e.g. a facebook/sam-vit-base "
+        "snapshot; never downloaded): a record without a mask gets SAM's mask for its box or click as a proposal.")] = None,
+    prompts: Annotated[Path | None, typer.Option(
+        "--prompts", help='With --sam-model: JSONL lines {"id": ID, "box": [x, y, w, h]} or {"id": ID, "point": [x, y]} '
+        "(default: each record's bbox).")] = None,
+    device: DeviceOption = None,
     database_dir: DatabaseOption = None,
     manifests: ManifestsOption = None,
     root: RootOption = None,
@@ -52,7 +59,16 @@ def annotate(
 
     if url is not None and not token:
         raise typer.BadParameter("--label-studio-url needs --label-studio-token (or $DAAD_LABEL_STUDIO_TOKEN)")
+    if load and (sam_model or prompts):
+        raise typer.BadParameter("proposals are made when sending; --load reads annotations only", param_hint="--sam-model")
+    if prompts is not None and sam_model is None:
+        raise typer.BadParameter("--prompts needs --sam-model", param_hint="--prompts")
     name = name or DEFAULT_NAME
+    if not load:  # every check, the SAM model's loading too, before any server starts or is sent anything
+        registry, records = _selected(manifests, root, record_id, dict(
+            evaluation=evaluation, classes=classes, licences=licence, origins=origin, sources=source,
+            statuses=status or (tuple(Status) if record_id else [Status.NEEDS_MASK])))
+        proposer, prompt_map = _proposals(registry, sam_model, prompts, device) if sam_model else (None, None)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # every way out stops Label Studio and mongod
         signal.signal(sig, _interrupt)
     with CurationSession(database_dir) as session:
@@ -63,34 +79,56 @@ def annotate(
         if load:
             _load(session, server, name, manifests, dry_run, who)
         else:
-            _send(session, server, name, manifests, root, discard_unsynced, serve and url is None, dict(
-                evaluation=evaluation, classes=classes, licences=licence, origins=origin, sources=source,
-                statuses=status or (tuple(Status) if record_id else [Status.NEEDS_MASK])), record_id)
+            _send(session, server, name, registry, records, discard_unsynced, serve and url is None, proposer, prompt_map)
 
 
-def _send(session, server, name, manifests, root, discard_unsynced, serve, filters, record_ids) -> None:
-    from daad.curate.annotate import send
+def _selected(manifests, root, record_ids, filters):
+    """The registry and its records the filters select."""
     from daad.taxonomy import Source
 
     registry = open_registry(manifests, root)
     checked_statuses(filters["statuses"])
     check_values(filters["sources"], [str(s) for s in Source], "--source")
     filters |= {"classes": checked_classes(filters["classes"]), "origins": checked_origins(registry, filters["origins"])}
-    records = [r for r in registry.view(**filters) if not record_ids or r.id in record_ids]
-    summary = send(session, registry, records, server, name, discard_unsynced=discard_unsynced)
+    return registry, [r for r in registry.view(**filters) if not record_ids or r.id in record_ids]
+
+
+def _proposals(registry, sam_model, prompts, device):
+    """The SAM model and the checked prompts file (refused, naming every bad line, before the model loads)."""
+    from daad.curate.proposals import SamProposer, read_prompts
+    from daad.synthesis.diffusion import pick_device
+
+    prompt_map = read_prompts(prompts, {r.id: r for r in registry.records()}) if prompts else {}
+    return SamProposer.load(sam_model, str(pick_device(device))), prompt_map
+
+
+def _send(session, server, name, registry, records, discard_unsynced, serve, proposer, prompts) -> None:
+    from daad.curate.annotate import send
+
+    summary = send(session, registry, records, server, name, discard_unsynced=discard_unsynced, proposer=proposer,
+                   prompts=prompts)
     if output.json:
         print_json({
             "dataset": name, "samples": summary.opened.samples, "pending": summary.pending,
             "skipped": summary.opened.skipped, "url": server.url,
-            "projects": [vars(p) for p in summary.projects]})
+            "projects": [vars(p) for p in summary.projects],
+            "sam_proposals": sum(p.sam_proposals for p in summary.projects),
+            "unprompted": summary.unprompted, "unproposed": summary.unproposed})
     else:
         for reason in summary.opened.skipped[:20]:
             console.print(f"[yellow]skipped[/] {reason}", highlight=False)
+        for reason in summary.unproposed[:20]:
+            console.print(f"[yellow]no SAM proposal[/] {reason}", highlight=False)
         for p in summary.projects:
-            console.print(f"{p.anomaly_class}: {p.tasks} task(s) ({p.proposals} with the existing mask as a proposal): "
-                          f"{p.url}", soft_wrap=True, highlight=False)
+            console.print(f"{p.anomaly_class}: {p.tasks} task(s) ({p.proposals} with the existing mask as a proposal"
+                          + (f", {p.sam_proposals} with a SAM proposal" if proposer else "") + f"): {p.url}",
+                          soft_wrap=True, highlight=False)
         console.print(f"sent {sum(p.tasks for p in summary.projects)} record(s); {summary.pending} sent earlier "
                       f"still in {name!r}", soft_wrap=True)
+        if proposer:
+            console.print(f"{sum(p.sam_proposals for p in summary.projects)} task(s) got a SAM proposal; "
+                          f"{len(summary.unprompted)} record(s) without a mask had no box or prompt, "
+                          f"{len(summary.unproposed)} an image SAM could not read", soft_wrap=True)
         if server.username:
             console.print(f"Label Studio: {server.url}  user {server.username}  password {server.password}",
                           soft_wrap=True, highlight=False)

@@ -12,6 +12,14 @@ to edit, never read back as an annotation. FiftyOne 1.22's backend cannot pre-fi
 (its ``_to_segmentation`` reads ``Segmentation.label``, which does not exist), so daad posts
 it through Label Studio's REST API.
 
+Given a local SAM model (:mod:`daad.curate.proposals`), a record without a mask gets SAM's
+mask for its prompt (the prompts file's box or click, else the record's ``bbox``) as a
+prediction of model version ``daad-sam-proposal``; a record that has a mask keeps that mask
+as its one proposal (SAM is not run for it: the annotator fixes the curated mask), and a
+record with no prompt gets none (counted). Every proposal is computed before the first task
+is sent. A project whose tasks carry both kinds shows every prediction (its ``model_version``
+is left empty: Label Studio shows only the predictions of a project's model version).
+
 Loading reads each task's latest submitted annotation (predictions and skipped tasks are
 not annotations) through Label Studio's REST API and decodes its results with FiftyOne's
 ``import_label_studio_annotation``; the union of its brush strokes and polygons is the
@@ -40,8 +48,12 @@ import requests
 from daad.atomic import link_or_copy
 from daad.curate.dataset import CLASS_FIELD, MASK_FIELD, OpenSummary, file_stem, fingerprint, open_records
 from daad.curate.labelstudio import LabelStudio
+from daad.curate.proposals import SAM_VERSION, Prompt, SamProposer, prompt_for
 from daad.curate.session import CurationEnvError, CurationSession
 from daad.curate.sync import Conflict, SyncReport, sync
+from daad.errors import RecordFileError
+from daad.images import decode_image, read_file, to_rgb_array
+from daad.masks import RLE
 from daad.registry.manifest import dumps
 from daad.record import Record
 from daad.registry.registry import Registry
@@ -65,6 +77,9 @@ class Project:
     url: str
     tasks: int
     proposals: int
+    """Tasks pre-filled with the record's existing mask."""
+    sam_proposals: int = 0
+    """Tasks pre-filled with SAM's mask for the record's prompt."""
 
 
 @dataclass
@@ -73,6 +88,10 @@ class SendSummary:
     projects: list[Project] = field(default_factory=list)
     pending: int = 0
     """Samples whose task was sent by an earlier run (not sent again)."""
+    unprompted: list[str] = field(default_factory=list)
+    """With a SAM model: records sent with neither a mask nor a prompt (so without a proposal)."""
+    unproposed: list[str] = field(default_factory=list)
+    """With a SAM model: records whose image SAM could not read (why), sent without a proposal."""
 
 
 @dataclass
@@ -98,8 +117,11 @@ def send(
     name: str = DEFAULT_NAME,
     *,
     discard_unsynced: bool = False,
+    proposer: SamProposer | None = None,
+    prompts: dict[str, Prompt] | None = None,
 ) -> SendSummary:
-    """Send ``records`` (and keep the ones an earlier run sent) to Label Studio for masks."""
+    """Send ``records`` (and keep the ones an earlier run sent) to Label Studio for masks; with
+    ``proposer``, records without a mask get SAM's proposal for their prompt (``prompts``, else their box)."""
     fo = session.fiftyone()
     selected = {r.id: r for r in records}
     if fo.dataset_exists(name):  # records sent earlier stay in the dataset, at their current manifest line
@@ -109,6 +131,7 @@ def send(
     summary = SendSummary(opened)
     new = dataset.exists(TASK_FIELD, False) if dataset.has_sample_field(TASK_FIELD) else dataset.view()
     summary.pending = len(dataset) - len(new)
+    proposed = _propose(new, selected, proposer, prompts or {}, summary) if proposer else {}
     if server.media_root is not None:
         _stage_media(new, server.media_root / _safe(name))
     runs = len(dataset.list_annotation_runs())
@@ -132,12 +155,17 @@ def send(
             tasks[str(task_id)] = {"record_id": sample["record_id"], "fingerprint": sample["fingerprint"]}
             if sample[MASK_FIELD] is not None:
                 proposals.append(proposal(task_id, anomaly_class, sample[MASK_FIELD].get_mask()))
+            elif sample.id in proposed:
+                proposals.append(proposal(task_id, anomaly_class, proposed[sample.id].decode(), SAM_VERSION))
         if proposals:
             _request(server, "POST", f"/api/projects/{results.project_id}/import/predictions", json=proposals)
+            versions = {p["model_version"] for p in proposals}  # one: show it; both kinds: show every prediction
+            shown = versions.pop() if len(versions) == 1 else ""
             _request(server, "PATCH", f"/api/projects/{results.project_id}",
-                     json={"model_version": PROPOSAL_VERSION, "show_collab_predictions": True})
+                     json={"model_version": shown, "show_collab_predictions": True})
+        sam = sum(p["model_version"] == SAM_VERSION for p in proposals)
         summary.projects.append(Project(anomaly_class, results.project_id, f"{server.url}/projects/"
-                                        f"{results.project_id}/data", len(by_sample), len(proposals)))
+                                        f"{results.project_id}/data", len(by_sample), len(proposals) - sam, sam))
         dataset.info[TASKS_INFO] = tasks
         dataset.save()
     return summary
@@ -239,7 +267,7 @@ def _tasks(server: LabelStudio, project_id: int) -> list[dict]:
         page += 1
 
 
-def proposal(task_id: int, anomaly_class: str, mask: np.ndarray) -> dict:
+def proposal(task_id: int, anomaly_class: str, mask: np.ndarray, model_version: str = PROPOSAL_VERSION) -> dict:
     """A Label Studio prediction holding ``mask`` as a brush result: a proposal the annotator edits."""
     from label_studio_sdk.converter.brush import mask2rle
 
@@ -248,7 +276,26 @@ def proposal(task_id: int, anomaly_class: str, mask: np.ndarray) -> dict:
               "original_height": height, "image_rotation": 0,
               "value": {"format": "rle", "rle": mask2rle(((mask != 0) * 255).astype(np.uint8)),
                         "brushlabels": [anomaly_class]}}
-    return {"task": task_id, "result": [result], "model_version": PROPOSAL_VERSION}
+    return {"task": task_id, "result": [result], "model_version": model_version}
+
+
+def _propose(view, records: dict[str, Record], proposer: SamProposer, prompts: dict[str, Prompt],
+             summary: SendSummary) -> dict[str, RLE]:
+    """SAM's mask (as RLE) by sample id for each sample of ``view`` without a mask but with a prompt."""
+    proposed = {}
+    for sample in view.exists(MASK_FIELD, False).iter_samples(progress=False):
+        record_id = sample["record_id"]
+        prompt = prompt_for(records[record_id], prompts)
+        if prompt is None:
+            summary.unprompted.append(record_id)
+            continue
+        try:
+            image = to_rgb_array(decode_image(read_file(Path(sample.filepath), record_id), record_id, sample.filepath))
+        except RecordFileError as exc:
+            summary.unproposed.append(str(exc))
+            continue
+        proposed[sample.id] = RLE.encode(proposer.mask(image, prompt))
+    return proposed
 
 
 def _request(server: LabelStudio, method: str, path: str, **kwargs) -> requests.Response:
