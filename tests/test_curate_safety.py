@@ -197,3 +197,27 @@ def test_two_named_collections_curated_side_by_side(session, tmp_path):
     b = {r.id: r for r in read_manifest(manifests / "steel_b.jsonl")}
     assert a["steel_a/photos/Sc_1"].status is Status.REJECTED and a["steel_a/photos/In_1"] == untouched["steel_a"]["steel_a/photos/In_1"]
     assert b["steel_b/photos/Pa_2"].anomaly_class == "pits" and b["steel_b/photos/Sc_2"] == untouched["steel_b"]["steel_b/photos/Sc_2"]
+
+
+FRESH_PROCESS = """
+import logging, sys
+from daad.curate.session import CurationSession
+
+session = CurationSession(sys.argv[1])
+try:
+    fo = session.fiftyone()
+    fo.Dataset("chatter")  # FiftyOne logs at INFO while it works, e.g. "Uploading media to Label Studio..."
+    logging.getLogger("fiftyone.utils.annotations").info("an info line of FiftyOne")
+    logging.getLogger("fiftyone.utils.annotations").warning("a warning of FiftyOne")
+finally:
+    session.close()
+"""
+
+
+def test_fiftyone_never_writes_on_stdout(tmp_path):
+    """stdout carries `--json` documents: in a fresh process FiftyOne's log lines stay off it, warnings on stderr."""
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path / "db")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == ""
+    assert "a warning of FiftyOne" in done.stderr and "an info line" not in done.stderr

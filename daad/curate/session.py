@@ -89,6 +89,9 @@ class CurationSession:
             "FIFTYONE_DO_NOT_TRACK": "true",
             "FIFTYONE_DATABASE_VALIDATION": "false",
             "FIFTYONE_SHOW_PROGRESS_BARS": "false",
+            # Not "stdout" (FiftyOne's default): stdout carries a command's --json document. FiftyOne
+            # then adds no handler of its own; its warnings and errors still reach stderr.
+            "FIFTYONE_LOGGING_DESTINATION": "stderr",
         }
         if self.database_uri:
             env["FIFTYONE_DATABASE_URI"] = self.database_uri
