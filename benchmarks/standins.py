@@ -4,7 +4,7 @@ Origins whose files are here (``SOURCE_ROOTS``) keep their real manifests and im
 committed manifests (MTD, DeepCrack, BSData, NEU-Seg) keep every record (ids, classes, masks,
 duplicate marks, sizes) with a stand-in image of the record's size and format written at its
 path (the manifest's sha256 rewritten to the stand-in's). Sources whose manifests are written at
-download time (MVTec AD, VisA, MVTec 3D-AD) get records at their publishers' mapped counts and
+download time (MVTec AD, VisA, MVTec 3D-AD, MVTec LOCO, AutoVI) get records at their publishers' mapped counts and
 image sizes, made by daad's own record builder from ``POOL`` distinct stand-in images each (the
 rest repeat them under other ids, so the page cache serves those reads).
 """
@@ -25,10 +25,13 @@ from daad.registry.manifest import manifest_paths, read_manifest, write_manifest
 
 DOWNLOADED = {
     # origin: (mapped records, width, height, suffix, native label): publishers' sizes; MVTec AD's
-    # and VisA's counts as in the README; MVTec 3D-AD's mapped share estimated (948 less combined, bent, open).
+    # and VisA's counts as in the README; MVTec 3D-AD's mapped share estimated (948 less combined, bent, open),
+    # MVTec LOCO's and AutoVI's as the README estimates them.
     "mvtec_ad": (901, 1024, 1024, ".png", "bottle/broken_large"),
     "visa": (775, 1500, 1000, ".jpg", "pcb1/scratch"),
     "mvtec_3d": (750, 800, 800, ".png", "crack"),
+    "mvtec_loco": (240, 1700, 1100, ".png", "pushpins/contamination"),
+    "autovi": (5, 1920, 1080, ".png", "engine_wiring/cardboard"),
 }
 POOL = 40
 CATALOGUE_FILES = ("sources.toml", "exclusions.toml", "licences.toml", "downloads.toml")
@@ -76,7 +79,7 @@ def full_scale(repo: Path, roots_here: dict[str, Path], dest: Path) -> tuple[Pat
     for origin, (count, width, height, suffix, label) in DOWNLOADED.items():
         root = roots[origin] = dest / origin
         pool = []
-        for k in range(POOL):
+        for k in range(min(POOL, count)):
             image = root / f"{k:03d}{suffix}"
             write_picture(image, width, height, 10_000 + k)
             mask = np.zeros((height, width), np.uint8)
@@ -84,5 +87,5 @@ def full_scale(repo: Path, roots_here: dict[str, Path], dest: Path) -> tuple[Pat
             mask[y : y + height // 10, x : x + width // 8] = 1
             pool.append(make_record(catalogue[origin], f"{label}/{k:03d}", label, image, root, mask, split="test"))
         write_manifest(manifests / f"{origin}.jsonl",
-                       [replace(pool[i % POOL], id=f"{origin}/{label}/standin{i:05d}") for i in range(count)])
+                       [replace(pool[i % len(pool)], id=f"{origin}/{label}/standin{i:05d}") for i in range(count)])
     return manifests, roots
