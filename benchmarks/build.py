@@ -61,7 +61,7 @@ _FLOOR = (
 )
 _DEDUP = (
     "import sys, json, time, resource; from pathlib import Path; sys.path.insert(0, sys.argv[1]);"
-    "from daad.dedup import dedup; from daad.registry import Registry; from daad.roots import Roots;"
+    "from daad.registry.dedup import dedup; from daad.registry import Registry; from daad.registry.roots import Roots;"
     "t = time.perf_counter(); r = dedup(Registry(Path(sys.argv[2]), Roots(json.loads(sys.argv[3]))), dry_run=True,"
     "fixed=frozenset(json.loads(sys.argv[4])));"
     "print(json.dumps({'seconds': time.perf_counter() - t, 'records': sum(r.records.values()), 'marks': len(r.marks),"
