@@ -76,3 +76,20 @@ def test_a_missing_registry_and_a_missing_extra_are_one_line(installed, tmp_path
                                "--root", f"kolektorsdd={SOURCE_ROOTS['kolektorsdd']}", "--generated", str(tmp_path), "--out", str(tmp_path / "r")],
                               cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert evaluate.returncode == 3 and 'pip install "daad[eval]"' in evaluate.stderr, evaluate.stderr
+
+
+def test_every_daad_name_the_benchmarks_import_exists():
+    """The benchmarks are not run in CI: every ``from daad... import`` in them (also inside their
+    ``python -c`` snippets) must still name a module and attributes that exist."""
+    import importlib
+    import importlib.util
+    import re
+
+    found = []
+    for script in sorted((REPO / "benchmarks").glob("*.py")):
+        for module, names in re.findall(r"from (daad(?:\.\w+)*) import ([\w, ]+)", script.read_text(encoding="utf-8")):
+            for name in (n.strip() for n in names.split(",")):
+                found.append(f"{script.name}: {module}.{name}")
+                exists = hasattr(importlib.import_module(module), name) or importlib.util.find_spec(f"{module}.{name}")
+                assert exists, found[-1]
+    assert len(found) > 20
