@@ -111,6 +111,10 @@ def test_round_trip_through_cvat(world):
         else:
             assert shapes == []
     assert sum(p.proposals for p in summary.projects) == 2
+    runs = session.fiftyone().load_dataset(NAME).list_annotation_runs()
+    assert len(runs) == len(by_class)  # the login is not stored with the runs
+    for key in runs:
+        assert stand.password not in json.dumps(session.fiftyone().load_dataset(NAME).get_annotation_info(key).serialize(), default=str)
 
     # the annotators: a mask drawn with the brush, a polygon, a corner added to SD's mask
     expected = {}

@@ -161,7 +161,7 @@ def _send(session, server, name, registry, records, discard_unsynced, serve, pro
         for reason in summary.unproposed[:20]:
             console.print(f"[yellow]no SAM proposal[/] {reason}", highlight=False)
         for p in summary.projects:
-            console.print(f"{p.anomaly_class}: {p.tasks} task(s) ({p.proposals} with the existing mask as a proposal"
+            console.print(f"{p.anomaly_class}: {p.tasks} record(s) ({p.proposals} pre-filled with the existing mask"
                           + (f", {p.sam_proposals} with a SAM proposal" if proposer else "") + f"): {p.url}",
                           soft_wrap=True, highlight=False)
         console.print(f"sent {sum(p.tasks for p in summary.projects)} record(s); {summary.pending} sent earlier "

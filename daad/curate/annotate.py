@@ -1,4 +1,4 @@
-"""``daad curate annotate``: records that need a mask -> Label Studio tasks, finished masks -> manifests.
+"""``daad curate annotate``: records that need a mask -> Label Studio (or CVAT) tasks, finished masks -> manifests.
 
 Sending opens the records in a FiftyOne dataset (``daad-annotate`` by default, through
 :func:`daad.curate.dataset.open_records`, so each sample pins its manifest line) and
@@ -31,6 +31,15 @@ kept by re-ingest, and a conflict (not applied) when the manifest line is not th
 sent. A record whose sample was refreshed or dropped after its task was sent (its manifest
 changed, and ``annotate`` ran again) is a conflict too. A record that was ``needs_mask``
 becomes ``needs_review``: a curator accepts the drawn mask in ``daad curate open``.
+
+With a :class:`~daad.curate.cvat.CVAT` server the same send and load run through FiftyOne's
+CVAT backend (``backend="cvat"``, with daad's deadlines): one CVAT task per anomaly class,
+labelled with that class, its images uploaded. CVAT has no prediction layer, so a record's
+existing mask goes as an annotation (a ``mask`` shape, through the ``cvat_mask`` instances
+field) that the annotator edits, and SAM proposals are refused. Loading downloads each run's
+shapes with the backend's ``download_annotations`` (what ``load_annotations`` merges; daad
+merges through the sync instead) and takes the union of an image's masks and polygons; an
+image still holding exactly the mask it was sent with, or nothing, is waiting.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ and Redis, and app.cvat.ai is out of reach from the tests).
 It answers exactly the endpoints FiftyOne 1.x's CVAT backend (``fiftyone.utils.cvat``) calls to
 send images for annotation and read the annotations back: login, server version, task
 creation, the task's labels, multipart image upload, data meta, jobs, task and job
-annotations (GET/PUT, and PATCH as CVAT's editor saves), task deletion. State is kept in memory
+annotations (GET/PUT, and PATCH as CVAT's editor saves), task deletion; no projects or users
+(daad sends neither a project name nor assignees). State is kept in memory
 in CVAT's JSON shapes. :meth:`CVATServer.draw_mask` and :meth:`CVATServer.draw_polygon` save a
 shape the way CVAT's editor does (``PATCH /api/jobs/{id}/annotations?action=create``): a
 ``mask`` shape holds CVAT's run-length points (runs over the shape's box, starting with a
