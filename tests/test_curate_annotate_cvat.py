@@ -237,6 +237,26 @@ def test_an_unreachable_or_refusing_cvat_fails_by_its_deadline_changing_nothing(
     assert {p.name: p.read_bytes() for p in registry.manifests()} == manifests and stand.tasks == tasks
 
 
+def test_a_task_whose_jobs_never_appear_fails_at_the_jobs_deadline(world, monkeypatch):
+    """FiftyOne's backend polls for a new task's jobs without end; daad's stops at its deadline."""
+    from daad.curate import cvat_backend
+
+    session, registry, stand, need, _ = world
+    monkeypatch.setattr(cvat_backend, "JOBS_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(stand, "make_jobs", False)
+    server = cvat.connect(stand.url, stand.username, stand.password)
+    started = time.monotonic()
+    with pytest.raises(cvat.CVATError, match=r"task \d+ has no job 1s after its images were uploaded.*stay unsent"):
+        send(session, registry, [need[0]], server, "cvat-no-jobs")
+    assert time.monotonic() - started < 30
+    dataset = session.fiftyone().load_dataset("cvat-no-jobs")
+    assert dataset.info.get(CVAT_INFO, {}) == {} and dataset.list_annotation_runs() == []  # nothing recorded as sent
+    monkeypatch.setattr(stand, "make_jobs", True)
+    again = send(session, registry, [need[0]], server, "cvat-no-jobs")  # the next send sends it
+    assert again.pending == 0 and [p.tasks for p in again.projects] == [1]
+    assert load(session, server, "cvat-no-jobs").waiting == 1
+
+
 def test_options_of_the_other_backend_are_usage_errors(world, tmp_path, monkeypatch):
     session, registry, stand, need, _ = world
     monkeypatch.setenv("DAAD_CVAT_USERNAME", stand.username)

@@ -213,8 +213,11 @@ def _send_cvat(fo, dataset, view, key: str, title: str, anomaly_class: str, serv
         results = view.annotate(key, backend="cvat", label_field=CVAT_FIELD, label_type="instances",
                                 classes=[anomaly_class], task_name=title, **server.credentials(),
                                 config_cls="daad.curate.cvat_backend.DeadlineCVATBackendConfig")
-    except requests.RequestException as exc:
-        raise CVATError(f"CVAT at {server.url}: sending the {anomaly_class!r} task failed: {exc}") from None
+    except (requests.RequestException, CVATError) as exc:
+        if key in dataset.list_annotation_runs():  # registered before the upload failed: forget it
+            dataset.delete_annotation_run(key)
+        raise CVATError(f"CVAT at {server.url}: sending the {anomaly_class!r} task failed ({exc}); its records stay "
+                        "unsent (the next `daad curate annotate` sends them; delete a half-made task in CVAT)") from None
     sent = dict(dataset.info.get(CVAT_INFO, {}))
     frames = {data["sample_id"]: (task_id, frame) for task_id in results.task_ids
               for frame, data in results.frame_id_map[task_id].items()}
@@ -319,6 +322,8 @@ def _drawn_cvat(dataset, server: CVAT, sent: dict, report: LoadReport) -> list[t
         if not key.startswith(RUN_PREFIX) or dataset.get_annotation_info(key).config.name != "cvat":
             continue
         results = dataset.load_annotation_results(key, cache=False, **server.credentials())
+        if results is None:  # a send killed before its results were saved: nothing of it was recorded as sent
+            continue
         try:
             labels = results.backend.download_annotations(results).get(CVAT_FIELD, {}).get("detections", {})
         except requests.RequestException as exc:

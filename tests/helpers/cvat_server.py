@@ -53,6 +53,8 @@ class CVATServer(LoopbackServer):
         self.jobs: dict[int, int] = {}
         """job id -> task id (one job a task: FiftyOne sends no segment size)."""
         self.requests: list[tuple[str, str]] = []
+        self.make_jobs = True
+        """False: an upload creates no job (a CVAT whose workers are down)."""
         self._ids = iter(range(1, 10**9))
         self._lock = threading.Lock()
         server = self
@@ -201,9 +203,10 @@ class CVATServer(LoopbackServer):
             data = part.get_payload(decode=True)
             width, height = Image.open(io.BytesIO(data)).size
             task.frames.append({"name": part.get_filename(), "width": width, "height": height, "data": data})
-        job = next(self._ids)
-        task.jobs.append(job)
-        self.jobs[job] = task_id
+        if self.make_jobs:
+            job = next(self._ids)
+            task.jobs.append(job)
+            self.jobs[job] = task_id
         return 202, {"rq_id": f"create:task.id{task_id}"}
 
     def _meta(self, h, method, params, body, task_id):
