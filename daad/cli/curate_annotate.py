@@ -1,7 +1,8 @@
-"""``daad curate annotate``: masks drawn in Label Studio for records that need one (extra ``curate``)."""
+"""``daad curate annotate``: masks drawn in Label Studio (or CVAT) for records that need one (extra ``curate``)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from daad.cli.curate import DatabaseOption, DiscardOption, _interrupt, curate_ap
 
 @curate_app.command("annotate")
 def annotate(
+    context: typer.Context,
     status: Annotated[list[str] | None, typer.Option("--status", help="Only these statuses (default: needs_mask; with --id: all).")] = None,
     record_id: Annotated[list[str] | None, typer.Option("--id", help="Only these record ids (e.g. masks to fix).")] = None,
     origin: OriginsOption = None,
@@ -30,6 +32,11 @@ def annotate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="With --load: print the changes without writing.")] = False,
     who: Annotated[str | None, typer.Option("--who", help="Curator name for the log (default: $DAAD_CURATOR or the user).")] = None,
     name: Annotated[str | None, typer.Option("--name", help="FiftyOne dataset name (default: daad-annotate).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="Annotation server: labelstudio (default) or cvat.")] = "labelstudio",
+    cvat_url: Annotated[str | None, typer.Option("--cvat-url", help="With --backend cvat: the CVAT server (images are uploaded).")] = None,
+    cvat_username: Annotated[str | None, typer.Option(
+        "--cvat-username", envvar="DAAD_CVAT_USERNAME", help="CVAT username ($DAAD_CVAT_USERNAME); the password is read "
+        "from $DAAD_CVAT_PASSWORD only.")] = None,
     url: Annotated[str | None, typer.Option("--label-studio-url", help="An existing Label Studio server (images are uploaded).")] = None,
     token: Annotated[str | None, typer.Option(
         "--label-studio-token", envvar="DAAD_LABEL_STUDIO_TOKEN", help="Its API token ($DAAD_LABEL_STUDIO_TOKEN).")] = None,
@@ -51,12 +58,13 @@ def annotate(
     root: RootOption = None,
     discard_unsynced: DiscardOption = False,
 ) -> None:
-    """Send records to Label Studio for segmentation masks, or (--load) write the finished masks back."""
-    from daad.curate import labelstudio
+    """Send records to Label Studio (or CVAT) for segmentation masks, or (--load) write the finished masks back."""
+    from daad.curate import cvat, labelstudio
     from daad.curate.annotate import DEFAULT_NAME
     from daad.curate.session import CurationSession
     from daad.taxonomy import Status
 
+    cvat_password = _checked_backend(context, backend, cvat_url, cvat_username)
     if url is not None and not token:
         raise typer.BadParameter("--label-studio-url needs --label-studio-token (or $DAAD_LABEL_STUDIO_TOKEN)")
     if load and (sam_model or prompts):
@@ -71,15 +79,48 @@ def annotate(
         proposer, prompt_map = _proposals(registry, sam_model, prompts, device) if sam_model else (None, None)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # every way out stops Label Studio and mongod
         signal.signal(sig, _interrupt)
+    if backend == "cvat":  # before the session: an unreachable server changes nothing
+        server = cvat.connect(cvat_url, cvat_username, cvat_password)
     with CurationSession(database_dir) as session:
-        if url is not None:
+        if backend == "labelstudio" and url is not None:
             server = labelstudio.existing(url, token)
-        else:
+        elif backend == "labelstudio":
             server = labelstudio.start(session, data_dir, executable=executable, port=port)
         if load:
             _load(session, server, name, manifests, dry_run, who)
         else:
-            _send(session, server, name, registry, records, discard_unsynced, serve and url is None, proposer, prompt_map)
+            _send(session, server, name, registry, records, discard_unsynced,
+                  serve and url is None and backend == "labelstudio", proposer, prompt_map)
+
+
+LABEL_STUDIO_ONLY = {"url": "--label-studio-url", "token": "--label-studio-token", "executable": "--label-studio-bin",
+                     "data_dir": "--label-studio-dir", "port": "--port", "serve": "--serve/--no-serve",
+                     "sam_model": "--sam-model", "prompts": "--prompts"}
+CVAT_ONLY = {"cvat_url": "--cvat-url", "cvat_username": "--cvat-username"}
+
+
+def _checked_backend(context: typer.Context, backend: str, cvat_url: str | None, cvat_username: str | None) -> str | None:
+    """Refuse (usage error) options of the other backend given on the command line, and a CVAT
+    backend without its URL, username or password; returns the CVAT password."""
+    if backend not in ("labelstudio", "cvat"):
+        raise typer.BadParameter(f"{backend!r} is not one of labelstudio, cvat", param_hint="--backend")
+    other = LABEL_STUDIO_ONLY if backend == "cvat" else CVAT_ONLY
+    given = [flag for param, flag in other.items()
+             if getattr(context.get_parameter_source(param), "name", None) == "COMMANDLINE"]
+    if given:
+        why = ("CVAT has no proposal layer and daad does not start CVAT" if backend == "cvat"
+               else "they need --backend cvat")
+        raise typer.BadParameter(f"{', '.join(given)} with --backend {backend}: {why}", param_hint="--backend")
+    if backend == "labelstudio":
+        return None
+    if not cvat_url:
+        raise typer.BadParameter("--backend cvat needs --cvat-url (daad does not start CVAT)", param_hint="--cvat-url")
+    if not cvat_username:
+        raise typer.BadParameter("--backend cvat needs --cvat-username or $DAAD_CVAT_USERNAME", param_hint="--cvat-username")
+    if not os.environ.get("DAAD_CVAT_PASSWORD"):
+        raise typer.BadParameter("--backend cvat reads the password from $DAAD_CVAT_PASSWORD, which is not set",
+                                 param_hint="--backend")
+    return os.environ["DAAD_CVAT_PASSWORD"]
 
 
 def _selected(manifests, root, record_ids, filters):
@@ -120,7 +161,7 @@ def _send(session, server, name, registry, records, discard_unsynced, serve, pro
         for reason in summary.unproposed[:20]:
             console.print(f"[yellow]no SAM proposal[/] {reason}", highlight=False)
         for p in summary.projects:
-            console.print(f"{p.anomaly_class}: {p.tasks} task(s) ({p.proposals} with the existing mask as a proposal"
+            console.print(f"{p.anomaly_class}: {p.tasks} record(s) ({p.proposals} pre-filled with the existing mask"
                           + (f", {p.sam_proposals} with a SAM proposal" if proposer else "") + f"): {p.url}",
                           soft_wrap=True, highlight=False)
         console.print(f"sent {sum(p.tasks for p in summary.projects)} record(s); {summary.pending} sent earlier "
@@ -129,7 +170,7 @@ def _send(session, server, name, registry, records, discard_unsynced, serve, pro
             console.print(f"{sum(p.sam_proposals for p in summary.projects)} task(s) got a SAM proposal; "
                           f"{len(summary.unprompted)} record(s) without a mask had no box or prompt, "
                           f"{len(summary.unproposed)} an image SAM could not read", soft_wrap=True)
-        if server.username:
+        if serve and server.username:  # a daad-started Label Studio
             console.print(f"Label Studio: {server.url}  user {server.username}  password {server.password}",
                           soft_wrap=True, highlight=False)
     if serve and server.process is not None:

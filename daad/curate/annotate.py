@@ -1,4 +1,4 @@
-"""``daad curate annotate``: records that need a mask -> Label Studio tasks, finished masks -> manifests.
+"""``daad curate annotate``: records that need a mask -> Label Studio (or CVAT) tasks, finished masks -> manifests.
 
 Sending opens the records in a FiftyOne dataset (``daad-annotate`` by default, through
 :func:`daad.curate.dataset.open_records`, so each sample pins its manifest line) and
@@ -31,6 +31,15 @@ kept by re-ingest, and a conflict (not applied) when the manifest line is not th
 sent. A record whose sample was refreshed or dropped after its task was sent (its manifest
 changed, and ``annotate`` ran again) is a conflict too. A record that was ``needs_mask``
 becomes ``needs_review``: a curator accepts the drawn mask in ``daad curate open``.
+
+With a :class:`~daad.curate.cvat.CVAT` server the same send and load run through FiftyOne's
+CVAT backend (``backend="cvat"``, with daad's deadlines): one CVAT task per anomaly class,
+labelled with that class, its images uploaded. CVAT has no prediction layer, so a record's
+existing mask goes as an annotation (a ``mask`` shape, through the ``cvat_mask`` instances
+field) that the annotator edits, and SAM proposals are refused. Loading downloads each run's
+shapes with the backend's ``download_annotations`` (what ``load_annotations`` merges; daad
+merges through the sync instead) and takes the union of an image's masks and polygons; an
+image still holding exactly the mask it was sent with, or nothing, is waiting.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ import requests
 
 from daad.atomic import link_or_copy
 from daad.curate.dataset import CLASS_FIELD, MASK_FIELD, OpenSummary, file_stem, fingerprint, open_records
+from daad.curate.cvat import CVAT, CVATError
 from daad.curate.labelstudio import LabelStudio
 from daad.curate.proposals import SAM_VERSION, Prompt, SamProposer, prompt_for
 from daad.curate.session import CurationEnvError, CurationSession
@@ -68,14 +78,21 @@ PROPOSAL_VERSION = "daad-existing-mask"
 TASKS_INFO = "label_studio_tasks"
 """``dataset.info`` key: task id -> the record id and manifest-line fingerprint it was sent with."""
 HTTP_TIMEOUT_S = 60.0
+CVAT_FIELD = "cvat_mask"
+"""Instances field whose masks (a record's existing mask) go to CVAT as annotations to edit."""
+CVAT_TASK_FIELD = "cvat_task"
+CVAT_INFO = "cvat_samples"
+"""``dataset.info`` key: sample id -> the record id, fingerprint, CVAT task, image size and pre-filled mask it was sent with."""
 
 
 @dataclass
 class Project:
     anomaly_class: str
     project_id: int
+    """Label Studio: the class's project; CVAT: the class's task."""
     url: str
     tasks: int
+    """Records sent (Label Studio: one task each; CVAT: one image each of the class's task)."""
     proposals: int
     """Tasks pre-filled with the record's existing mask."""
     sam_proposals: int = 0
@@ -113,15 +130,18 @@ def send(
     session: CurationSession,
     registry: Registry,
     records: Iterable[Record],
-    server: LabelStudio,
+    server: LabelStudio | CVAT,
     name: str = DEFAULT_NAME,
     *,
     discard_unsynced: bool = False,
     proposer: SamProposer | None = None,
     prompts: dict[str, Prompt] | None = None,
 ) -> SendSummary:
-    """Send ``records`` (and keep the ones an earlier run sent) to Label Studio for masks; with
-    ``proposer``, records without a mask get SAM's proposal for their prompt (``prompts``, else their box)."""
+    """Send ``records`` (and keep the ones an earlier run sent) to Label Studio or CVAT for masks; with
+    ``proposer`` (Label Studio only), records without a mask get SAM's proposal for their prompt
+    (``prompts``, else their box)."""
+    if proposer is not None and isinstance(server, CVAT):
+        raise ValueError("SAM proposals need Label Studio's predictions; CVAT has no proposal layer")
     fo = session.fiftyone()
     selected = {r.id: r for r in records}
     if fo.dataset_exists(name):  # records sent earlier stay in the dataset, at their current manifest line
@@ -129,16 +149,21 @@ def send(
         selected.update({r.id: r for r in registry.records() if r.id in sent and r.id not in selected})
     dataset, opened = open_records(session, registry, selected.values(), name, discard_unsynced=discard_unsynced)
     summary = SendSummary(opened)
-    new = dataset.exists(TASK_FIELD, False) if dataset.has_sample_field(TASK_FIELD) else dataset.view()
+    task_field = CVAT_TASK_FIELD if isinstance(server, CVAT) else TASK_FIELD
+    new = dataset.exists(task_field, False) if dataset.has_sample_field(task_field) else dataset.view()
     summary.pending = len(dataset) - len(new)
     proposed = _propose(new, selected, proposer, prompts or {}, summary) if proposer else {}
-    if server.media_root is not None:
+    if isinstance(server, LabelStudio) and server.media_root is not None:
         _stage_media(new, server.media_root / _safe(name))
     runs = len(dataset.list_annotation_runs())
     tasks = dict(dataset.info.get(TASKS_INFO, {}))
     for anomaly_class in sorted(new.distinct(f"{CLASS_FIELD}.label")):
         view = new.match(fo.ViewField(f"{CLASS_FIELD}.label") == anomaly_class)
         runs += 1
+        if isinstance(server, CVAT):
+            summary.projects.append(_send_cvat(fo, dataset, view, f"{RUN_PREFIX}{runs}_{_safe(anomaly_class)}",
+                                               f"daad {name} {anomaly_class} {runs}", anomaly_class, server))
+            continue
         with _local_files(server):
             results = view.annotate(
                 f"{RUN_PREFIX}{runs}_{_safe(anomaly_class)}", backend="labelstudio", url=server.url,
@@ -171,49 +196,76 @@ def send(
     return summary
 
 
+def _send_cvat(fo, dataset, view, key: str, title: str, anomaly_class: str, server: CVAT) -> Project:
+    """One CVAT task for the class's samples (``view``) through FiftyOne's CVAT backend; a record's
+    existing mask goes with it as an annotation (a ``mask`` shape) for the annotator to edit."""
+    if not dataset.has_sample_field(CVAT_FIELD):
+        dataset.add_sample_field(CVAT_FIELD, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    prefills = {}
+    for sample in view.iter_samples(autosave=True, progress=False):
+        mask = sample[MASK_FIELD].get_mask() != 0 if sample[MASK_FIELD] is not None else None
+        if mask is not None and mask.any():
+            sample[CVAT_FIELD] = fo.Segmentation(mask=mask.astype(np.uint8)).to_detections({1: anomaly_class})
+            prefills[sample.id] = mask_print(mask)
+        else:
+            sample[CVAT_FIELD] = None
+    try:
+        results = view.annotate(key, backend="cvat", label_field=CVAT_FIELD, label_type="instances",
+                                classes=[anomaly_class], task_name=title, **server.credentials(),
+                                config_cls="daad.curate.cvat_backend.DeadlineCVATBackendConfig")
+    except (requests.RequestException, CVATError) as exc:
+        if key in dataset.list_annotation_runs():  # registered before the upload failed: forget it
+            dataset.delete_annotation_run(key)
+        raise CVATError(f"CVAT at {server.url}: sending the {anomaly_class!r} task failed ({exc}); its records stay "
+                        "unsent (the next `daad curate annotate` sends them; delete a half-made task in CVAT)") from None
+    sent = dict(dataset.info.get(CVAT_INFO, {}))
+    frames = {data["sample_id"]: (task_id, frame) for task_id in results.task_ids
+              for frame, data in results.frame_id_map[task_id].items()}
+    for sample in view.select(list(frames)).iter_samples(autosave=True, progress=False):
+        task_id, frame = frames[sample.id]
+        sample[CVAT_TASK_FIELD] = task_id
+        sent[sample.id] = {"record_id": sample["record_id"], "fingerprint": sample["fingerprint"], "task": task_id,
+                           "frame": frame, "size": [sample.metadata.width, sample.metadata.height],
+                           "prefill": prefills.get(sample.id)}
+    dataset.info[CVAT_INFO] = sent
+    dataset.save()
+    task_id = results.task_ids[0]
+    return Project(anomaly_class, task_id, f"{server.url}/tasks/{task_id}", len(frames), len(prefills))
+
+
+def mask_print(mask: np.ndarray) -> str:
+    """A short fingerprint of a binary mask (its shape and pixels)."""
+    return fingerprint(f"{mask.shape}:{RLE.encode(mask != 0).counts}")
+
+
 def load(
     session: CurationSession,
-    server: LabelStudio,
+    server: LabelStudio | CVAT,
     name: str = DEFAULT_NAME,
     *,
     manifests_dir: Path | None = None,
     dry_run: bool = False,
     who: str | None = None,
 ) -> LoadReport:
-    """Bring the finished masks of dataset ``name``'s Label Studio tasks into the manifests."""
+    """Bring the finished masks of dataset ``name``'s Label Studio (or CVAT) tasks into the manifests."""
     fo = session.fiftyone()
     if not fo.dataset_exists(name):
         raise CurationEnvError(f"no FiftyOne dataset {name!r}: run `daad curate annotate` (without --load) first")
     dataset = fo.load_dataset(name)
-    sent = dataset.info.get(TASKS_INFO, {})
     report = LoadReport()
-    drawn: list[tuple[str, int, str, np.ndarray]] = []
-    """(record id, task id, fingerprint sent, mask) of every task with a mask drawn."""
-    for key in dataset.list_annotation_runs():
-        if not key.startswith(RUN_PREFIX):
-            continue
-        for task in _tasks(server, dataset.load_annotation_results(key, cache=False).project_id):
-            info = sent.get(str(task["id"]))
-            if info is None:  # a task added in Label Studio by hand (or by a send killed half way): not daad's
-                continue
-            annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
-            if not annotations:
-                report.waiting += 1
-                continue
-            latest = max(annotations, key=lambda a: a.get("updated_at") or "")
-            mask = drawn_mask(latest.get("result", []))
-            if mask is None:
-                report.empty.append(info["record_id"])
-                continue
-            drawn.append((info["record_id"], task["id"], info["fingerprint"], mask))
+    info_key = CVAT_INFO if isinstance(server, CVAT) else TASKS_INFO
+    sent = dataset.info.get(info_key, {})
+    drawn = _drawn_cvat(dataset, server, sent, report) if isinstance(server, CVAT) else \
+        _drawn_labelstudio(dataset, server, sent, report)
+    what = "CVAT" if isinstance(server, CVAT) else "Label Studio"
     ids = sorted({record_id for record_id, *_ in drawn})
     samples = {s["record_id"]: s for s in dataset.select_by("record_id", ids).iter_samples(progress=False)}
-    for record_id, task_id, sent_print, mask in sorted(drawn, key=lambda d: d[:2]):
+    for record_id, task, sent_print, mask in sorted(drawn, key=_by_record_and_task):
         sample = samples.get(record_id)
         if sample is None or sample["fingerprint"] != sent_print:
             report.conflicts.append(Conflict(
-                record_id, f"manifest record changed after it was sent to Label Studio (task {task_id}); the mask "
-                           "drawn on the old record is not applied (delete the task in Label Studio to drop it)"))
+                record_id, f"manifest record changed after it was sent to {what} ({task}); the mask drawn on "
+                           f"the old record is not applied (delete the task in {what} to drop it)"))
             continue
         if sample[MASK_FIELD] is not None and sample[MASK_FIELD].mask is not None \
                 and np.array_equal(sample[MASK_FIELD].mask != 0, mask != 0):
@@ -230,9 +282,83 @@ def load(
         for task_id, info in sent.items():
             if done.get(info["record_id"], (None,))[0] == info["fingerprint"]:
                 sent[task_id] = {**info, "fingerprint": done[info["record_id"]][1]}
-        dataset.info[TASKS_INFO] = sent
+        dataset.info[info_key] = sent
         dataset.save()
     return report
+
+
+def _by_record_and_task(drawn: tuple) -> tuple:
+    return drawn[0], [int(n) for n in re.findall(r"\d+", drawn[1])]
+
+
+def _drawn_labelstudio(dataset, server: LabelStudio, sent: dict, report: LoadReport) -> list[tuple]:
+    """(record id, "task N", fingerprint sent, mask) of every daad task with a submitted mask."""
+    drawn = []
+    for key in dataset.list_annotation_runs():
+        if not key.startswith(RUN_PREFIX) or dataset.get_annotation_info(key).config.name != "labelstudio":
+            continue
+        for task in _tasks(server, dataset.load_annotation_results(key, cache=False).project_id):
+            info = sent.get(str(task["id"]))
+            if info is None:  # a task added in Label Studio by hand (or by a send killed half way): not daad's
+                continue
+            annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
+            if not annotations:
+                report.waiting += 1
+                continue
+            latest = max(annotations, key=lambda a: a.get("updated_at") or "")
+            mask = drawn_mask(latest.get("result", []))
+            if mask is None:
+                report.empty.append(info["record_id"])
+                continue
+            drawn.append((info["record_id"], f"task {task['id']}", info["fingerprint"], mask))
+    return drawn
+
+
+def _drawn_cvat(dataset, server: CVAT, sent: dict, report: LoadReport) -> list[tuple]:
+    """(record id, "task N, image F", fingerprint sent, mask) of every image of daad's CVAT tasks
+    whose saved shapes (the union of its masks and polygons) differ from the mask pre-filled."""
+    drawn = []
+    for key in dataset.list_annotation_runs():
+        if not key.startswith(RUN_PREFIX) or dataset.get_annotation_info(key).config.name != "cvat":
+            continue
+        results = dataset.load_annotation_results(key, cache=False, **server.credentials())
+        if results is None:  # a send killed before its results were saved: nothing of it was recorded as sent
+            continue
+        try:
+            labels = results.backend.download_annotations(results).get(CVAT_FIELD, {}).get("detections", {})
+        except requests.RequestException as exc:
+            raise CVATError(f"CVAT at {server.url}: reading run {key!r} failed: {exc}") from None
+        for task_id in results.task_ids:
+            for frame, data in sorted(results.frame_id_map[task_id].items()):
+                info = sent.get(data["sample_id"])
+                if info is None:
+                    continue
+                mask = pasted_mask(labels.get(data["sample_id"], {}).values(), *info["size"])
+                if mask is None and info["prefill"]:  # the pre-filled mask deleted
+                    report.empty.append(info["record_id"])
+                elif mask is None:  # nothing saved yet
+                    report.waiting += 1
+                elif mask_print(mask) == info["prefill"]:
+                    report.waiting += 1  # the pre-filled mask, untouched
+                else:
+                    drawn.append((info["record_id"], f"task {task_id}, image {frame}", info["fingerprint"], mask))
+    return drawn
+
+
+def pasted_mask(detections, width: int, height: int) -> np.ndarray | None:
+    """The union (0/1 ``uint8``, ``height x width``) of FiftyOne detections' instance masks, each
+    pasted at its box's top-left pixel; ``None`` when it is empty."""
+    mask = np.zeros((height, width), np.uint8)
+    for detection in detections:
+        if detection.mask is None:
+            continue
+        x0, y0 = round(detection.bounding_box[0] * width), round(detection.bounding_box[1] * height)
+        part = detection.mask != 0
+        part = part[max(0, -y0):, max(0, -x0):]
+        x0, y0 = max(0, x0), max(0, y0)
+        region = mask[y0:y0 + part.shape[0], x0:x0 + part.shape[1]]
+        region |= part[:region.shape[0], :region.shape[1]]
+    return mask if mask.any() else None
 
 
 def drawn_mask(results: list[dict]) -> np.ndarray | None:
