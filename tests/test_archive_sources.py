@@ -150,6 +150,13 @@ def _options(data: Path, server: ArchiveServer, accepted=(NC,)) -> PrepareOption
                           progress=False)
 
 
+def _prepare_one(catalogue: Path, server: ArchiveServer, data: Path, origin: str):
+    """``prepare`` of one origin into ``data``: its outcome and the registry."""
+    registry = Registry(catalogue, Roots(data=data))
+    (outcome,) = prepare(registry, [origin], _options(data, server)).outcomes
+    return outcome, registry
+
+
 def _run(*args: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "daad", *args], cwd=cwd, env=os.environ | {"PYTHONPATH": str(REPO)} | env,
@@ -356,8 +363,7 @@ def test_kolektorsdd2_downloads_by_itself_under_its_md5(server, catalogue, tmp_p
     """KolektorSDD2.zip (train/ and test/ at its top) from the publisher's URL, pinned by the md5 its lab pins."""
     assert "sha256" not in tomllib.loads((catalogue / "downloads.toml").read_text())["ksdd2"]
     data = tmp_path / "data"
-    registry = Registry(catalogue, Roots(data=data))
-    (outcome,) = prepare(registry, ["ksdd2"], _options(data, server)).outcomes
+    outcome, registry = _prepare_one(catalogue, server, data, "ksdd2")
     assert outcome.status == DOWNLOADED, outcome
     assert outcome.detail.startswith("archive md5 verified; manifest of 3 records written (3 of them unmapped)")
     records = list(read_manifest(data / "manifests" / "ksdd2.jsonl"))
@@ -367,8 +373,7 @@ def test_kolektorsdd2_downloads_by_itself_under_its_md5(server, catalogue, tmp_p
     path = urlsplit(registry.catalogue["ksdd2"].download.url).path
     server.files[path] = published["ksdd2"] + b"x"
     data = tmp_path / "again"
-    registry = Registry(catalogue, Roots(data=data))
-    (outcome,) = prepare(registry, ["ksdd2"], _options(data, server)).outcomes
+    outcome, registry = _prepare_one(catalogue, server, data, "ksdd2")
     assert outcome.status == FAILED and "md5_mismatch" in outcome.detail
     _assert_nothing_left(data, "ksdd2", registry)
     server.files[path] = published["ksdd2"]
@@ -399,8 +404,7 @@ def test_autovi_one_wrong_part_leaves_nothing(server, catalogue, tmp_path, autov
     digests[3] = _sha256(autovi["tank_screw"] + b"x")
     _pin(catalogue, {"autovi": digests})
     data = tmp_path / "data"
-    registry = Registry(catalogue, Roots(data=data))
-    (outcome,) = prepare(registry, ["autovi"], _options(data, server)).outcomes
+    outcome, registry = _prepare_one(catalogue, server, data, "autovi")
     assert outcome.status == FAILED and "sha256_mismatch" in outcome.detail and "tank_screw.zip" in outcome.detail
     _assert_nothing_left(data, "autovi", registry)
     assert not list((data / ".daad" / "archives").iterdir())  # the three verified before it are gone too
@@ -418,8 +422,7 @@ def test_overlapping_parts_are_refused(server, catalogue, tmp_path, autovi):
     digests[1] = _sha256(body)
     _pin(catalogue, {"autovi": digests})
     data = tmp_path / "data"
-    registry = Registry(catalogue, Roots(data=data))
-    (outcome,) = prepare(registry, ["autovi"], _options(data, server)).outcomes
+    outcome, registry = _prepare_one(catalogue, server, data, "autovi")
     assert outcome.status == FAILED and "overlap" in outcome.detail and "defects_config.json" in outcome.detail
     _assert_nothing_left(data, "autovi", registry)
 

@@ -24,7 +24,7 @@ import requests
 from label_studio_sdk.converter.brush import mask2rle
 from typer.testing import CliRunner
 
-from conftest import REPO, SD_ROOT, SHARED_DATA, copy_manifests, split_items
+from conftest import REPO, SD_ROOT, SHARED_DATA, copy_manifests
 from daad.cli.app import app as cli
 from daad.curate import labelstudio
 from daad.curate.annotate import BRUSH, POLYGONS, TASKS_INFO, load, send
@@ -37,7 +37,7 @@ from daad.masks import RLE
 from daad.registry.registry import Registry
 from daad.registry.roots import Roots
 from daad.taxonomy import Status
-from helpers.curation import shared_session
+from helpers.curation import annotation_registry, shared_session
 
 NAME = "annotate-test"
 ONLINE = SHARED_DATA / "daad-online-sources"
@@ -46,17 +46,8 @@ ONLINE = SHARED_DATA / "daad-online-sources"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Label Studio + a registry of 5 real needs_mask records and 2 real SD-saliency-900 records."""
-    base = tmp_path_factory.getbasetemp()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAAD_CACHE_DIR", str(base / "daad-cache"))  # the fetch cache the autouse fixture names
-        items, _ = split_items(iter_records(ONLINE))  # decodes the sheet's inline images into the fetch cache
-        manifests = copy_manifests(tmp_path_factory.mktemp("annotate") / "manifests", "sd_saliency_900")
-        need = [r for r in items if r.status == Status.NEEDS_MASK and r.duplicate_of is None][:5]
-        write_manifest(manifests / "daad_online_sources.jsonl", items)
-        sd_path = manifests / "sd_saliency_900.jsonl"
-        sd = [r for r in read_manifest(sd_path) if r.duplicate_of is None][:2]
-        write_manifest(sd_path, sd)
-        registry = Registry(manifests, Roots({"sd_saliency_900": SD_ROOT, "daad_online_sources": ONLINE}))
+        registry, need, sd = annotation_registry(tmp_path_factory, "annotate", mp)
         session = shared_session()
         server = labelstudio.start(session, tmp_path_factory.mktemp("label-studio"))
         family = {server.process.pid, *(c.pid for c in server.process.children(recursive=True))}

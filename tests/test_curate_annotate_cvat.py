@@ -17,18 +17,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SD_ROOT, SHARED_DATA, copy_manifests, split_items
+from conftest import SD_ROOT, SHARED_DATA
 from daad.cli.app import app as cli
 from daad.curate import cvat
 from daad.curate.annotate import CVAT_INFO, load, send
 from daad.curate.journal import read_log
-from daad.loaders.daad_online_sources import iter_records
 from daad.masks import RLE
 from daad.registry.manifest import read_manifest, write_manifest
-from daad.registry.registry import Registry
-from daad.registry.roots import Roots
 from daad.taxonomy import Status
-from helpers.curation import shared_session
+from helpers.curation import annotation_registry, shared_session
 from helpers.cvat_server import CVATServer
 from helpers.loopback import LoopbackServer
 
@@ -40,17 +37,8 @@ ROOTS = {"sd_saliency_900": SD_ROOT, "daad_online_sources": ONLINE}
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """The CVAT stand-in + a registry of 5 real needs_mask records and 2 real SD-saliency-900 records."""
-    base = tmp_path_factory.getbasetemp()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DAAD_CACHE_DIR", str(base / "daad-cache"))  # the fetch cache the autouse fixture names
-        items, _ = split_items(iter_records(ONLINE))  # decodes the sheet's inline images into the fetch cache
-        manifests = copy_manifests(tmp_path_factory.mktemp("annotate-cvat") / "manifests", "sd_saliency_900")
-        need = [r for r in items if r.status == Status.NEEDS_MASK and r.duplicate_of is None][:5]
-        write_manifest(manifests / "daad_online_sources.jsonl", items)
-        sd_path = manifests / "sd_saliency_900.jsonl"
-        sd = [r for r in read_manifest(sd_path) if r.duplicate_of is None][:2]
-        write_manifest(sd_path, sd)
-        registry = Registry(manifests, Roots(ROOTS))
+        registry, need, sd = annotation_registry(tmp_path_factory, "annotate-cvat", mp)
         stand = CVATServer()
         try:
             yield shared_session(), registry, stand, need, sd

@@ -27,7 +27,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from helpers.loopback import LoopbackServer
+from helpers.loopback import LoopbackServer, dispatching
 
 VERSION = "2.20.0"
 
@@ -57,30 +57,7 @@ class CVATServer(LoopbackServer):
         """False: an upload creates no job (a CVAT whose workers are down)."""
         self._ids = iter(range(1, 10**9))
         self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                server._handle(self, "POST")
-
-            def do_PUT(self) -> None:
-                server._handle(self, "PUT")
-
-            def do_PATCH(self) -> None:
-                server._handle(self, "PATCH")
-
-            def do_DELETE(self) -> None:
-                server._handle(self, "DELETE")
-
-        LoopbackServer.__init__(self, Handler)
+        LoopbackServer.__init__(self, dispatching(self._handle, ("GET", "POST", "PUT", "PATCH", "DELETE")))
 
     # --- what an annotator does in CVAT's editor ------------------------------------------
 

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler
 
 import yaml
 
-from helpers.loopback import LoopbackServer
+from helpers.loopback import LoopbackServer, dispatching
 
 
 REGULAR = (".md", ".json")
@@ -44,24 +44,7 @@ class HubServer(LoopbackServer):
         """Path prefixes whose requests get no answer until close."""
         self._commits = 0
         self._lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                server._handle(self, "POST")
-
-            def do_PUT(self) -> None:
-                server._handle(self, "PUT")
-
-            def do_GET(self) -> None:
-                server._handle(self, "GET")
-
-        LoopbackServer.__init__(self, Handler)
+        LoopbackServer.__init__(self, dispatching(self._handle, ("GET", "POST", "PUT")))
 
     # --- request handling -------------------------------------------------------------
 

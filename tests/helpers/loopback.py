@@ -21,3 +21,17 @@ class LoopbackServer:
         self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def dispatching(handle, methods: tuple[str, ...]) -> type[BaseHTTPRequestHandler]:
+    """A quiet HTTP/1.1 handler class sending each request of ``methods`` to ``handle(request, method)``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+    for method in methods:
+        setattr(Handler, f"do_{method}", lambda self, method=method: handle(self, method))
+    return Handler
