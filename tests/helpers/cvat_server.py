@@ -27,7 +27,7 @@ import numpy as np
 import requests
 from PIL import Image
 
-from helpers.loopback import LoopbackServer, dispatching
+from helpers.loopback import LoopbackServer, dispatching, read_body, reply, route
 
 VERSION = "2.20.0"
 
@@ -92,7 +92,7 @@ class CVATServer(LoopbackServer):
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         path, _, query = h.path.partition("?")
         params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
-        body = h.rfile.read(int(h.headers.get("content-length") or 0))
+        body = read_body(h)
         with self._lock:
             self.requests.append((method, path))
             routes = [
@@ -114,15 +114,14 @@ class CVATServer(LoopbackServer):
                 ("PUT", r"/api/jobs/(\d+)/annotations", self._job_annotations),
                 ("PATCH", r"/api/jobs/(\d+)/annotations", self._job_annotations),
             ]
-            for verb, pattern, handler in routes:
-                match = re.fullmatch(pattern, path)
-                if verb != method or not match:
-                    continue
-                if path not in ("/api/auth/login", "/api/server/about") and not self._authorised(h):
-                    return _reply(h, 401, {"detail": "Authentication credentials were not provided."})
-                status, payload = handler(h, method, params, body, *(int(g) for g in match.groups()))
-                return _reply(h, status, payload, self._cookie if path == "/api/auth/login" and status == 200 else None)
-            return _reply(h, 404, {"detail": "Not found."})
+            found = route(routes, method, path)
+            if found is None:
+                return reply(h, 404, {"detail": "Not found."})
+            if path not in ("/api/auth/login", "/api/server/about") and not self._authorised(h):
+                return reply(h, 401, {"detail": "Authentication credentials were not provided."})
+            handler, groups = found
+            status, payload = handler(h, method, params, body, *(int(g) for g in groups))
+            return reply(h, status, payload, self._cookie if path == "/api/auth/login" and status == 200 else ())
 
     def _authorised(self, h: BaseHTTPRequestHandler) -> bool:
         cookies = dict(c.strip().split("=", 1) for c in h.headers.get("cookie", "").split(";") if "=" in c)
@@ -249,14 +248,3 @@ def cvat_rle(mask: np.ndarray) -> list[float]:
 
 def _page(results: list) -> dict:
     return {"count": len(results), "next": None, "previous": None, "results": results}
-
-
-def _reply(h: BaseHTTPRequestHandler, status: int, payload: dict | None, cookies: tuple[str, ...] | None = None) -> None:
-    data = b"" if payload is None else json.dumps(payload).encode()
-    h.send_response(status)
-    h.send_header("Content-Type", "application/json")
-    h.send_header("Content-Length", str(len(data)))
-    for cookie in cookies or ():
-        h.send_header("Set-Cookie", cookie)
-    h.end_headers()
-    h.wfile.write(data)

@@ -8,14 +8,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 
 import yaml
 
-from helpers.loopback import LoopbackServer, dispatching
+from helpers.loopback import LoopbackServer, dispatching, read_body, reply, route
 
 
 REGULAR = (".md", ".json")
@@ -50,14 +49,14 @@ class HubServer(LoopbackServer):
 
     def _handle(self, h: BaseHTTPRequestHandler, method: str) -> None:
         path = h.path.split("?", 1)[0]
-        body = _read_body(h)
+        body = read_body(h)
         with self._lock:
             self.requests.append((method, path))
         if any(path.startswith(p) for p in self.stall):
             self.release.wait(60)
             return
         if not path.startswith("/lfs-") and h.headers.get("authorization") != f"Bearer {self.token}":
-            return _reply(h, 401, {"error": "Invalid credentials in Authorization header"})
+            return reply(h, 401, {"error": "Invalid credentials in Authorization header"})
         routes = [
             ("POST", r"/api/repos/create", self._create),
             ("PUT", r"/api/datasets/([^/]+/[^/]+)/settings", self._settings),
@@ -68,12 +67,11 @@ class HubServer(LoopbackServer):
             ("POST", r"/lfs-verify", self._lfs_verify),
             ("POST", r"/api/datasets/([^/]+/[^/]+)/commit/[^/]+", self._commit),
         ]
-        for verb, pattern, handler in routes:
-            match = re.fullmatch(pattern, path)
-            if verb == method and match:
-                status, answer = handler(body, *match.groups())
-                return _reply(h, status, answer)
-        _reply(h, 404, {"error": f"no route {method} {path}"})
+        found = route(routes, method, path)
+        if found is None:
+            return reply(h, 404, {"error": f"no route {method} {path}"})
+        handler, groups = found
+        reply(h, *handler(body, *groups))
 
     def _create(self, body: bytes):
         payload = json.loads(body)
@@ -160,26 +158,3 @@ class HubServer(LoopbackServer):
             repo.commits.append(sorted(files))
         oid = hashlib.sha1(body).hexdigest()
         return 200, {"commitUrl": f"{self.url}/datasets/{repo_id}/commit/{oid}", "commitOid": oid}
-
-
-def _read_body(h: BaseHTTPRequestHandler) -> bytes:
-    """The request body, sent with a Content-Length or chunked."""
-    if h.headers.get("transfer-encoding", "").lower() == "chunked":
-        parts = []
-        while True:
-            size = int(h.rfile.readline().split(b";")[0], 16)
-            if size == 0:
-                h.rfile.readline()
-                return b"".join(parts)
-            parts.append(h.rfile.read(size))
-            h.rfile.readline()
-    return h.rfile.read(int(h.headers.get("content-length") or 0))
-
-
-def _reply(h: BaseHTTPRequestHandler, status: int, payload: dict) -> None:
-    data = json.dumps(payload).encode()
-    h.send_response(status)
-    h.send_header("Content-Type", "application/json")
-    h.send_header("Content-Length", str(len(data)))
-    h.end_headers()
-    h.wfile.write(data)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -35,3 +38,38 @@ def dispatching(handle, methods: tuple[str, ...]) -> type[BaseHTTPRequestHandler
     for method in methods:
         setattr(Handler, f"do_{method}", lambda self, method=method: handle(self, method))
     return Handler
+
+
+def read_body(h: BaseHTTPRequestHandler) -> bytes:
+    """The request body, sent with a Content-Length or chunked."""
+    if h.headers.get("transfer-encoding", "").lower() == "chunked":
+        parts = []
+        while True:
+            size = int(h.rfile.readline().split(b";")[0], 16)
+            if size == 0:
+                h.rfile.readline()
+                return b"".join(parts)
+            parts.append(h.rfile.read(size))
+            h.rfile.readline()
+    return h.rfile.read(int(h.headers.get("content-length") or 0))
+
+
+def reply(h: BaseHTTPRequestHandler, status: int, payload: dict | None, cookies: Sequence[str] = ()) -> None:
+    """A JSON answer (an empty body for ``None``), setting ``cookies``."""
+    data = b"" if payload is None else json.dumps(payload).encode()
+    h.send_response(status)
+    h.send_header("Content-Type", "application/json")
+    h.send_header("Content-Length", str(len(data)))
+    for cookie in cookies:
+        h.send_header("Set-Cookie", cookie)
+    h.end_headers()
+    h.wfile.write(data)
+
+
+def route(routes: Sequence[tuple[str, str, Callable]], method: str, path: str) -> tuple[Callable, tuple[str, ...]] | None:
+    """The handler of the first ``(method, path pattern, handler)`` matching the request, and the pattern's groups."""
+    for verb, pattern, handler in routes:
+        match = re.fullmatch(pattern, path)
+        if verb == method and match:
+            return handler, match.groups()
+    return None
