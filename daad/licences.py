@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from daad.tomlfile import read_toml
+from daad.tomlfile import require_toml
 from daad.errors import DaadError
 
 UNKNOWN = "unknown"
@@ -72,9 +72,7 @@ class LicenceCatalogue:
     @classmethod
     def load(cls, manifests_dir: Path) -> LicenceCatalogue:
         path = Path(manifests_dir) / FILENAME
-        raw = read_toml(path, LicenceError)
-        if raw is None:
-            raise LicenceError(f"no licence catalogue at {path}")
+        raw = require_toml(path, LicenceError, "licence catalogue")
         licences = {}
         for lid, value in raw.items():
             try:

@@ -17,3 +17,11 @@ def read_toml(path: Path, error: type[DaadError]) -> dict | None:
         return None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{path}: {exc}") from None
+
+
+def require_toml(path: Path, error: type[DaadError], what: str) -> dict:
+    """The table in ``path``, which must exist (``error``: "no <what> at <path>")."""
+    raw = read_toml(path, error)
+    if raw is None:
+        raise error(f"no {what} at {path}")
+    return raw

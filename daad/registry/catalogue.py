@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from daad.tomlfile import read_toml
+from daad.tomlfile import read_toml, require_toml
 from daad.sources.archives import MAX_MEMBERS, MAX_RATIO
 from daad.errors import DaadError
 from daad.licences import check_licence
@@ -199,9 +199,7 @@ class Catalogue:
     @classmethod
     def load(cls, manifests_dir: Path) -> Catalogue:
         path = Path(manifests_dir) / FILENAME
-        raw = read_toml(path, CatalogueError)
-        if raw is None:
-            raise CatalogueError(f"no source catalogue at {path}")
+        raw = require_toml(path, CatalogueError, "source catalogue")
         entries = _parse_entries(path, raw)
         _merge_downloads(entries, Path(manifests_dir) / DOWNLOADS)
         for origin, entry in load_collections(manifests_dir).items():
