@@ -21,7 +21,7 @@ from daad.annotations.bitmap import read_mask
 from daad.annotations.labelme import LabelMeFormatError, read_labelme
 from daad.registry.catalogue import Layout, SourceEntry
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
-from daad.loaders.catalogue_entry import catalogue_entry
+from daad.loaders.catalogue_entry import CatalogueReader
 from daad.record import Record
 
 
@@ -108,14 +108,8 @@ def iter_normals(root: Path, entry: SourceEntry) -> Iterator[NormalImage]:
             yield NormalImage(f"{entry.id}/{item.native_id}", item.image, item.split)
 
 
-@dataclass(frozen=True, slots=True)
-class LayoutLoader:
-    """The loader of one origin read through its catalogue layout (same two functions as a module)."""
+class LayoutLoader(CatalogueReader):
+    """The loader of one origin read through its catalogue layout."""
 
-    origin: str
-
-    def iter_records(self, root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:
-        return iter_records(root, entry or catalogue_entry(self.origin))
-
-    def iter_normals(self, root: Path) -> Iterator[NormalImage]:
-        return iter_normals(root, catalogue_entry(self.origin))
+    read_records = staticmethod(iter_records)
+    read_normals = staticmethod(iter_normals)

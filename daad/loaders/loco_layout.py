@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ import numpy as np
 from daad.annotations.bitmap import read_values
 from daad.errors import RecordFileError
 from daad.loaders.base import NormalImage, Skipped, record_or_skip
-from daad.loaders.catalogue_entry import catalogue_entry
+from daad.loaders.catalogue_entry import CatalogueReader
 from daad.record import Record
 from daad.registry.catalogue import SourceEntry
 
@@ -129,16 +128,9 @@ def iter_normals(root: Path, entry: SourceEntry) -> Iterator[NormalImage]:
                 yield NormalImage(f"{entry.id}/{category.name}/{split}/{image_path.stem}", image_path, split)
 
 
-@dataclass(frozen=True, slots=True)
-class LocoLoader:
-    """The loader of one origin published in the LOCO layout (same two functions as a module).
+class LocoLoader(CatalogueReader):
+    """The loader of one origin published in the LOCO layout. A user's collection read in this
+    layout passes its own entry (its class map names the defects)."""
 
-    A user's collection read in this layout passes its own entry (its class map names the defects)."""
-
-    origin: str
-
-    def iter_records(self, root: Path, entry: SourceEntry | None = None) -> Iterator[Record | Skipped]:
-        return iter_records(root, entry or catalogue_entry(self.origin))
-
-    def iter_normals(self, root: Path) -> Iterator[NormalImage]:
-        return iter_normals(root, catalogue_entry(self.origin))
+    read_records = staticmethod(iter_records)
+    read_normals = staticmethod(iter_normals)
