@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -149,7 +149,7 @@ def send(
         selected.update({r.id: r for r in registry.records() if r.id in sent and r.id not in selected})
     dataset, opened = open_records(session, registry, selected.values(), name, discard_unsynced=discard_unsynced)
     summary = SendSummary(opened)
-    task_field = CVAT_TASK_FIELD if isinstance(server, CVAT) else TASK_FIELD
+    task_field = _BACKENDS[type(server)].task_field
     new = dataset.exists(task_field, False) if dataset.has_sample_field(task_field) else dataset.view()
     summary.pending = len(dataset) - len(new)
     proposed = _propose(new, selected, proposer, prompts or {}, summary) if proposer else {}
@@ -253,11 +253,10 @@ def load(
         raise CurationEnvError(f"no FiftyOne dataset {name!r}: run `daad curate annotate` (without --load) first")
     dataset = fo.load_dataset(name)
     report = LoadReport()
-    info_key = CVAT_INFO if isinstance(server, CVAT) else TASKS_INFO
+    backend = _BACKENDS[type(server)]
+    info_key, what = backend.info_key, backend.name
     sent = dataset.info.get(info_key, {})
-    drawn = _drawn_cvat(dataset, server, sent, report) if isinstance(server, CVAT) else \
-        _drawn_labelstudio(dataset, server, sent, report)
-    what = "CVAT" if isinstance(server, CVAT) else "Label Studio"
+    drawn = backend.drawn(dataset, server, sent, report)
     ids = sorted({record_id for record_id, *_ in drawn})
     samples = {s["record_id"]: s for s in dataset.select_by("record_id", ids).iter_samples(progress=False)}
     for record_id, task, sent_print, mask in sorted(drawn, key=_by_record_and_task):
@@ -343,6 +342,21 @@ def _drawn_cvat(dataset, server: CVAT, sent: dict, report: LoadReport) -> list[t
                 else:
                     drawn.append((info["record_id"], f"task {task_id}, image {frame}", info["fingerprint"], mask))
     return drawn
+
+
+@dataclass(frozen=True)
+class _Backend:
+    """What differs between the two servers in the dataset: the sample field of a sent record's
+    task, the ``dataset.info`` key of what was sent, and how drawn masks are read back."""
+
+    name: str
+    task_field: str
+    info_key: str
+    drawn: Callable[..., list[tuple]]
+
+
+_BACKENDS = {LabelStudio: _Backend("Label Studio", TASK_FIELD, TASKS_INFO, _drawn_labelstudio),
+             CVAT: _Backend("CVAT", CVAT_TASK_FIELD, CVAT_INFO, _drawn_cvat)}
 
 
 def pasted_mask(detections, width: int, height: int) -> np.ndarray | None:
