@@ -402,6 +402,8 @@ def test_adam_3d_downloads_by_itself_and_names_the_labels_its_catalogue_does_not
         "adam_3d/spurgear/test/stringing/000_C": ("stringing", "unmapped")}
     assert all(r.split == "test" and r.licence == NC and r.area > 0 for r in records.values())
     assert records["adam_3d/1m1/test/hole/000_C"].image.path == "1m1/test/hole/rgb/000_C.png"
+    unpacked = {p.parent.name for p in (data / "adam_3d").rglob("*") if p.is_file()}
+    assert unpacked == {"rgb", "ground_truth"}  # the xyz/ TIFFs stay in the archive (`keep`)
     state = json.loads((data / ".daad" / "adam_3d.json").read_text())
     assert (state["unmapped"], state["unlisted"]) == (2, {"stringing": 1})
     assert state["skipped"] == {"empty_mask": 1, "no_annotation": 1, "unsupported_mode": 1}
@@ -423,6 +425,23 @@ def test_unlisted_classes_takes_only_unmapped(catalogue):
     (catalogue / "sources.toml").write_text(text.replace('unlisted_classes = "unmapped"\n', 'unlisted_classes = "hole"\n', 1))
     with pytest.raises(CatalogueError, match="adam_3d.*unlisted_classes must be 'unmapped' when given, got 'hole'"):
         Catalogue.load(catalogue)
+
+
+def test_sources_lists_3d_adam_and_its_rule_for_names_not_listed(catalogue):
+    from typer.testing import CliRunner
+
+    from daad.cli import app
+
+    listed = CliRunner().invoke(app, ["sources", "--manifests", str(catalogue), "--json"])
+    assert listed.exit_code == 0, listed.output
+    entries = {e["id"]: e for e in json.loads(listed.output)}
+    assert entries["adam_3d"]["unlisted_classes"] == "unmapped" and entries["mvtec_3d"]["unlisted_classes"] is None
+    assert entries["adam_3d"]["download"].endswith("/3D-ADAM_anomalib/resolve/main/adam3d_cropped.zip")
+    assert {k: v for k, v in entries["adam_3d"]["classes"].items() if v != "unmapped"} == {
+        "color": "stain", "colour": "stain", "contamination": "impurity", "crack": "crack", "cracks": "crack",
+        "cut": "crack", "cuts": "crack", "hole": "hole", "holes": "hole", "scratch": "scratch", "scratches": "scratch"}
+    table = CliRunner().invoke(app, ["sources", "--manifests", str(catalogue)], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "14 + names not listed" in table.output, table.output
 
 
 def test_autovi_six_archives_unpack_into_one_source(server, catalogue, tmp_path, autovi):

@@ -347,13 +347,18 @@ def _merge_part(origin: str, url: str, part: Path, staged: Path) -> None:
 
 def wanted_files(registry: Registry, entry: SourceEntry) -> Callable[[PurePosixPath], bool] | None:
     """Which files of an origin's archive to unpack: the images its committed manifest names and
-    what its catalogue entry's ``keep`` patterns match; every file (``None``) when it has no
-    committed manifest (its manifest is then written from the archive, which the loader reads whole)."""
-    if registry.committed_manifest(entry.id) is None:
-        return None
-    named = {r.image.path for r in registry.records([entry.id]) if r.image.path is not None}
+    what its catalogue entry's ``keep`` patterns match. Without a committed manifest (its manifest is
+    then written from the archive by the loader): what ``keep`` matches (3D-ADAM leaves its xyz/ TIFFs
+    packed), every file (``None``) when the entry has no ``keep``."""
     keep = entry.download.keep if entry.download is not None else ()
-    return lambda relpath: relpath.as_posix() in named or any(fnmatchcase(relpath.as_posix(), k) for k in keep)
+
+    def kept(relpath: PurePosixPath) -> bool:
+        return any(fnmatchcase(relpath.as_posix(), k) for k in keep)
+
+    if registry.committed_manifest(entry.id) is None:
+        return kept if keep else None
+    named = {r.image.path for r in registry.records([entry.id]) if r.image.path is not None}
+    return lambda relpath: relpath.as_posix() in named or kept(relpath)
 
 
 def archive_path(data: Path, origin: str, url: str, format: str) -> Path:
