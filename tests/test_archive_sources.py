@@ -20,6 +20,7 @@ import sys
 import tarfile
 import tomllib
 import zipfile
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ from PIL import Image
 
 from conftest import REPO, copy_manifests
 from daad.registry.catalogue import Catalogue, CatalogueError
+from daad.loaders import get_loader
 from daad.registry.manifest import read_manifest
 from daad.sources.archive_sources import DOWNLOADED, FAILED, SKIPPED, PrepareOptions, prepare
 from daad.registry import Registry
@@ -72,7 +74,7 @@ def published(tmp_path_factory) -> dict[str, bytes]:
     fake.write_btad(base / "btad")
     fake.write_kolektorsdd_original(base / "kolektorsdd")
     fake.write_mvtec_ad(base / "mvtec")
-    for origin in (*MORE, "ksdd2"):
+    for origin in (*MORE, "ksdd2", "adam_3d"):
         getattr(fake, f"write_{origin}")(base / origin)
     return {
         # VisA_20220922.tar: the categories and split_csv/ at the top, no compression.
@@ -87,6 +89,8 @@ def published(tmp_path_factory) -> dict[str, bytes]:
     } | {origin: _tar(_files(base / origin) | {"license.txt": b"CC BY-NC-SA 4.0\n"}, "w:xz") for origin in MORE} | {
         # KolektorSDD2.zip: train/ and test/ at the top.
         "ksdd2": _zip(_files(base / "ksdd2")),
+        # adam3d_cropped.zip (3D-ADAM): everything under adam3d_cropped/, which anomalib moves up when it unpacks it.
+        "adam_3d": _zip(_files(base / "adam_3d", "adam3d_cropped/")),
     }
 
 
@@ -193,10 +197,11 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     # MVTec 3D-AD: 2 cracks and a damaged thread; MVTec AD 2 names no defect type (all unmapped). LOCO: one
     # record per defect mask, 5 of 12 structural (2 contamination of breakfast_box, pushpins' broken, color and
     # contamination); AutoVI (six zips): cardboard of its 12 records; KolektorSDD2: one label, 'defect' (3, unmapped).
-    assert info["origins"] == {"autovi": 1, "kolektorsdd_original": 2, "mvtec_3d": 3, "mvtec_ad": 4, "mvtec_loco": 5,
-                               "visa": 6}
-    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2 + 2 + 4 + 7 + 11 + 3}
-    assert set(info["manifests"]) == {f"{o}.jsonl" for o in (*ORIGINS, *MORE, "autovi", "ksdd2")}
+    # 3D-ADAM: two holes, a crack, a cut, a scratch; its bulge and the folder the catalogue does not list unmapped.
+    assert info["origins"] == {"adam_3d": 5, "autovi": 1, "kolektorsdd_original": 2, "mvtec_3d": 3, "mvtec_ad": 4,
+                               "mvtec_loco": 5, "visa": 6}
+    assert info["skipped"] == {"unmapped_class": 3 + 6 + 2 + 2 + 4 + 7 + 11 + 3 + 2}
+    assert set(info["manifests"]) == {f"{o}.jsonl" for o in (*ORIGINS, *MORE, "autovi", "ksdd2", "adam_3d")}
     # The card's table of sources: rows, near copies left out, licence, commercial use, how obtained.
     card = (tmp_path / "out" / "README.md").read_text()
     assert ("| MVTec 3D Anomaly Detection (MVTec 3D-AD) (`mvtec_3d`) | 3 | 0 | `CC-BY-NC-SA-4.0` | no "
@@ -204,6 +209,7 @@ def test_download_writes_manifests_and_build_reads_them(server, catalogue, tmp_p
     assert "| Visual Anomaly (VisA) (`visa`) | 6 | 0 | `CC-BY-4.0` | yes | by itself: sha256-pinned archive" in card
     assert "(`mvtec_loco`) | 5 | 0 | `CC-BY-NC-SA-4.0` | no | by itself: sha256-pinned archive" in card
     assert "(AutoVI) (`autovi`) | 1 | 0 | `CC-BY-NC-SA-4.0` | no | by itself: sha256-pinned archive" in card
+    assert "(`adam_3d`) | 5 | 0 | `CC-BY-NC-SA-4.0` | no | by itself: sha256-pinned archive" in card
     visa = {r.id: r for r in read_manifest(data / "manifests" / "visa.jsonl")}
     assert visa["visa/pcb1/000"].anomaly_class == "stain" and visa["visa/pcb1/000"].licence == "CC-BY-4.0"
     btad = {r.id: r for r in read_manifest(data / "manifests" / "btad.jsonl")}
@@ -377,6 +383,65 @@ def test_kolektorsdd2_downloads_by_itself_under_its_md5(server, catalogue, tmp_p
     assert outcome.status == FAILED and "md5_mismatch" in outcome.detail
     _assert_nothing_left(data, "ksdd2", registry)
     server.files[path] = published["ksdd2"]
+
+
+def test_adam_3d_downloads_by_itself_and_names_the_labels_its_catalogue_does_not_list(server, catalogue, tmp_path):
+    """adam3d_cropped.zip as anomalib pins it (the categories under adam3d_cropped/): the manifest holds every masked
+    defect image; a folder name the class map does not list is an unmapped record, named and counted in the outcome;
+    an all-black mask, a missing mask and a 16-bit image are skipped by name, never records."""
+    data = tmp_path / "data"
+    outcome, registry = _prepare_one(catalogue, server, data, "adam_3d")
+    assert (outcome.status, outcome.detail) == (DOWNLOADED, (
+        "archive sha256 verified; manifest of 7 records written (2 of them unmapped; 1 of a native label the catalogue "
+        "does not list: stringing 1); skipped: 1 empty_mask, 1 no_annotation, 1 unsupported_mode")), outcome
+    records = {r.id: r for r in read_manifest(data / "manifests" / "adam_3d.jsonl")}
+    assert {rid: (r.native_label, r.anomaly_class) for rid, r in records.items()} == {
+        "adam_3d/1m1/test/bulge/000_C": ("bulge", "unmapped"), "adam_3d/1m1/test/crack/000_C": ("crack", "crack"),
+        "adam_3d/1m1/test/hole/000_C": ("hole", "hole"), "adam_3d/1m1/test/hole/001_C": ("hole", "hole"),
+        "adam_3d/spurgear/test/cut/000_C": ("cut", "crack"), "adam_3d/spurgear/test/scratch/000_C": ("scratch", "scratch"),
+        "adam_3d/spurgear/test/stringing/000_C": ("stringing", "unmapped")}
+    assert all(r.split == "test" and r.licence == NC and r.area > 0 for r in records.values())
+    assert records["adam_3d/1m1/test/hole/000_C"].image.path == "1m1/test/hole/rgb/000_C.png"
+    unpacked = {p.parent.name for p in (data / "adam_3d").rglob("*") if p.is_file()}
+    assert unpacked == {"rgb", "ground_truth"}  # the xyz/ TIFFs stay in the archive (`keep`)
+    state = json.loads((data / ".daad" / "adam_3d.json").read_text())
+    assert (state["unmapped"], state["unlisted"]) == (2, {"stringing": 1})
+    assert state["skipped"] == {"empty_mask": 1, "no_annotation": 1, "unsupported_mode": 1}
+    # Defect-free images of all three splits are the origin's normals (train, validation and test 'good').
+    normals = list(get_loader("adam_3d").iter_normals(data / "adam_3d"))
+    assert Counter(n.split for n in normals) == Counter({"train": 4, "validation": 2, "test": 2})
+
+    # Without `unlisted_classes` the same archive fails by name (as MVTec 3D-AD would) and leaves nothing.
+    text = (catalogue / "sources.toml").read_text()
+    (catalogue / "sources.toml").write_text(text.replace('unlisted_classes = "unmapped"\n', "", 1))
+    data = tmp_path / "strict"
+    outcome, registry = _prepare_one(catalogue, server, data, "adam_3d")
+    assert outcome.status == FAILED and "native defect 'stringing' has no entry in sources.toml" in outcome.detail
+    _assert_nothing_left(data, "adam_3d", registry)
+
+
+def test_unlisted_classes_takes_only_unmapped(catalogue):
+    text = (catalogue / "sources.toml").read_text()
+    (catalogue / "sources.toml").write_text(text.replace('unlisted_classes = "unmapped"\n', 'unlisted_classes = "hole"\n', 1))
+    with pytest.raises(CatalogueError, match="adam_3d.*unlisted_classes must be 'unmapped' when given, got 'hole'"):
+        Catalogue.load(catalogue)
+
+
+def test_sources_lists_3d_adam_and_its_rule_for_names_not_listed(catalogue):
+    from typer.testing import CliRunner
+
+    from daad.cli import app
+
+    listed = CliRunner().invoke(app, ["sources", "--manifests", str(catalogue), "--json"])
+    assert listed.exit_code == 0, listed.output
+    entries = {e["id"]: e for e in json.loads(listed.output)}
+    assert entries["adam_3d"]["unlisted_classes"] == "unmapped" and entries["mvtec_3d"]["unlisted_classes"] is None
+    assert entries["adam_3d"]["download"].endswith("/3D-ADAM_anomalib/resolve/main/adam3d_cropped.zip")
+    assert {k: v for k, v in entries["adam_3d"]["classes"].items() if v != "unmapped"} == {
+        "color": "stain", "colour": "stain", "contamination": "impurity", "crack": "crack", "cracks": "crack",
+        "cut": "crack", "cuts": "crack", "hole": "hole", "holes": "hole", "scratch": "scratch", "scratches": "scratch"}
+    table = CliRunner().invoke(app, ["sources", "--manifests", str(catalogue)], env={"COLUMNS": "250"})
+    assert table.exit_code == 0 and "14 + names not listed" in table.output, table.output
 
 
 def test_autovi_six_archives_unpack_into_one_source(server, catalogue, tmp_path, autovi):

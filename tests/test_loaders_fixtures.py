@@ -35,6 +35,7 @@ WRITERS = {
     "kolektorsdd_original": fake.write_kolektorsdd_original,
     "folder": fake.write_folder,
     "neu_seg": fake.write_neu_seg,
+    "adam_3d": fake.write_adam_3d,
 }
 
 

@@ -17,7 +17,8 @@ def sources(manifests: ManifestsOption = None) -> None:
     if output.json:
         print_json([
             {"id": e.id, "name": e.name, "licence": e.licence, "homepage": e.homepage,
-             "classes": e.classes, "download": e.download.url if e.download else None, "loader": e.loader}
+             "classes": e.classes, "unlisted_classes": e.unlisted_classes,
+             "download": e.download.url if e.download else None, "loader": e.loader}
             for e in catalogue
         ])
         return
@@ -27,7 +28,8 @@ def sources(manifests: ManifestsOption = None) -> None:
     for e in catalogue:
         mapped = sorted({c for c in e.classes.values() if c != "unmapped"})
         table.add_row(
-            e.id, e.name, e.licence, ", ".join(mapped), str(len(e.unmapped)),
+            e.id, e.name, e.licence, ", ".join(mapped),
+            f"{len(e.unmapped)}" + (" + names not listed" if e.unlisted_classes else ""),
             "yes" if e.download else ("manual" if e.manual_download else
                                       (f"own collection ({e.loader})" if e.loader else "-")),
         )

@@ -170,16 +170,24 @@ class SourceEntry:
     notes: str = ""
     loader: str | None = None
     """The layout loader reading a user's collection (``folder``, ``mvtec_ad``); ``None``: the origin's own."""
+    unlisted_classes: str | None = None
+    """What a native name absent from ``classes`` maps to: ``None`` (the default) refuses it, so that
+    every name is decided in the catalogue; ``unmapped`` records it unmapped with its native label
+    kept, for a source whose defect folders could not be read before its manifest is written at
+    download time (3D-ADAM): the download's outcome names and counts those labels."""
 
     def map_class(self, native: str) -> str:
         """The DAAD class of a native defect name; ``unmapped`` when the catalogue says so.
 
-        A native name absent from the map raises ``CatalogueError``: every name must be
-        decided in the catalogue, never silently dropped.
+        A native name absent from the map raises ``CatalogueError`` (every name must be
+        decided in the catalogue, never silently dropped), unless ``unlisted_classes`` says
+        ``unmapped``.
         """
         try:
             return self.classes[native]
         except KeyError:
+            if self.unlisted_classes == UNMAPPED:
+                return UNMAPPED
             raise CatalogueError(
                 f"origin {self.id!r}: native defect {native!r} has no entry in {FILENAME} "
                 f"(map it to a DAAD class or to {UNMAPPED!r})"
@@ -188,6 +196,13 @@ class SourceEntry:
     @property
     def unmapped(self) -> tuple[str, ...]:
         return tuple(sorted(k for k, v in self.classes.items() if v == UNMAPPED))
+
+    def unlisted(self, labels: dict[str, int]) -> dict[str, int]:
+        """The native labels among ``labels`` (label -> count) that the class map does not name,
+        where ``unlisted_classes`` lets them in (none otherwise: they would have been refused)."""
+        if self.unlisted_classes is None:
+            return {}
+        return {label: n for label, n in sorted(labels.items()) if label not in self.classes}
 
 
 class Catalogue:
@@ -267,6 +282,9 @@ def parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
     if layout is not None and "images" in layout:
         layout = Layout(**{k: tuple(v) if k == "normal_labels" else v for k, v in layout.items()})
     classes = {str(k): check_class(str(v)) for k, v in value.get("classes", {}).items()}
+    unlisted = value.get("unlisted_classes")
+    if unlisted not in (None, UNMAPPED):
+        raise ValueError(f"unlisted_classes must be {UNMAPPED!r} when given, got {unlisted!r}")
     return SourceEntry(
         id=origin,
         name=value["name"],
@@ -285,6 +303,7 @@ def parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
         commercial_use=value.get("commercial_use"),
         notes=value.get("notes", "").strip(),
         loader=value.get("loader"),
+        unlisted_classes=unlisted,
     )
 
 

@@ -16,7 +16,10 @@ either absent or complete, never half unpacked. A source is pinned one of two wa
   ``<data dir>/manifests/<origin>.jsonl``, where :class:`daad.registry.registry.Registry` finds it beside
   the committed ones. Same archive, same manifest bytes. It is written (atomically) before
   the folder is renamed into place, so a crash between the two leaves a manifest whose root
-  is missing (``daad build`` downloads it again), never data without a manifest.
+  is missing (``daad build`` downloads it again), never data without a manifest. A native label
+  the catalogue does not list fails the download, unless its entry says ``unlisted_classes =
+  "unmapped"`` (3D-ADAM, whose defect folders could not be read here): then its records are
+  unmapped, and the outcome and the state file name and count those labels.
 
 A source published as several archives (AutoVI's six zips: ``[[<origin>.parts]]`` in
 ``downloads.toml``) has each one downloaded, checked against its own pin and unpacked into the
@@ -239,8 +242,12 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
     if "records" in state:
         pin = "sha256" if entry.download.sha256 is not None else "md5"
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(state["skipped"].items()))
+        unmapped = f"{state['unmapped']} of them unmapped"
+        if unlisted := state.get("unlisted"):
+            named = ", ".join(f"{label} {n}" for label, n in unlisted.items())
+            unmapped += f"; {sum(unlisted.values())} of a native label the catalogue does not list: {named}"
         return Outcome(entry.id, DOWNLOADED, f"archive {pin} verified; manifest of {state['records']} records "
-                                             f"written ({state['unmapped']} of them unmapped)"
+                                             f"written ({unmapped})"
                                              + (f"; skipped: {skipped}" if skipped else ""), state["records"])
     return Outcome(entry.id, DOWNLOADED, f"{state['files_verified']} files verified", state["files_verified"])
 
@@ -293,6 +300,8 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
                          "manifest_sha256": sha256_file(manifest),
                          "records": report.accepted, "unmapped": sum(report.unmapped.values()),
                          "skipped": dict(report.skipped)}
+                if unlisted := entry.unlisted(report.unmapped):
+                    state["unlisted"] = unlisted
                 if spec.parts:
                     state["parts_sha256"] = sha256s[1:]
             os.rename(staged, options.data / entry.id)
@@ -338,13 +347,18 @@ def _merge_part(origin: str, url: str, part: Path, staged: Path) -> None:
 
 def wanted_files(registry: Registry, entry: SourceEntry) -> Callable[[PurePosixPath], bool] | None:
     """Which files of an origin's archive to unpack: the images its committed manifest names and
-    what its catalogue entry's ``keep`` patterns match; every file (``None``) when it has no
-    committed manifest (its manifest is then written from the archive, which the loader reads whole)."""
-    if registry.committed_manifest(entry.id) is None:
-        return None
-    named = {r.image.path for r in registry.records([entry.id]) if r.image.path is not None}
+    what its catalogue entry's ``keep`` patterns match. Without a committed manifest (its manifest is
+    then written from the archive by the loader): what ``keep`` matches (3D-ADAM leaves its xyz/ TIFFs
+    packed), every file (``None``) when the entry has no ``keep``."""
     keep = entry.download.keep if entry.download is not None else ()
-    return lambda relpath: relpath.as_posix() in named or any(fnmatchcase(relpath.as_posix(), k) for k in keep)
+
+    def kept(relpath: PurePosixPath) -> bool:
+        return any(fnmatchcase(relpath.as_posix(), k) for k in keep)
+
+    if registry.committed_manifest(entry.id) is None:
+        return kept if keep else None
+    named = {r.image.path for r in registry.records([entry.id]) if r.image.path is not None}
+    return lambda relpath: relpath.as_posix() in named or kept(relpath)
 
 
 def archive_path(data: Path, origin: str, url: str, format: str) -> Path:

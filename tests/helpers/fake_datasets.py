@@ -486,6 +486,45 @@ def write_mvtec_3d(root: Path) -> Expected:
     return expected
 
 
+def write_adam_3d(root: Path) -> Expected:
+    """3D-ADAM as anomalib unpacks it: ``<cat>/{train,validation,test}/<type>/rgb/<name>.png`` with the mask of
+    the same name in ``ground_truth/`` (0/255; all black for ``good``) and ``xyz/<name>.tiff`` beside. Quirks a
+    real release may have: a folder name the catalogue does not list (``stringing``), a defect image with an
+    all-black mask, one without its mask file, one 16-bit grey image."""
+    expected = Expected(skipped={"empty_mask": 1, "no_annotation": 1, "unsupported_mode": 1})
+    for k, category in enumerate(("1m1", "spurgear")):
+        for split, n in (("train", 2), ("validation", 1), ("test", 1)):
+            for i in range(n):
+                folder = root / category / split / "good"
+                _image(folder / "rgb" / f"{i:03d}_A.png", 3400 + 10 * k + 3 * i + len(split))
+                _mask(folder / "ground_truth" / f"{i:03d}_A.png", np.zeros((SIZE, SIZE), np.uint8))
+                (folder / "xyz").mkdir(parents=True, exist_ok=True)
+                (folder / "xyz" / f"{i:03d}_A.tiff").write_bytes(b"II*\x00")
+                expected.normals += 1
+    defects = {"1m1": {"hole": 2, "bulge": 1, "crack": 2}, "spurgear": {"scratch": 1, "stringing": 1, "cut": 2,
+                                                                        "contamination": 1}}
+    faulty = {("crack", 1): "all-black mask", ("cut", 1): "no mask file", ("contamination", 0): "16-bit grey"}
+    seed = 3500
+    for category, types in defects.items():
+        for kind, n in types.items():
+            for i in range(n):
+                seed += 1
+                folder, name, fault = root / category / "test" / kind, f"{i:03d}_C", faulty.get((kind, i))
+                (folder / "xyz").mkdir(parents=True, exist_ok=True)
+                (folder / "xyz" / f"{name}.tiff").write_bytes(b"II*\x00")
+                if fault == "16-bit grey":  # more than 8 bits a channel: refused, PIL would clip it
+                    (folder / "rgb").mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(np.full((SIZE, SIZE), 40000, np.uint16)).save(folder / "rgb" / f"{name}.png")
+                else:
+                    _image(folder / "rgb" / f"{name}.png", seed)
+                if fault != "no mask file":
+                    mask = np.zeros((SIZE, SIZE), np.uint8) if fault == "all-black mask" else blob(seed)
+                    _mask(folder / "ground_truth" / f"{name}.png", mask)
+                if fault is None:
+                    expected.records[kind] = expected.records.get(kind, 0) + 1
+    return expected
+
+
 def write_mvtec_ad2(root: Path) -> Expected:
     """``<cat>/train/good``, ``<cat>/test_public/{good,bad}`` + ``test_public/ground_truth/bad/<name>_mask.png``;
     ``test_private`` and ``test_private_mixed`` without masks."""
