@@ -26,7 +26,7 @@ from daad.record import Record
 
 
 class LayoutError(ValueError):
-    """An origin has no ``layout`` table in the catalogue."""
+    """An origin has no ``layout`` table in the catalogue, or its table does not fit a file it matches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +55,10 @@ def iter_items(root: Path, layout: Layout) -> Iterator[LayoutItem]:
         if match is None or not image.is_file():
             continue
         groups = match.groupdict()
-        values = layout.values(groups)
+        try:
+            values = layout.values(groups)
+        except ValueError as exc:
+            raise LayoutError(f"{image}: {exc}") from None
         yield LayoutItem(
             native_id=layout.id.format(**values),
             label=layout.label or groups.get("label"),
