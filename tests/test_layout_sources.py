@@ -1,4 +1,4 @@
-"""Sources read through a catalogue layout (MTD, DeepCrack, BSData): their quirks on fake trees of the
+"""Sources read through a catalogue layout (MTD, DeepCrack, BSData, CRACK500, AsphaltCrack300): their quirks on fake trees of the
 published layouts, the committed manifests made from the real files, and the download path of each
 pinned commit served from 127.0.0.1."""
 
@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from conftest import REPO, copy_manifests, split_items
 from daad.registry.catalogue import Catalogue, CatalogueError
 from daad.sources.ingest import ingest
 from daad.loaders import get_loader
-from daad.loaders.layout import LayoutLoader
+from daad.loaders.layout import LayoutError, LayoutLoader
 from daad.registry.manifest import read_manifest
 from daad.sources.archive_sources import DOWNLOADED, PrepareOptions, prepare_source
 from daad.registry import Registry
@@ -26,7 +28,8 @@ from helpers import fake_datasets as fake
 from test_download import ArchiveServer, _path_of, _run, _zip
 
 CATALOGUE = Catalogue.load(REPO / "manifests")
-WRITERS = {"mtd": fake.write_mtd, "deepcrack": fake.write_deepcrack, "bsdata": fake.write_bsdata}
+WRITERS = {"mtd": fake.write_mtd, "deepcrack": fake.write_deepcrack, "bsdata": fake.write_bsdata,
+           "crack500": fake.write_crack500, "asphaltcrack300": fake.write_asphaltcrack300}
 
 # What the committed manifests hold, counted from the publishers' files (see sources.toml notes).
 COMMITTED = {
@@ -34,7 +37,12 @@ COMMITTED = {
                     ("Fray", "abrasion"): 32, ("Uneven", "abrasion"): 99}),
     "deepcrack": Counter({("crack", "crack"): 537}),
     "bsdata": Counter({("Pitting", "pits"): 394}),
+    "crack500": Counter({("crack", "crack"): 1896}),
+    "asphaltcrack300": Counter({("crack", "crack"): 795}),
 }
+NEAR_COPIES = {"crack500": 23, "asphaltcrack300": 29}
+"""Records the registry-wide dedup marked, all copies of records of their own origin: CRACK500 photos stored twice,
+rotated by 90 or 180 degrees, and one crack shot twice; AsphaltCrack300's photo 002 repeating 001, and re-shot scenes."""
 
 
 def test_layout_sources_have_no_module_but_a_layout_loader():
@@ -83,6 +91,38 @@ def test_bsdata_labelme_polygons_unlabelled_normals_and_stray_copy(tmp_path):
     assert not {n.id for n in normals} & {r.id for r in records}
 
 
+def test_crack500_masks_are_read_from_the_folder_of_the_split(tmp_path):
+    fake.write_crack500(tmp_path)
+    records, skipped = split_items(get_loader("crack500").iter_records(tmp_path))
+    assert not skipped
+    by_id = {r.id: r for r in records}
+    assert sorted(by_id) == sorted(f"crack500/{split}/{name}" for split, names in fake.CRACK500_NAMES.items()
+                                   for name in names)
+    assert Counter(r.split for r in records) == Counter({"train": 3, "val": 2})
+    val = by_id[f"crack500/val/{fake.CRACK500_NAMES['val'][0]}"]  # label/ holds an all-ones file of that name
+    assert np.array_equal(val.mask.decode(), fake.blob(1510, (fake.SIZE + 8, fake.SIZE)))
+    portrait = by_id["crack500/train/20160302_155914_361_641"]
+    assert (portrait.width, portrait.height) == (fake.SIZE, fake.SIZE + 8)
+    assert np.array_equal(portrait.mask.decode(), fake.blob(1502, (fake.SIZE, fake.SIZE + 8)))
+
+
+def test_asphaltcrack300_palette_masks_read_as_drawn(tmp_path):
+    fake.write_asphaltcrack300(tmp_path)
+    records, skipped = split_items(get_loader("asphaltcrack300").iter_records(tmp_path))
+    assert not skipped and [r.id for r in records] == [f"asphaltcrack300/{s}" for s in ("001_04", "001_05", "002_04")]
+    for i, record in enumerate(records):  # the white index 0 is the crack, not the black index 1
+        assert np.array_equal(record.mask.decode(), fake.blob(1600 + i, (fake.SIZE, fake.SIZE + 8)))
+
+
+def test_a_group_value_missing_from_a_layout_field_names_the_image(tmp_path):
+    fake.write_crack500(tmp_path)
+    fake._image(tmp_path / "test" / "20160222_081011_1_1.jpg", 1)
+    entry = CATALOGUE["crack500"]
+    broken = replace(entry, layout=replace(entry.layout, match=r"(?P<split>train|val|test)/(?P<name>[^/]+)\.jpg"))
+    with pytest.raises(LayoutError, match=r"test/20160222_081011_1_1\.jpg: layout field 'masks' has no entry for split 'test'"):
+        list(get_loader("crack500").iter_records(tmp_path, broken))
+
+
 def test_labelme_file_with_two_labels_or_broken_json_is_reported(tmp_path):
     fake.write_bsdata(tmp_path)
     first, second = sorted((tmp_path / "label").glob("*.json"))
@@ -102,6 +142,10 @@ def test_labelme_file_with_two_labels_or_broken_json_is_reported(tmp_path):
     ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"\nmasks = "x"', "masks"),
     ('images = "../*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"\nlabel = "x"', "root"),
     ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"', "label"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{dir}/{name}.png"\nlabel = "x"\n'
+     'fields = {dir = {split = {a = "b"}}}', "field 'dir'"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}/{name}.png"\nlabel = "x"\n'
+     'fields = {name = {name = {a = "b"}}}', "field 'name'"),
 ])
 def test_bad_layout_table_is_refused_naming_the_origin(tmp_path, table, message):
     manifests = copy_manifests(tmp_path / "manifests")
@@ -126,12 +170,20 @@ def test_committed_manifest_is_consistent(origin):
     assert len({r.image.sha256 for r in records}) == len(records)
     if origin == "deepcrack":
         assert Counter(r.split for r in records) == Counter({"train": 300, "test": 237})
+    if origin == "crack500":
+        assert Counter(r.split for r in records) == Counter({"train": 1517, "val": 379})
+    marked = {r.id: r.duplicate_of for r in records if r.duplicate_of is not None}
+    assert len(marked) == NEAR_COPIES.get(origin, 0)
+    assert all(kept.startswith(f"{origin}/") and kept not in marked for kept in marked.values())
 
 
 # ---- the download path: the pinned commit's archive, served from 127.0.0.1 -------------------------
 
-REPO_EXTRAS = {"mtd": "dataset.jpg", "deepcrack": "Web App/main.py", "bsdata": "split_dataset.py"}
-"""A file of each repository outside the data (the archive holds the whole repository; it is not unpacked)."""
+CRACK_DATASET_EXTRAS = ("ReadMe.md", "CFD/train/img1.jpg", "CFD/label/img1.png", "CFD/val/img2.jpg")
+REPO_EXTRAS = {"mtd": ("dataset.jpg",), "deepcrack": ("Web App/main.py",), "bsdata": ("split_dataset.py",),
+               "crack500": CRACK_DATASET_EXTRAS, "asphaltcrack300": CRACK_DATASET_EXTRAS}
+"""Files of each repository outside the data (the archive holds the whole repository; they are not unpacked).
+CRACK500 and AsphaltCrack300 are two folders of one repository, served as one archive as GitHub does."""
 
 
 @pytest.fixture(scope="module")
@@ -140,15 +192,18 @@ def mirror(tmp_path_factory):
     base = tmp_path_factory.mktemp("mirror")
     manifests = copy_manifests(base / "manifests")
     server = ArchiveServer()
+    archives: dict[str, dict[str, bytes]] = {}
     for origin, write in WRITERS.items():
         write(base / "src" / origin)
         ingest(get_loader(origin).iter_records(base / "src" / origin, CATALOGUE[origin]), manifests / f"{origin}.jsonl")
         spec = CATALOGUE[origin].download
         top = spec.subpath.split("/")[0]
-        entries = {f"{spec.subpath}/{p.relative_to(base / 'src' / origin).as_posix()}": p.read_bytes()
-                   for p in sorted((base / "src" / origin).rglob("*")) if p.is_file()}
-        entries[f"{top}/{REPO_EXTRAS[origin]}"] = b"not data\n"
-        server.files[_path_of(CATALOGUE, origin)] = _zip(entries)
+        entries = archives.setdefault(_path_of(CATALOGUE, origin), {})
+        entries |= {f"{spec.subpath}/{p.relative_to(base / 'src' / origin).as_posix()}": p.read_bytes()
+                    for p in sorted((base / "src" / origin).rglob("*")) if p.is_file()}
+        entries |= {f"{top}/{extra}": b"not data\n" for extra in REPO_EXTRAS[origin]}
+    for path, entries in archives.items():
+        server.files[path] = _zip(entries)
     yield base, manifests, server
     server.close()
 
@@ -163,7 +218,12 @@ def test_pinned_archive_reproduces_the_manifest(mirror, tmp_path, origin):
     outcome = prepare_source(registry, registry.catalogue[origin], options)
     committed = list(read_manifest(manifests / f"{origin}.jsonl"))
     assert (outcome.status, outcome.files) == (DOWNLOADED, len(committed))
-    assert not (data / origin / REPO_EXTRAS[origin]).exists()  # only the manifest's images and `keep` are unpacked
+    named = {r.image.path for r in committed}
+    unpacked = {p.relative_to(data / origin).as_posix() for p in (data / origin).rglob("*") if p.is_file()}
+    keep = CATALOGUE[origin].download.keep
+    assert named <= unpacked  # only the manifest's images and `keep` are unpacked
+    assert all(path in named or any(fnmatchcase(path, k) for k in keep) for path in unpacked), unpacked
+    assert not any((data / origin / extra).exists() for extra in REPO_EXTRAS[origin])
     again = tmp_path / "again.jsonl"
     ingest(get_loader(origin).iter_records(data / origin, CATALOGUE[origin]), again)
     assert again.read_bytes() == (manifests / f"{origin}.jsonl").read_bytes()
@@ -178,11 +238,11 @@ def test_one_command_builds_the_layout_sources_from_the_mirror(mirror, tmp_path)
     done = _run("build", "--manifests", str(manifests), "--out", str(tmp_path / "out" / "daad"), "--quiet",
                 "--workers", "1", *[a for o in WRITERS for a in ("--origin", o)], *accept, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "built 13 rows from 3 origin(s); rejected 0" in done.stdout
+    assert "built 21 rows from 5 origin(s); rejected 0" in done.stdout
     shards = sorted(p.relative_to(tmp_path / "out" / "daad" / "data").as_posix()
                     for p in (tmp_path / "out" / "daad" / "data").rglob("*.parquet"))
-    assert shards == ["bsdata/pits.parquet", "deepcrack/crack.parquet", "mtd/abrasion.parquet",
-                      "mtd/crack.parquet", "mtd/pits.parquet"]
+    assert shards == ["asphaltcrack300/crack.parquet", "bsdata/pits.parquet", "crack500/crack.parquet",
+                      "deepcrack/crack.parquet", "mtd/abrasion.parquet", "mtd/crack.parquet", "mtd/pits.parquet"]
 
 
 @pytest.mark.parametrize("origin", ["aebad", "rsdds"])

@@ -4,8 +4,8 @@ A layout names the images (a glob and a regular expression over their root-relat
 paths), where each image's mask is (a path template filled from the expression's
 groups), and how to read it: a bitmap binarised at a threshold (image beside its mask,
 or image folder + mask folder) or a LabelMe JSON. See :class:`daad.registry.catalogue.Layout`.
-Sources read this way: Magnetic Tile Defect, DeepCrack, BSData. Their licences and
-references are in ``manifests/sources.toml``.
+Sources read this way: Magnetic Tile Defect, DeepCrack, BSData, CRACK500 and others (see the
+catalogue). Their licences and references are in ``manifests/sources.toml``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from daad.record import Record
 
 
 class LayoutError(ValueError):
-    """An origin has no ``layout`` table in the catalogue."""
+    """An origin has no ``layout`` table in the catalogue, or its table does not fit a file it matches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +55,15 @@ def iter_items(root: Path, layout: Layout) -> Iterator[LayoutItem]:
         if match is None or not image.is_file():
             continue
         groups = match.groupdict()
+        try:
+            values = layout.values(groups)
+        except ValueError as exc:
+            raise LayoutError(f"{image}: {exc}") from None
         yield LayoutItem(
-            native_id=layout.id.format(**groups),
+            native_id=layout.id.format(**values),
             label=layout.label or groups.get("label"),
             image=image,
-            mask=root / layout.mask.format(**groups),
+            mask=root / layout.mask.format(**values),
             split=groups.get("split"),
         )
 

@@ -101,6 +101,7 @@ class Layout:
     templates ``id`` (the native id) and ``mask`` (the mask file's path). A group named
     ``label`` is the native label, ``split`` the record's split; ``label`` (the field) is a
     constant native label instead, and LabelMe masks carry their labels in their shapes.
+    ``fields`` adds template fields that are not in the path, each looked up from one group's value.
     """
 
     images: str
@@ -115,6 +116,20 @@ class Layout:
     """Native labels whose images are defect-free (MTD's ``Free``)."""
     unannotated: str = "skip"
     """An image without its mask file: ``skip`` (reported as ``no_annotation``) or ``normal``."""
+    fields: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    """``{field: {group: {value: text}}}``: a template field taken from a group's value, where a
+    release names a folder otherwise than its split (CRACK500: ``train/`` -> ``label/``, ``val/`` -> ``val_label/``)."""
+
+    def values(self, groups: dict[str, str]) -> dict[str, str]:
+        """The template fields of one match: its groups, and each of ``fields`` looked up from its group."""
+        values = dict(groups)
+        for name, table in self.fields.items():
+            (group, texts), = table.items()
+            try:
+                values[name] = texts[groups[group]]
+            except KeyError:
+                raise ValueError(f"layout field {name!r} has no entry for {group} {groups[group]!r}") from None
+        return values
 
     def __post_init__(self) -> None:
         if self.mask_format not in MASK_FORMATS:
@@ -125,9 +140,13 @@ class Layout:
             groups = set(re.compile(self.match).groupindex)
         except re.error as exc:
             raise ValueError(f"layout match {self.match!r}: {exc}") from None
+        for name, table in self.fields.items():
+            if name in groups or len(table) != 1 or not set(table) <= groups:
+                raise ValueError(f"layout field {name!r} must be a new name looked up from one group of match, "
+                                 f"as {{group = {{value = text}}}}")
         for name in ("id", "mask"):
             fields = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f is not None}
-            if missing := fields - groups:
+            if missing := fields - groups - set(self.fields):
                 raise ValueError(f"layout {name} {getattr(self, name)!r} uses {sorted(missing)}, not groups of match")
         for name in ("images", "mask"):
             path = PurePosixPath(getattr(self, name))

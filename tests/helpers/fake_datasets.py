@@ -96,6 +96,38 @@ def write_deepcrack(root: Path) -> Expected:
     return Expected({"crack": 5})
 
 
+CRACK500_NAMES = {"train": ("20160222_081011_1281_721", "20160222_081011_1_361", "20160302_155914_361_641"),
+                  "val": ("20160222_081011_641_1", "IMG_2937_649_485")}
+"""Crops named ``<photo>_<x>_<y>``; one portrait (360x640 among 640x360), one of a 648x484 camera's photos."""
+
+
+def write_crack500(root: Path) -> Expected:
+    """guoguolord/CrackDataset's ``crack500/``: ``train/`` + ``label/`` and ``val/`` + ``val_label/``, 1-bit PNG
+    masks; a ``label/`` file named like a ``val/`` image (which must not be read for it); the repository's other
+    folders (``CFD/``, ``AsphaltCrack300/``) are beside it, outside this root."""
+    for split, masks in (("train", "label"), ("val", "val_label")):
+        for i, stem in enumerate(CRACK500_NAMES[split]):
+            seed = 1500 + 10 * (split == "val") + i
+            size = (SIZE, SIZE + 8) if stem == "20160302_155914_361_641" else (SIZE + 8, SIZE)
+            _image(root / split / f"{stem}.jpg", seed, size=size)
+            (root / masks).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(blob(seed, size).astype(bool)).save(root / masks / f"{stem}.png")
+    Image.fromarray(np.ones((SIZE, SIZE + 8), bool)).save(root / "label" / f"{CRACK500_NAMES['val'][0]}.png")
+    return Expected({"crack": 5})
+
+
+def write_asphaltcrack300(root: Path) -> Expected:
+    """``AsphaltCrack300/``: ``train/NNN_KK.jpg`` tiles + ``label/NNN_KK.png`` palette masks whose index 0, drawn
+    white, is the crack and index 1, drawn black, the road (the index alone would read inverted)."""
+    for i, stem in enumerate(("001_04", "001_05", "002_04")):
+        _image(root / "train" / f"{stem}.jpg", 1600 + i, size=(SIZE, SIZE + 8))
+        mask = Image.fromarray((1 - blob(1600 + i, (SIZE, SIZE + 8))).astype(np.uint8), "P")
+        mask.putpalette([255, 255, 255, 0, 0, 0])
+        (root / "label").mkdir(parents=True, exist_ok=True)
+        mask.save(root / "label" / f"{stem}.png")
+    return Expected({"crack": 3})
+
+
 def write_bsdata(root: Path) -> Expected:
     """``data/<name>.jpg``; ``label/<name>.json`` (LabelMe 4.5.6, ``Pitting`` polygons, ``imageData`` inline) for
     the pitted ones; the rest are normals; a stray copy in ``data/BSD/test/``; ``image_data.json``."""

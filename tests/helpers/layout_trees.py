@@ -60,6 +60,7 @@ def _layout_tree(entry: SourceEntry, layout: Layout, root: Path) -> Expected:
         if "label" in patterns:
             groups["label"] = label
         image = root / image_template.format(**groups)
+        groups = layout.values(groups)
         _image(image, seed)
         assert re.fullmatch(layout.match, image.relative_to(root).as_posix()), image
         if normal:
