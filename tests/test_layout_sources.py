@@ -1,4 +1,4 @@
-"""Sources read through a catalogue layout (MTD, DeepCrack, BSData): their quirks on fake trees of the
+"""Sources read through a catalogue layout (MTD, DeepCrack, BSData, Cracks and Potholes): their quirks on fake trees of the
 published layouts, the committed manifests made from the real files, and the download path of each
 pinned commit served from 127.0.0.1."""
 
@@ -26,7 +26,8 @@ from helpers import fake_datasets as fake
 from test_download import ArchiveServer, _path_of, _run, _zip
 
 CATALOGUE = Catalogue.load(REPO / "manifests")
-WRITERS = {"mtd": fake.write_mtd, "deepcrack": fake.write_deepcrack, "bsdata": fake.write_bsdata}
+WRITERS = {"mtd": fake.write_mtd, "deepcrack": fake.write_deepcrack, "bsdata": fake.write_bsdata,
+           "cracks_potholes": fake.write_cracks_potholes}
 
 # What the committed manifests hold, counted from the publishers' files (see sources.toml notes).
 COMMITTED = {
@@ -34,6 +35,7 @@ COMMITTED = {
                     ("Fray", "abrasion"): 32, ("Uneven", "abrasion"): 99}),
     "deepcrack": Counter({("crack", "crack"): 537}),
     "bsdata": Counter({("Pitting", "pits"): 394}),
+    "cracks_potholes": Counter({("CRACK", "crack"): 1921, ("POTHOLE", "hole"): 564}),
 }
 
 
@@ -83,6 +85,26 @@ def test_bsdata_labelme_polygons_unlabelled_normals_and_stray_copy(tmp_path):
     assert not {n.id for n in normals} & {r.id for r in records}
 
 
+
+def test_cracks_potholes_one_record_per_drawn_label_mask(tmp_path):
+    fake.write_cracks_potholes(tmp_path)
+    records, skipped = split_items(get_loader("cracks_potholes").iter_records(tmp_path))
+    assert skipped == Counter({"empty_mask": 1})  # both defect masks black: reported once, for the image
+    by_id = {r.id: r for r in records}
+    both = "1097248_DF_070_070BDF0010_04158"
+    assert sorted(by_id) == sorted([  # a black mask is no record; LANE (the road region) never is
+        "cracks_potholes/1007599_RS_386_386RS289112_28920/CRACK",
+        "cracks_potholes/1008367_RS_386_386RS289112_32760/POTHOLE",
+        f"cracks_potholes/{both}/CRACK", f"cracks_potholes/{both}/POTHOLE"])
+    crack, pothole = by_id[f"cracks_potholes/{both}/CRACK"], by_id[f"cracks_potholes/{both}/POTHOLE"]
+    assert (crack.anomaly_class, pothole.anomaly_class) == ("crack", "hole")
+    assert crack.image == pothole.image and crack.image.path == f"Dataset/{both}/{both}_RAW.jpg"
+    assert np.array_equal(pothole.mask.decode(), fake.blob(1500 + 20 + 1, (fake.SIZE + 8, fake.SIZE)))
+    assert not list(get_loader("cracks_potholes").iter_normals(tmp_path))
+    (tmp_path / "Dataset" / both / f"{both}_POTHOLE.png").unlink()
+    records, skipped = split_items(get_loader("cracks_potholes").iter_records(tmp_path))
+    assert len(records) == 3 and skipped == Counter({"empty_mask": 1, "no_annotation": 1})
+
 def test_labelme_file_with_two_labels_or_broken_json_is_reported(tmp_path):
     fake.write_bsdata(tmp_path)
     first, second = sorted((tmp_path / "label").glob("*.json"))
@@ -102,6 +124,10 @@ def test_labelme_file_with_two_labels_or_broken_json_is_reported(tmp_path):
     ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"\nmasks = "x"', "masks"),
     ('images = "../*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"\nlabel = "x"', "root"),
     ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}.png"', "label"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}_{label}.png"\nlabels = ["A", "B"]',
+     "label"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}/{label}"\nmask = "{name}_{label}.png"\n'
+     'labels = ["A"]\nmask_format = "labelme"', "labels"),
 ])
 def test_bad_layout_table_is_refused_naming_the_origin(tmp_path, table, message):
     manifests = copy_manifests(tmp_path / "manifests")
@@ -123,14 +149,18 @@ def test_committed_manifest_is_consistent(origin):
         assert record.status is Status.ACCEPTED and record.licence == entry.licence and record.origin == origin
         assert pattern.fullmatch(record.image.path), record.image.path
         assert re.fullmatch(r"[0-9a-f]{64}", record.image.sha256) and record.area > 0
-    assert len({r.image.sha256 for r in records}) == len(records)
+    images = {r.image.path: r.image.sha256 for r in records}  # Cracks and Potholes: a record per label, same image
+    assert len(images) == len(records) - (252 if origin == "cracks_potholes" else 0)
+    # ... and one picture published twice (917232_RS_290_290RS294095_19613, 917233_..._19615)
+    assert len(set(images.values())) == len(images) - (origin == "cracks_potholes")
     if origin == "deepcrack":
         assert Counter(r.split for r in records) == Counter({"train": 300, "test": 237})
 
 
 # ---- the download path: the pinned commit's archive, served from 127.0.0.1 -------------------------
 
-REPO_EXTRAS = {"mtd": "dataset.jpg", "deepcrack": "Web App/main.py", "bsdata": "split_dataset.py"}
+REPO_EXTRAS = {"mtd": "dataset.jpg", "deepcrack": "Web App/main.py", "bsdata": "split_dataset.py",
+               "cracks_potholes": "README.md"}
 """A file of each repository outside the data (the archive holds the whole repository; it is not unpacked)."""
 
 
@@ -178,11 +208,11 @@ def test_one_command_builds_the_layout_sources_from_the_mirror(mirror, tmp_path)
     done = _run("build", "--manifests", str(manifests), "--out", str(tmp_path / "out" / "daad"), "--quiet",
                 "--workers", "1", *[a for o in WRITERS for a in ("--origin", o)], *accept, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "built 13 rows from 3 origin(s); rejected 0" in done.stdout
+    assert "built 17 rows from 4 origin(s); rejected 0" in done.stdout
     shards = sorted(p.relative_to(tmp_path / "out" / "daad" / "data").as_posix()
                     for p in (tmp_path / "out" / "daad" / "data").rglob("*.parquet"))
-    assert shards == ["bsdata/pits.parquet", "deepcrack/crack.parquet", "mtd/abrasion.parquet",
-                      "mtd/crack.parquet", "mtd/pits.parquet"]
+    assert shards == ["bsdata/pits.parquet", "cracks_potholes/crack.parquet", "cracks_potholes/hole.parquet",
+                      "deepcrack/crack.parquet", "mtd/abrasion.parquet", "mtd/crack.parquet", "mtd/pits.parquet"]
 
 
 @pytest.mark.parametrize("origin", ["aebad", "rsdds"])
