@@ -1,4 +1,4 @@
-"""Sources read through a catalogue layout (MTD, DeepCrack, BSData, CRACK500, AsphaltCrack300): their quirks on fake trees of the
+"""Sources read through a catalogue layout (MTD, DeepCrack, BSData, CRACK500, AsphaltCrack300, Cracks and Potholes): their quirks on fake trees of the
 published layouts, the committed manifests made from the real files, and the download path of each
 pinned commit served from 127.0.0.1."""
 
@@ -29,7 +29,8 @@ from test_download import ArchiveServer, _path_of, _run, _zip
 
 CATALOGUE = Catalogue.load(REPO / "manifests")
 WRITERS = {"mtd": fake.write_mtd, "deepcrack": fake.write_deepcrack, "bsdata": fake.write_bsdata,
-           "crack500": fake.write_crack500, "asphaltcrack300": fake.write_asphaltcrack300}
+           "crack500": fake.write_crack500, "asphaltcrack300": fake.write_asphaltcrack300,
+           "cracks_potholes": fake.write_cracks_potholes}
 
 # What the committed manifests hold, counted from the publishers' files (see sources.toml notes).
 COMMITTED = {
@@ -39,6 +40,7 @@ COMMITTED = {
     "bsdata": Counter({("Pitting", "pits"): 394}),
     "crack500": Counter({("crack", "crack"): 1896}),
     "asphaltcrack300": Counter({("crack", "crack"): 795}),
+    "cracks_potholes": Counter({("CRACK", "crack"): 1921, ("POTHOLE", "hole"): 564}),
 }
 NEAR_COPIES = {"crack500": 23, "asphaltcrack300": 29}
 """Records the registry-wide dedup marked, all copies of records of their own origin: CRACK500 photos stored twice,
@@ -123,6 +125,25 @@ def test_a_group_value_missing_from_a_layout_field_names_the_image(tmp_path):
         list(get_loader("crack500").iter_records(tmp_path, broken))
 
 
+def test_cracks_potholes_one_record_per_drawn_label_mask(tmp_path):
+    fake.write_cracks_potholes(tmp_path)
+    records, skipped = split_items(get_loader("cracks_potholes").iter_records(tmp_path))
+    assert skipped == Counter({"empty_mask": 1})  # both defect masks black: reported once, for the image
+    by_id = {r.id: r for r in records}
+    both = "1097248_DF_070_070BDF0010_04158"
+    assert sorted(by_id) == sorted([  # a black mask is no record; LANE (the road region) never is
+        "cracks_potholes/1007599_RS_386_386RS289112_28920/CRACK",
+        "cracks_potholes/1008367_RS_386_386RS289112_32760/POTHOLE",
+        f"cracks_potholes/{both}/CRACK", f"cracks_potholes/{both}/POTHOLE"])
+    crack, pothole = by_id[f"cracks_potholes/{both}/CRACK"], by_id[f"cracks_potholes/{both}/POTHOLE"]
+    assert (crack.anomaly_class, pothole.anomaly_class) == ("crack", "hole")
+    assert crack.image == pothole.image and crack.image.path == f"Dataset/{both}/{both}_RAW.jpg"
+    assert np.array_equal(pothole.mask.decode(), fake.blob(1500 + 20 + 1, (fake.SIZE + 8, fake.SIZE)))
+    assert not list(get_loader("cracks_potholes").iter_normals(tmp_path))
+    (tmp_path / "Dataset" / both / f"{both}_POTHOLE.png").unlink()
+    records, skipped = split_items(get_loader("cracks_potholes").iter_records(tmp_path))
+    assert len(records) == 3 and skipped == Counter({"empty_mask": 1, "no_annotation": 1})
+
 def test_labelme_file_with_two_labels_or_broken_json_is_reported(tmp_path):
     fake.write_bsdata(tmp_path)
     first, second = sorted((tmp_path / "label").glob("*.json"))
@@ -146,6 +167,10 @@ def test_labelme_file_with_two_labels_or_broken_json_is_reported(tmp_path):
      'fields = {dir = {split = {a = "b"}}}', "field 'dir'"),
     ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}/{name}.png"\nlabel = "x"\n'
      'fields = {name = {name = {a = "b"}}}', "field 'name'"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}"\nmask = "{name}_{label}.png"\nlabels = ["A", "B"]',
+     "label"),
+    ('images = "*.jpg"\nmatch = "(?P<name>.+)"\nid = "{name}/{label}"\nmask = "{name}_{label}.png"\n'
+     'labels = ["A"]\nmask_format = "labelme"', "labels"),
 ])
 def test_bad_layout_table_is_refused_naming_the_origin(tmp_path, table, message):
     manifests = copy_manifests(tmp_path / "manifests")
@@ -167,7 +192,10 @@ def test_committed_manifest_is_consistent(origin):
         assert record.status is Status.ACCEPTED and record.licence == entry.licence and record.origin == origin
         assert pattern.fullmatch(record.image.path), record.image.path
         assert re.fullmatch(r"[0-9a-f]{64}", record.image.sha256) and record.area > 0
-    assert len({r.image.sha256 for r in records}) == len(records)
+    images = {r.image.path: r.image.sha256 for r in records}  # Cracks and Potholes: a record per label, same image
+    assert len(images) == len(records) - (252 if origin == "cracks_potholes" else 0)
+    # ... and one picture published twice (917232_RS_290_290RS294095_19613, 917233_..._19615)
+    assert len(set(images.values())) == len(images) - (origin == "cracks_potholes")
     if origin == "deepcrack":
         assert Counter(r.split for r in records) == Counter({"train": 300, "test": 237})
     if origin == "crack500":
@@ -181,7 +209,8 @@ def test_committed_manifest_is_consistent(origin):
 
 CRACK_DATASET_EXTRAS = ("ReadMe.md", "CFD/train/img1.jpg", "CFD/label/img1.png", "CFD/val/img2.jpg")
 REPO_EXTRAS = {"mtd": ("dataset.jpg",), "deepcrack": ("Web App/main.py",), "bsdata": ("split_dataset.py",),
-               "crack500": CRACK_DATASET_EXTRAS, "asphaltcrack300": CRACK_DATASET_EXTRAS}
+               "crack500": CRACK_DATASET_EXTRAS, "asphaltcrack300": CRACK_DATASET_EXTRAS,
+               "cracks_potholes": ("README.md",)}
 """Files of each repository outside the data (the archive holds the whole repository; they are not unpacked).
 CRACK500 and AsphaltCrack300 are two folders of one repository, served as one archive as GitHub does."""
 
@@ -238,10 +267,11 @@ def test_one_command_builds_the_layout_sources_from_the_mirror(mirror, tmp_path)
     done = _run("build", "--manifests", str(manifests), "--out", str(tmp_path / "out" / "daad"), "--quiet",
                 "--workers", "1", *[a for o in WRITERS for a in ("--origin", o)], *accept, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "built 21 rows from 5 origin(s); rejected 0" in done.stdout
+    assert "built 25 rows from 6 origin(s); rejected 0" in done.stdout
     shards = sorted(p.relative_to(tmp_path / "out" / "daad" / "data").as_posix()
                     for p in (tmp_path / "out" / "daad" / "data").rglob("*.parquet"))
     assert shards == ["asphaltcrack300/crack.parquet", "bsdata/pits.parquet", "crack500/crack.parquet",
+                      "cracks_potholes/crack.parquet", "cracks_potholes/hole.parquet",
                       "deepcrack/crack.parquet", "mtd/abrasion.parquet", "mtd/crack.parquet", "mtd/pits.parquet"]
 
 

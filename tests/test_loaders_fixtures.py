@@ -24,6 +24,7 @@ WRITERS = {
     "mtd": fake.write_mtd,
     "deepcrack": fake.write_deepcrack,
     "bsdata": fake.write_bsdata,
+    "cracks_potholes": fake.write_cracks_potholes,
     "mvtec_ad": fake.write_mvtec_ad,
     "mpdd": fake.write_mpdd,
     "visa": fake.write_visa,

@@ -102,6 +102,8 @@ class Layout:
     ``label`` is the native label, ``split`` the record's split; ``label`` (the field) is a
     constant native label instead, and LabelMe masks carry their labels in their shapes.
     ``fields`` adds template fields that are not in the path, each looked up from one group's value.
+    ``labels`` lists native labels that each have their own bitmap mask per image (``{label}``
+    in the ``id`` and ``mask`` templates).
     """
 
     images: str
@@ -119,6 +121,9 @@ class Layout:
     fields: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     """``{field: {group: {value: text}}}``: a template field taken from a group's value, where a
     release names a folder otherwise than its split (CRACK500: ``train/`` -> ``label/``, ``val/`` -> ``val_label/``)."""
+    labels: tuple[str, ...] = ()
+    """Native labels with one mask file each per image (Cracks and Potholes: ``_CRACK.png``, ``_POTHOLE.png``):
+    one record per label whose mask is not all background; an image whose masks all are is ``empty_mask``."""
 
     def values(self, groups: dict[str, str]) -> dict[str, str]:
         """The template fields of one match: its groups, and each of ``fields`` looked up from its group."""
@@ -146,13 +151,17 @@ class Layout:
                                  f"as {{group = {{value = text}}}}")
         for name in ("id", "mask"):
             fields = {f for _, f, _, _ in string.Formatter().parse(getattr(self, name)) if f is not None}
-            if missing := fields - groups - set(self.fields):
+            if missing := fields - groups - set(self.fields) - ({"label"} if self.labels else set()):
                 raise ValueError(f"layout {name} {getattr(self, name)!r} uses {sorted(missing)}, not groups of match")
+            if self.labels and "label" not in fields:
+                raise ValueError(f"layout with labels needs {{label}} in its {name} {getattr(self, name)!r}")
+        if self.labels and (self.mask_format != "bitmap" or self.label is not None or "label" in groups):
+            raise ValueError("layout labels need bitmap masks and neither a constant label nor a label group")
         for name in ("images", "mask"):
             path = PurePosixPath(getattr(self, name))
             if path.is_absolute() or ".." in path.parts:
                 raise ValueError(f"layout {name} {getattr(self, name)!r} must stay under the origin's root")
-        if self.mask_format == "bitmap" and self.label is None and "label" not in groups:
+        if self.mask_format == "bitmap" and self.label is None and "label" not in groups and not self.labels:
             raise ValueError("layout with bitmap masks needs a constant label or a (?P<label>...) group in match")
 
 
@@ -299,7 +308,7 @@ def parse_entry(origin: str, value: dict[str, Any]) -> SourceEntry:
     download = value.get("download")
     layout = value.get("layout")
     if layout is not None and "images" in layout:
-        layout = Layout(**{k: tuple(v) if k == "normal_labels" else v for k, v in layout.items()})
+        layout = Layout(**{k: tuple(v) if k in ("normal_labels", "labels") else v for k, v in layout.items()})
     classes = {str(k): check_class(str(v)) for k, v in value.get("classes", {}).items()}
     unlisted = value.get("unlisted_classes")
     if unlisted not in (None, UNMAPPED):

@@ -157,6 +157,28 @@ def write_bsdata(root: Path) -> Expected:
     return Expected({"Pitting": 2}, 3)
 
 
+
+def write_cracks_potholes(root: Path) -> Expected:
+    """``Dataset/<name>/<name>_RAW.jpg`` with three RGB 0/255 masks beside it (``_CRACK``, ``_POTHOLE``, ``_LANE``),
+    one of the two defect masks often all black: a crack, a pothole, both, neither (reported as empty); the
+    repository's preview copy, figures and LICENSE outside ``Dataset/``."""
+    names = ["1007599_RS_386_386RS289112_28920", "1008367_RS_386_386RS289112_32760",
+             "1097248_DF_070_070BDF0010_04158", "917232_RS_290_290RS294095_19613"]
+    present = [("CRACK",), ("POTHOLE",), ("CRACK", "POTHOLE"), ()]
+    size = (SIZE + 8, SIZE)  # 1024x640 landscape
+    for i, (name, labels) in enumerate(zip(names, present)):
+        folder = root / "Dataset" / name
+        _image(folder / f"{name}_RAW.jpg", 1500 + i, size=size)
+        for k, label in enumerate(("CRACK", "POTHOLE", "LANE")):
+            drawn = label in labels or label == "LANE"
+            mask = blob(1500 + 10 * i + k, size) if drawn else np.zeros((size[1], size[0]), np.uint8)
+            Image.fromarray(np.repeat(mask[..., None] * 255, 3, axis=2).astype(np.uint8), "RGB").save(
+                folder / f"{name}_{label}.png")
+    _image(root / "PreviewImages" / f"{names[2]}_RAW.jpg", 1502, size=size)
+    _mask(root / "figures" / "5.png", blob(1599))
+    (root / "LICENSE").write_text("MIT License\n\nCopyright (c) 2020 Bianka Passos\n")
+    return Expected({"CRACK": 2, "POTHOLE": 2}, 0, {"empty_mask": 1})
+
 def _mvtec_like(root: Path, layout: dict[str, dict[str, int]], normals: int) -> Expected:
     expected = Expected()
     seed = 0

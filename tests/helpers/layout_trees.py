@@ -3,7 +3,8 @@
 A source described by a ``[<origin>.layout]`` table (image/mask path templates, or the MVTec
 tree with its naming) needs no hand-written writer: :func:`write_layout_tree` reads the
 entry and writes one small image with its mask per native label of the class map, and one
-defect-free image per normal label (or per category), so adding such a source to
+defect-free image per normal label (or per category; with ``labels``, the other labels' masks
+all black), so adding such a source to
 ``sources.toml`` gives it a fake tree for free. Quirks of a real release (missing masks,
 all-black masks ...) stay in :mod:`helpers.fake_datasets`.
 """
@@ -66,7 +67,9 @@ def _layout_tree(entry: SourceEntry, layout: Layout, root: Path) -> Expected:
         if normal:
             expected.normals += 1
             continue
-        mask = root / layout.mask.format(**groups)
+        mask = root / layout.mask.format(**groups, **({"label": label} if layout.labels else {}))
+        for other in set(layout.labels) - {label}:  # one mask per label, the others all black
+            _mask(root / layout.mask.format(**groups, label=other), blob(seed) * 0)
         if layout.mask_format == "labelme":
             mask.parent.mkdir(parents=True, exist_ok=True)
             mask.write_text(json.dumps({
