@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, SD_ROOT, committed_without_marks
+from daad.registry.catalogue import Catalogue
 from daad.errors import LeakageError
 from daad.registry.exclusion import ExclusionError
 from daad.sources.ingest import ingest
@@ -173,3 +174,10 @@ def test_generated_dataset_round_trip(tmp_path):
     assert "CC-BY-NC-SA-4.0" in card and "Restricted" in card
     ds = datasets.load_dataset(str(out), split="train")
     assert ds.features["anomaly_class"].int2str(ds[0]["anomaly_class"]) == "crack"
+
+
+def test_catalogue_notes_are_prose_without_escapes_or_line_breaks():
+    """A note wrapped in sources.toml ends its lines with the TOML line continuation ``\\``, not ``\\\\``."""
+    catalogue = Catalogue.load(REPO / "manifests")
+    for entry in catalogue:
+        assert "\\" not in entry.notes and "\n" not in entry.notes, entry.id
