@@ -280,7 +280,7 @@ def test_partial_download_resumes_and_stale_unpack_is_cleared(small, fresh, serv
     serve, entries, _ = small
     body = _zip(entries)
     registry = serve("resume.zip", body)
-    part = archive_path(fresh, "sd_saliency_900", f"{server.url}/bad/resume.zip", "zip").with_suffix(".zip.part")
+    part = archive_path(fresh, f"{server.url}/bad/resume.zip", "zip").with_suffix(".zip.part")
     part.parent.mkdir(parents=True)
     part.write_bytes(body[:1000])
     (fresh / ".daad" / "tmp-sd_saliency_900-killed").mkdir()

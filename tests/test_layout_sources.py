@@ -264,6 +264,7 @@ def test_one_command_builds_the_layout_sources_from_the_mirror(mirror, tmp_path)
     env = {"DAAD_DATA_DIR": str(tmp_path / "data"), "DAAD_DOWNLOAD_BASE_URL": server.url,
            "XDG_CONFIG_HOME": str(tmp_path / "config"), "COLUMNS": "200"}
     accept = [a for origin in WRITERS for a in ("--accept-licence", CATALOGUE[origin].licence)]
+    before = Counter(server.hits)
     done = _run("build", "--manifests", str(manifests), "--out", str(tmp_path / "out" / "daad"), "--quiet",
                 "--workers", "1", *[a for o in WRITERS for a in ("--origin", o)], *accept, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -273,6 +274,9 @@ def test_one_command_builds_the_layout_sources_from_the_mirror(mirror, tmp_path)
     assert shards == ["asphaltcrack300/crack.parquet", "bsdata/pits.parquet", "crack500/crack.parquet",
                       "cracks_potholes/crack.parquet", "cracks_potholes/hole.parquet",
                       "deepcrack/crack.parquet", "mtd/abrasion.parquet", "mtd/crack.parquet", "mtd/pits.parquet"]
+    # CRACK500 and AsphaltCrack300 unpack one archive: fetched once, and no archive is left behind.
+    assert {path: server.hits[path] - before[path] for path in server.files} == {path: 1 for path in server.files}
+    assert not list((tmp_path / "data" / ".daad" / "archives").iterdir())
 
 
 @pytest.mark.parametrize("origin", ["aebad", "rsdds"])

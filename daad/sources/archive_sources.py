@@ -52,7 +52,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
@@ -185,11 +185,18 @@ def archive_url(url: str, base_url: str | None = None) -> str:
 def prepare(registry: Registry, origins: Iterable[str], options: PrepareOptions) -> PrepareReport:
     """Make every origin in ``origins`` available locally; failures are reported, not raised."""
     report = PrepareReport()
-    for origin in origins:
+    origins = list(origins)
+    for k, origin in enumerate(origins):
+        later = {url for o in origins[k + 1:] for url in _urls(registry.catalogue[o], options)}
         try:
-            report.outcomes.append(prepare_source(registry, registry.catalogue[origin], options))
+            report.outcomes.append(prepare_source(registry, registry.catalogue[origin], options, shared=later))
         except SourceDownloadError as exc:
             report.outcomes.append(Outcome(origin, FAILED, exc.detail))
+    for origin in origins:  # an archive kept for a later origin that then did not unpack it
+        entry = registry.catalogue[origin]
+        if entry.download is not None:
+            formats = [part.format for part in entry.download.archives()]
+            _remove([archive_path(options.data, url, f) for url, f in zip(_urls(entry, options), formats)])
     written = [o for o in report.outcomes if o.status == DOWNLOADED and registry.committed_manifest(o.origin) is None]
     if written:
         mark_duplicates(registry, written, options)
@@ -206,8 +213,12 @@ def mark_duplicates(registry: Registry, written: list[Outcome], options: Prepare
         outcome.duplicates = sum(rid.split("/", 1)[0] == outcome.origin for rid in marks)
 
 
-def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> Outcome:
-    """Present, downloaded now, or skipped (with why); raises :class:`SourceDownloadError`."""
+def prepare_source(
+    registry: Registry, entry: SourceEntry, options: PrepareOptions, shared: Collection[str] = frozenset()
+) -> Outcome:
+    """Present, downloaded now, or skipped (with why); raises :class:`SourceDownloadError`. An archive
+    whose URL is in ``shared`` (another origin of the same run unpacks it too: CRACK500 and
+    AsphaltCrack300 are two folders of one repository) is kept for it, not downloaded twice."""
     root = registry.roots.get(entry.id)
     target = options.data / entry.id
     if root is not None:
@@ -238,7 +249,7 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
                 entry.id, SKIPPED,
                 f"licence {entry.licence} not accepted; read it at {where}, then pass --accept-licence {entry.licence}",
             )
-    state = _fetch_verified(registry, entry, options)
+    state = _fetch_verified(registry, entry, options, shared)
     if "records" in state:
         pin = "sha256" if entry.download.sha256 is not None else "md5"
         skipped = ", ".join(f"{n} {reason}" for reason, n in sorted(state["skipped"].items()))
@@ -252,7 +263,12 @@ def prepare_source(registry: Registry, entry: SourceEntry, options: PrepareOptio
     return Outcome(entry.id, DOWNLOADED, f"{state['files_verified']} files verified", state["files_verified"])
 
 
-def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions) -> dict:
+def _urls(entry: SourceEntry, options: PrepareOptions) -> list[str]:
+    """The URLs of an origin's archives (none where it has no download)."""
+    return [archive_url(part.url, options.base_url) for part in entry.download.archives()] if entry.download else []
+
+
+def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions, shared: Collection[str]) -> dict:
     """Download, unpack into a temp folder, verify (or write the manifest), rename into place;
     returns what the state file records. Fetches once more if corrupt. A source published as
     several archives (``parts``) has each downloaded, checked and unpacked into the same folder."""
@@ -262,8 +278,8 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
     state_dir.mkdir(parents=True, exist_ok=True)
     for stale in state_dir.glob(f"tmp-{entry.id}-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    urls = [archive_url(part.url, options.base_url) for part in spec.archives()]
-    paths = [archive_path(options.data, entry.id, url, part.format) for part, url in zip(spec.archives(), urls)]
+    urls = _urls(entry, options)
+    paths = [archive_path(options.data, url, part.format) for part, url in zip(spec.archives(), urls)]
     wanted = wanted_files(registry, entry)
     for attempt in (1, 2):
         tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{entry.id}-", dir=state_dir))
@@ -320,7 +336,7 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
             raise SourceDownloadError(entry.id, str(exc)) from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        _remove(paths)
+        _remove([path for path, url in zip(paths, urls) if url not in shared])
         _write_state(options.data, entry.id, {"url": urls[0], "subpath": spec.subpath, **state})
         return state
     raise AssertionError("unreachable")
@@ -361,9 +377,10 @@ def wanted_files(registry: Registry, entry: SourceEntry) -> Callable[[PurePosixP
     return lambda relpath: relpath.as_posix() in named or kept(relpath)
 
 
-def archive_path(data: Path, origin: str, url: str, format: str) -> Path:
-    """Where the archive of ``url`` is downloaded to (named by origin and URL, so a new pin starts afresh)."""
-    return data / STATE_DIR / "archives" / f"{origin}-{sha256_bytes(url.encode())[:12]}.{format}"
+def archive_path(data: Path, url: str, format: str) -> Path:
+    """Where the archive of ``url`` is downloaded to (named by its URL, so a new pin starts afresh and
+    origins unpacking one archive share it)."""
+    return data / STATE_DIR / "archives" / f"{sha256_bytes(url.encode())[:16]}.{format}"
 
 
 def _download_archive(
