@@ -1,12 +1,14 @@
 """A full-scale registry for build benchmarks on a machine without every source's files.
 
 Origins whose files are here (``SOURCE_ROOTS``) keep their real manifests and images. The other
-committed manifests (MTD, DeepCrack, BSData, NEU-Seg) keep every record (ids, classes, masks,
+committed manifests (MTD, DeepCrack, BSData, NEU-Seg, CRACK500, AsphaltCrack300, Cracks and Potholes)
+keep every record (ids, classes, masks,
 duplicate marks, sizes) with a stand-in image of the record's size and format written at its
 path (the manifest's sha256 rewritten to the stand-in's). Sources whose manifests are written at
 download time (MVTec AD, VisA, MVTec 3D-AD, MVTec LOCO, AutoVI) get records at their publishers' mapped counts and
 image sizes, made by daad's own record builder from ``POOL`` distinct stand-in images each (the
-rest repeat them under other ids, so the page cache serves those reads).
+rest repeat them under other ids, so the page cache serves those reads). 3D-ADAM is left out: neither
+its count nor its image size is known here.
 """
 
 from __future__ import annotations
