@@ -9,7 +9,10 @@ variant hashes of a kept record, confirmed by the fine signatures under that var
 the fine detail of both images (:func:`~daad.registry.neardup.detail_correlation`: a copy is the same
 view of the same surface; another road frame or tile of one kind, which the first two checks pass, is
 not). The detail thumbnails are computed only for pairs the signatures confirm, the query's once per
-record, a candidate's kept for the :data:`DETAIL_CACHE` last. DEDUP_FIGURES
+record, a candidate's kept for the :data:`DETAIL_CACHE` last. Over the 12,979 records of the
+committed manifests with their real files (CPU time): without the detail check 232 s, 444 MiB, 1,985
+marks, 1,352 of them Cracks and Potholes frames within the source; with it 397 s, 591 MiB, 1,347
+records refused, 37 such frames left marked (26 of them the next frame).
 
 Which record is kept is decided by the catalogue (:func:`origin_priority`): an origin is
 kept over every origin whose ``derived_from`` names it, directly or through others (the

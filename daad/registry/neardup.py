@@ -45,8 +45,17 @@ correlation under the matched dihedral transform, every stored against every que
 at every shift of up to :data:`DETAIL_SHIFT` pixels (scales within ±8 % per axis: MTD's
 exposures of one tile are cut a few pixels apart). A copy is the same view of the same
 surface, however transformed or re-exposed; a pair is one when the correlation is at least
-:data:`DETAIL_THRESHOLD`. Measured (``benchmarks/dedup_detail.py``): RECALL_FIGURES
-FP_FIGURES
+:data:`DETAIL_THRESHOLD`. Measured (``benchmarks/dedup_detail.py``, 30 images of each of ten real
+sources, road, spindle and tile photographs among them, 20 transformed copies each): 99.35 % of the
+6,000 copies pass all three checks (hash and fine signature alone: 99.82 %), every dihedral
+transform, resize, brightness and grey 100 %; weakest JPEG q20 (95.7 %: SD-saliency-900's small,
+flat images lose their detail; SD-saliency-900 95.8 % over all transforms, every other source
+at least 99.3 %). Of the pairs the first two checks pass between different photographs, few
+pass the third: Cracks and Potholes frames of another road 0 of 31 (correlation median 0.25),
+of the same road further along 1 of 283 (0.38), the next frame 8 of 155 (0.48); MTD's exposures
+of one tile 228 of 238 pass (0.82). Photographs of one synthetic near-uniform tile
+(``benchmarks/leakage.py``) already fail the fine signature (0 of 7,800 pairs); their brighter
+JPEG copies pass all three (200 of 200).
 
 :class:`HashIndex` finds, for each query hash, the indexed hashes within the threshold by
 multi-index hashing: the 64 bits are cut into three chunks, so a pair within ``t`` bits
@@ -218,10 +227,18 @@ def _detail(grey: Image.Image) -> np.ndarray:
     return detail / max(float(np.linalg.norm(detail)), 1e-9)
 
 
+def _detail_grey(image: Image.Image) -> Image.Image:
+    """The grey image, reduced by a whole factor (box filter) to no less than 2 x :data:`DETAIL_THUMB`
+    per side: its crops' thumbnails barely change and are made many times faster."""
+    grey = image.convert("L")
+    factor = min(grey.size) // (2 * DETAIL_THUMB)
+    return grey.reduce(factor) if factor > 1 else grey
+
+
 def detail_thumbnails(image: Image.Image) -> np.ndarray:
     """``2 x DETAIL_THUMB x DETAIL_THUMB`` float32: the fine detail (see :data:`DETAIL_SIGMA`) of
     the whole grey image and of its crop."""
-    grey = image.convert("L")
+    grey = _detail_grey(image)
     return np.stack([_detail(grey), _detail(cropped(grey))])
 
 
@@ -242,7 +259,7 @@ def query_detail(image: Image.Image) -> np.ndarray:
     :func:`query_signature` uses, then of its centred crops by other shares per axis
     (:func:`_rescaled_crops`): against a stored image's whole and crop they span a scale of
     ±2 x :data:`CROP_FRACTION` per axis in steps of :data:`CROP_FRACTION`."""
-    grey = image.convert("L")
+    grey = _detail_grey(image)
     return np.stack([_detail(g) for g in (grey, *_shifted_crops(grey), *_rescaled_crops(grey))])
 
 
