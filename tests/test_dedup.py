@@ -16,9 +16,10 @@ import datasets
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
+from scipy.ndimage import gaussian_filter
 from typer.testing import CliRunner
 
-from benchmarks.leakage import jpeg
+from benchmarks.leakage import crop, jpeg
 from conftest import SD_ROOT, SHARED_DATA, copy_manifests
 from daad.dataset.build import build
 from daad.registry.catalogue import Catalogue
@@ -29,7 +30,10 @@ from daad.loaders import get_loader
 from daad.loaders import kolektorsdd as kolektorsdd_loader
 from daad.loaders import neu_seg as neu_seg_loader
 from daad.registry.manifest import dumps, read_manifest, write_manifest
-from daad.registry.neardup import dihedral
+from daad.registry.neardup import (
+    DETAIL_THRESHOLD, FINE_THRESHOLD, THRESHOLD, detail_correlation, detail_thumbnails, dihedral, fine_distance,
+    fine_signature, image_hash, query_detail, query_signature, variant_hashes,
+)
 from daad.record import Record
 from daad.registry import Registry
 from daad.registry.roots import Roots
@@ -48,13 +52,18 @@ def _runner(manifests: Path, roots: dict[str, Path], *args: str):
     return CliRunner().invoke(app, ["dedup", "--manifests", str(manifests), *options, "-q", *args])
 
 
+def _save_neu_seg(root: Path, number: str, image: Image.Image, mask: np.ndarray) -> Path:
+    """images/training/NNNNNN.jpg + annotations/training/NNNNNN.png (values 1/2/3); the image's path."""
+    (root / "images" / "training").mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "training").mkdir(parents=True, exist_ok=True)
+    jpeg(image, 85).save(root / "images" / "training" / f"{number}.jpg", quality=95)
+    Image.fromarray(mask, "L").save(root / "annotations" / "training" / f"{number}.png")
+    return root / "images" / "training" / f"{number}.jpg"
+
+
 def _write_neu_seg(root: Path) -> None:
-    """images/training/NNNNNN.jpg + annotations/training/NNNNNN.png (values 1/2/3)."""
     def save(number: str, image: Image.Image, mask: np.ndarray) -> None:
-        (root / "images" / "training").mkdir(parents=True, exist_ok=True)
-        (root / "annotations" / "training").mkdir(parents=True, exist_ok=True)
-        jpeg(image, 85).save(root / "images" / "training" / f"{number}.jpg", quality=95)
-        Image.fromarray(mask, "L").save(root / "annotations" / "training" / f"{number}.png")
+        _save_neu_seg(root, number, image, mask)
 
     for number, (stem, k) in COPIES.items():
         with Image.open(SD_ROOT / "Source Images" / f"{stem}.bmp") as image, \
@@ -133,6 +142,49 @@ def test_dedup_marks_rotated_and_mirrored_copies_and_a_copy_within_the_origin(re
     assert summary.skipped["duplicate:neu_seg"] == 4
     assert sorted(datasets.load_dataset(str(out), "default", split="train")["id"]) == sorted(viewed)
     assert "| duplicate:neu_seg | 4 |" in (out / "README.md").read_text()
+
+
+def test_detail_check_keeps_a_transformed_copy_and_refuses_another_texture_on_the_same_layout(tmp_path):
+    """A CrackForest road photo (low texture); its 90° rotation, JPEG q20, 3 % crop is marked. A picture with
+    its coarse layout but another CrackForest photo's fine texture matches its pHash and fine signature (a
+    low-texture false positive of the first two checks): the detail check refuses it, and the report says so."""
+    manifests = copy_manifests(tmp_path / "manifests")
+    root = tmp_path / "neu_seg"
+    photo = [np.asarray(Image.open(SHARED_DATA / "crackforest" / "image" / f"{n:03d}.jpg").convert("L"), np.float32)
+             for n in (10, 30)]
+    layout, texture = (gaussian_filter(p, 5) for p in photo)
+    other = Image.fromarray(np.clip(layout + photo[1] - texture, 0, 255).astype(np.uint8)).convert("RGB")
+    original = Image.fromarray(photo[0].astype(np.uint8)).convert("RGB")
+    transformed = crop(jpeg(dihedral(original, 5), 20))
+
+    def mask(image: Image.Image) -> np.ndarray:
+        values = np.zeros((image.height, image.width), np.uint8)
+        values[100:140, 100:160] = 3
+        return values
+
+    paths = [_save_neu_seg(root, number, image, mask(image))
+             for number, image in (("000301", original), ("000302", transformed), ("000303", other))]
+    kept, copy, lookalike = (Image.open(p) for p in paths)
+    variants, fine, detail = variant_hashes(kept), fine_signature(kept), detail_thumbnails(kept)
+    for image, variant in ((copy, 5), (lookalike, 0)):  # both pass the first two checks
+        assert (variants[variant] ^ image_hash(image)).bit_count() <= THRESHOLD
+        assert fine_distance(fine, variant, query_signature(image)) <= FINE_THRESHOLD
+    assert detail_correlation(detail, 5, query_detail(copy)) >= DETAIL_THRESHOLD
+    assert detail_correlation(detail, 0, query_detail(lookalike)) < DETAIL_THRESHOLD
+    entry = Catalogue.load(manifests)["neu_seg"]
+    records = [r for r in neu_seg_loader.iter_records(root, entry) if isinstance(r, Record)]
+    write_manifest(manifests / "neu_seg.jsonl", records)
+
+    result = _runner(manifests, {"neu_seg": root}, "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["rejected_by_detail"] == {"neu_seg": 1}
+    result = _runner(manifests, {"neu_seg": root})
+    assert result.exit_code == 0, result.output
+    assert "1 record(s) left unmarked: the detail check refused" in " ".join(result.output.split())
+    marks = {r.id: r.duplicate_of for r in read_manifest(manifests / "neu_seg.jsonl")}
+    assert marks == {"neu_seg/training/000301/scratches": None,
+                     "neu_seg/training/000302/scratches": "neu_seg/training/000301/scratches",
+                     "neu_seg/training/000303/scratches": None}
 
 
 def test_kolektorsdd_releases_collapse_to_the_original_publishers(tmp_path):

@@ -28,22 +28,26 @@ def dedup(
             "records": dict(sorted(report.records.items())),
             "duplicates": [{"origin": o, "of": k, "records": n} for (o, k), n in sorted(duplicates.items())],
             "unchecked": len(report.unchecked),
+            "rejected_by_detail": dict(sorted(Counter(rid.split("/", 1)[0] for rid in report.rejected).items())),
             "added": report.added, "removed": report.removed, "written": report.written,
         })
         return
     table = Table(title="dedup" + (" (dry run: nothing written)" if dry_run else ""))
-    for col in ("origin", "records", "duplicates", "of origin", "unchecked"):
+    for col in ("origin", "records", "duplicates", "of origin", "detail refused", "unchecked"):
         table.add_column(col, justify="left" if col in ("origin", "of origin") else "right")
     unchecked = Counter(rid.split("/", 1)[0] for rid in report.unchecked)
+    rejected = Counter(rid.split("/", 1)[0] for rid in report.rejected)
     for origin, n in sorted(report.records.items()):
         of = Counter({k: c for (o, k), c in duplicates.items() if o == origin})
         table.add_row(origin, str(n), str(sum(of.values())), ", ".join(f"{k} {c}" for k, c in sorted(of.items())),
-                      str(unchecked[origin]))
+                      str(rejected[origin]), str(unchecked[origin]))
     console.print(table)
     for rid, why in sorted(report.unchecked.items())[:10]:
         console.print(f"unchecked {rid}: {why}", highlight=False)
     if len(report.unchecked) > 10:
         console.print(f"... and {len(report.unchecked) - 10} more unchecked (pass --root ORIGIN=PATH)")
+    console.print(f"{len(report.rejected)} record(s) left unmarked: the detail check refused every candidate the "
+                  "hashes and fine signatures confirmed", highlight=False)
     verb = "would change" if dry_run else "changed"
     console.print(f"{verb}: {report.added} mark(s) set, {report.removed} cleared; "
                   f"manifests written: {', '.join(report.written) or 'none'}")

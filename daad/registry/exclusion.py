@@ -113,16 +113,20 @@ class EvaluationHashes:
         write_atomically(path, [text])
 
     def matches(
-        self, index: HashIndex, phashes: Sequence[int], fine_of: Callable[[int], np.ndarray | None]
+        self, index: HashIndex, phashes: Sequence[int], fine_of: Callable[[int], np.ndarray | None],
+        confirm: Callable[[int, int, int], bool] | None = None,
     ) -> list[NearCopy | None]:
         """Per query pHash, the stored image it is a near copy of (``None``: none).
 
         ``index`` is the :class:`~daad.registry.neardup.HashIndex` of :attr:`hashes`; ``fine_of(i)`` the
         :func:`~daad.registry.neardup.query_signature` of query ``i``, asked only for queries with a hash match. The
-        best confirmed variant wins; without a signature the nearest hash match is kept, unconfirmed."""
+        best confirmed variant wins; without a signature the nearest hash match is kept, unconfirmed. ``confirm(i,
+        image, variant)``, where given (the registry-wide dedup's detail check), is asked of query ``i``'s confirmed
+        candidates, nearest first, until one passes; a candidate it refuses is no match."""
         pairs = index.pairs(phashes)
         found: list[NearCopy | None] = [None] * len(phashes)
         fine: dict[int, np.ndarray | None] = {}
+        confirmed: dict[int, list[tuple[float, int, int, int]]] = {}  # query -> (share, bits, image, variant)
         for q, hit, bits in zip(pairs.query.tolist(), pairs.index.tolist(), pairs.distance.tolist()):
             if q not in fine:
                 fine[q] = fine_of(q)
@@ -131,8 +135,13 @@ class EvaluationHashes:
                 found[q] = found[q] or NearCopy(image, bits, None)
                 continue
             share = fine_distance(self.fine[image], hit % VARIANTS, fine[q])
-            if share <= FINE_THRESHOLD and (found[q] is None or share < found[q].share):
-                found[q] = NearCopy(image, bits, share)
+            if share <= FINE_THRESHOLD:
+                confirmed.setdefault(q, []).append((share, bits, image, hit % VARIANTS))
+        for q, candidates in confirmed.items():
+            for share, bits, image, variant in sorted(candidates):
+                if confirm is None or confirm(q, image, variant):
+                    found[q] = NearCopy(image, bits, share)
+                    break
         return found
 
 
