@@ -42,9 +42,11 @@ COMMITTED = {
     "asphaltcrack300": Counter({("crack", "crack"): 795}),
     "cracks_potholes": Counter({("CRACK", "crack"): 1921, ("POTHOLE", "hole"): 564}),
 }
-NEAR_COPIES = {"crack500": 23, "asphaltcrack300": 29}
-"""Records the registry-wide dedup marked, all copies of records of their own origin: CRACK500 photos stored twice,
-rotated by 90 or 180 degrees, and one crack shot twice; AsphaltCrack300's photo 002 repeating 001, and re-shot scenes."""
+NEAR_COPIES = {"crack500": 22, "asphaltcrack300": 29, "mtd": 254, "bsdata": 364, "deepcrack": 2, "cracks_potholes": 37}
+"""Records the registry-wide dedup marked on the real files, all copies of records of their own origin: CRACK500
+photos stored twice, rotated by 90 or 180 degrees; AsphaltCrack300's photo 002 repeating 001, and re-shot scenes;
+MTD's exposures of one tile; BSData's spindles photographed again at the same angle on later dates; DeepCrack's
+two train/test copies; Cracks and Potholes' picture published twice and survey frames whose detail coincides."""
 
 
 def test_layout_sources_have_no_module_but_a_layout_loader():
