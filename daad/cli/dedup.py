@@ -28,7 +28,7 @@ def dedup(
             "records": dict(sorted(report.records.items())),
             "duplicates": [{"origin": o, "of": k, "records": n} for (o, k), n in sorted(duplicates.items())],
             "unchecked": len(report.unchecked),
-            "rejected_by_detail": dict(sorted(Counter(rid.split("/", 1)[0] for rid in report.rejected).items())),
+            "rejected_by_detail": dict(sorted(report.refused().items())),
             "added": report.added, "removed": report.removed, "written": report.written,
         })
         return
@@ -36,7 +36,7 @@ def dedup(
     for col in ("origin", "records", "duplicates", "of origin", "detail refused", "unchecked"):
         table.add_column(col, justify="left" if col in ("origin", "of origin") else "right")
     unchecked = Counter(rid.split("/", 1)[0] for rid in report.unchecked)
-    rejected = Counter(rid.split("/", 1)[0] for rid in report.rejected)
+    rejected = report.refused()
     for origin, n in sorted(report.records.items()):
         of = Counter({k: c for (o, k), c in duplicates.items() if o == origin})
         table.add_row(origin, str(n), str(sum(of.values())), ", ".join(f"{k} {c}" for k, c in sorted(of.items())),

@@ -110,6 +110,10 @@ class DedupReport:
     removed: int = 0
     written: list[str] = field(default_factory=list)
 
+    def refused(self) -> Counter:
+        """Origin -> records the detail check left unmarked."""
+        return Counter(rid.split("/", 1)[0] for rid in self.rejected)
+
     def duplicates(self) -> Counter:
         """(origin, origin of the kept record) -> duplicates."""
         return Counter((rid.split("/", 1)[0], kept.split("/", 1)[0]) for rid, kept in self.marks.items())

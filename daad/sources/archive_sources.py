@@ -193,10 +193,7 @@ def prepare(registry: Registry, origins: Iterable[str], options: PrepareOptions)
         except SourceDownloadError as exc:
             report.outcomes.append(Outcome(origin, FAILED, exc.detail))
     for origin in origins:  # an archive kept for a later origin that then did not unpack it
-        entry = registry.catalogue[origin]
-        if entry.download is not None:
-            formats = [part.format for part in entry.download.archives()]
-            _remove([archive_path(options.data, url, f) for url, f in zip(_urls(entry, options), formats)])
+        _remove(_archive_paths(registry.catalogue[origin], options))
     written = [o for o in report.outcomes if o.status == DOWNLOADED and registry.committed_manifest(o.origin) is None]
     if written:
         mark_duplicates(registry, written, options)
@@ -268,6 +265,12 @@ def _urls(entry: SourceEntry, options: PrepareOptions) -> list[str]:
     return [archive_url(part.url, options.base_url) for part in entry.download.archives()] if entry.download else []
 
 
+def _archive_paths(entry: SourceEntry, options: PrepareOptions) -> list[Path]:
+    """Where an origin's archives are downloaded to, in the order of :func:`_urls`."""
+    parts = entry.download.archives() if entry.download else []
+    return [archive_path(options.data, url, part.format) for part, url in zip(parts, _urls(entry, options))]
+
+
 def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOptions, shared: Collection[str]) -> dict:
     """Download, unpack into a temp folder, verify (or write the manifest), rename into place;
     returns what the state file records. Fetches once more if corrupt. A source published as
@@ -278,8 +281,7 @@ def _fetch_verified(registry: Registry, entry: SourceEntry, options: PrepareOpti
     state_dir.mkdir(parents=True, exist_ok=True)
     for stale in state_dir.glob(f"tmp-{entry.id}-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    urls = _urls(entry, options)
-    paths = [archive_path(options.data, url, part.format) for part, url in zip(spec.archives(), urls)]
+    urls, paths = _urls(entry, options), _archive_paths(entry, options)
     wanted = wanted_files(registry, entry)
     for attempt in (1, 2):
         tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{entry.id}-", dir=state_dir))
